@@ -1,0 +1,322 @@
+"""Batched generation with a per-row steering vector added to one layer's residual stream.
+
+Each batch row carries its own feature weights, so steered and unsteered answers (or K candidate
+weight vectors) come out of one `generate` call. Hooks live only for the call that made them.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from .models import decoder_layers
+
+log = logging.getLogger(__name__)
+
+Weights = Mapping[int, float]  # SAE latent index -> weight in [-1, 1]
+
+
+@dataclass(frozen=True)
+class SteeringBasis:
+    """The directions steering moves along: unit-norm SAE decoder rows at one layer.
+
+    `scale` turns a weight into a residual-stream displacement: |w| = 1 adds `scale` times a unit
+    direction, calibrated from the layer's typical residual norm (see `calibrate_scale`).
+    """
+
+    directions: torch.Tensor  # (d_sae, d_model), rows of unit norm
+    layer: int
+    scale: float
+
+    @property
+    def d_sae(self) -> int:
+        return self.directions.shape[0]
+
+    @classmethod
+    def from_sae(cls, sae, layer: int, scale: float) -> SteeringBasis:
+        w_dec = sae.W_dec.detach().float()
+        return cls(w_dec / w_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8), layer, float(scale))
+
+    def vectors(self, weights: Sequence[Weights | None]) -> torch.Tensor:
+        """(B, d_model) steering vectors, `sum_i w_i * scale * d_i` per row; None is a zero row."""
+        out = torch.zeros(len(weights), self.directions.shape[1])
+        for row, w in enumerate(weights):
+            if not w:
+                continue
+            idx = torch.tensor(list(w.keys()), dtype=torch.long)
+            if idx.min() < 0 or idx.max() >= self.d_sae:
+                raise IndexError(f"feature index out of range 0..{self.d_sae - 1}: {sorted(w)}")
+            vals = torch.tensor([float(v) for v in w.values()])
+            out[row] = self.scale * (vals @ self.directions[idx])
+        return out
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 96
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 0.95
+    seed: int | None = None
+    repetition_penalty: float = 1.1
+    return_logits: bool = False
+
+
+@dataclass
+class Generation:
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "eos" | "length" | "cancelled"
+    logits: torch.Tensor | None = field(default=None, repr=False)  # (n_new, vocab) when asked
+
+
+class Cancelled(Exception):
+    """Raised by a streaming consumer that wants to stop; generation ends at the next token."""
+
+
+def calibrate_scale(model, tokenizer, layer: int, texts: Sequence[str], factor: float = 1.0) -> float:
+    """Median L2 norm of the residual stream after `layer` (first position excluded) times `factor`.
+
+    The first position's norm is tens of times larger than the rest and would dominate.
+    """
+    norms: list[torch.Tensor] = []
+    captured: list[torch.Tensor] = []
+    handle = decoder_layers(model)[layer].register_forward_hook(
+        lambda _m, _i, out: captured.append((out[0] if isinstance(out, tuple) else out).detach())
+    )
+    try:
+        with torch.no_grad():
+            for text in texts:
+                ids = tokenizer(text, return_tensors="pt").to(model.device)
+                captured.clear()
+                model(**ids)
+                norms.append(captured[0][0, 1:].float().norm(dim=-1))
+    finally:
+        handle.remove()
+    return float(torch.cat(norms).median()) * factor
+
+
+class _SteeringHook:
+    """Adds per-row vectors to a layer's output, but only for forwards run by its owner thread.
+
+    A module's hooks are shared by every thread using the model; the owner check is what keeps
+    two concurrent requests from steering each other.
+    """
+
+    def __init__(self, vectors: torch.Tensor):
+        self.vectors = vectors
+        self.owner = threading.get_ident()
+
+    def __call__(self, _module, _inputs, output):
+        if threading.get_ident() != self.owner:
+            return None
+        hidden = output[0] if isinstance(output, tuple) else output
+        vec = self.vectors.to(hidden.dtype)
+        if vec.shape[0] != hidden.shape[0]:
+            raise RuntimeError(f"steering batch {vec.shape[0]} != model batch {hidden.shape[0]}")
+        hidden = hidden + vec[:, None, :]  # every position: prompt and each generated token
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+class _StopOnEvent:
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class _QueueStreamer:
+    """transformers streamer protocol: `put` gets the prompt once, then (B,) new tokens per step."""
+
+    def __init__(self):
+        self.q: queue.Queue = queue.Queue()
+        self._seen_prompt = False
+
+    def put(self, value):
+        if not self._seen_prompt:
+            self._seen_prompt = True
+            return
+        self.q.put(value.reshape(-1).tolist())
+
+    def end(self):
+        self.q.put(None)
+
+
+class SteeringEngine:
+    """A model, its tokenizer and a steering basis; generates with per-row feature weights.
+
+    Example:
+        >>> engine = SteeringEngine.from_preset()                   # offline default
+        >>> steered, plain = engine.generate(["Why is the sky blue?"] * 2, [{123: 0.6}, None])
+    """
+
+    def __init__(self, model, tokenizer, basis: SteeringBasis | None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.basis = basis
+        self.layers = decoder_layers(model)
+
+    @classmethod
+    def from_preset(cls, preset=None, device: str = "cpu") -> SteeringEngine:
+        from .models import load_model, load_sae, resolve_preset
+        from .saes import load_basis
+
+        preset = resolve_preset(preset if isinstance(preset, str) or preset is None else preset.id)
+        model, tok = load_model(preset, device)
+        return cls(model, tok, load_basis(preset, load_sae(preset, device)))
+
+    # ------------------------------------------------------------------ steering
+
+    def steering_vectors(self, weights: Sequence[Weights | None]) -> torch.Tensor:
+        if self.basis is None:
+            if any(weights):
+                raise ValueError("this engine has no SAE; only unsteered generation is possible")
+            return torch.zeros(len(weights), self.model.config.hidden_size)
+        return self.basis.vectors(weights)
+
+    @contextmanager
+    def steering(self, vectors: torch.Tensor):
+        """Add `vectors` (B, d_model) to the basis layer's output for this thread's forwards."""
+        if self.basis is None or not bool(vectors.abs().sum()):
+            yield
+            return
+        handle = self.layers[self.basis.layer].register_forward_hook(_SteeringHook(vectors.to(self.model.device)))
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    # ------------------------------------------------------------------ prompts
+
+    def chat_prompt(self, prompt: str, system: str | None = None) -> str:
+        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        return self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+
+    def _encode(self, prompts: Sequence[str], system: str | Sequence[str | None] | None):
+        systems = list(system) if isinstance(system, (list, tuple)) else [system] * len(prompts)
+        if len(systems) != len(prompts):
+            raise ValueError("one system prompt per prompt, or one for all")
+        texts = [self.chat_prompt(p, s) for p, s in zip(prompts, systems)]
+        return self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
+
+    # ------------------------------------------------------------------ generation
+
+    def _generate_kwargs(self, config: GenerationConfig, cancel: threading.Event | None):
+        from transformers import StoppingCriteriaList
+
+        kwargs = dict(
+            max_new_tokens=config.max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            repetition_penalty=config.repetition_penalty,
+        )
+        if config.temperature > 0:
+            kwargs.update(do_sample=True, temperature=config.temperature, top_p=config.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if config.return_logits:
+            kwargs.update(output_logits=True, return_dict_in_generate=True)
+        if cancel is not None:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_StopOnEvent(cancel)])
+        return kwargs
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        weights: Sequence[Weights | None] | None = None,
+        *,
+        system: str | Sequence[str | None] | None = None,
+        config: GenerationConfig | None = None,
+        cancel: threading.Event | None = None,
+        _streamer=None,
+    ) -> list[Generation]:
+        """Answer each prompt (a user message) with its own feature weights, in one batch."""
+        config = config or GenerationConfig()
+        if not prompts:
+            return []
+        weights = list(weights) if weights is not None else [None] * len(prompts)
+        if len(weights) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(weights)} weight rows")
+        vectors = self.steering_vectors(weights)
+        enc = self._encode(prompts, system)
+        kwargs = self._generate_kwargs(config, cancel)
+        if config.seed is not None:
+            torch.manual_seed(config.seed)
+        with torch.no_grad(), self.steering(vectors):
+            out = self.model.generate(**enc, streamer=_streamer, **kwargs)
+        sequences = out.sequences if config.return_logits else out
+        logits = torch.stack(out.logits, dim=1) if config.return_logits else None
+        new = sequences[:, enc["input_ids"].shape[1] :]
+        cancelled = cancel is not None and cancel.is_set()
+        return [self._finish(row, new[i], logits[i] if logits is not None else None, cancelled) for i, row in enumerate(new)]
+
+    def _finish(self, _row, ids: torch.Tensor, logits, cancelled: bool) -> Generation:
+        ids_list = ids.tolist()
+        eos = self.tokenizer.eos_token_id
+        reason = "cancelled" if cancelled else "length"
+        if eos in ids_list:
+            ids_list = ids_list[: ids_list.index(eos)]
+            reason = "eos"
+        if logits is not None:
+            logits = logits[: len(ids_list)]
+        text = self.tokenizer.decode(ids_list, skip_special_tokens=True).strip()
+        return Generation(text, ids_list, reason, logits)
+
+    def stream(
+        self,
+        prompts: Sequence[str],
+        weights: Sequence[Weights | None] | None = None,
+        *,
+        system: str | Sequence[str | None] | None = None,
+        config: GenerationConfig | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[list[str]]:
+        """Yield every row's text so far after each new token; the last item is the final text.
+
+        Closing the iterator early (or setting `cancel`) stops generation at the next token.
+        """
+        cancel = cancel or threading.Event()
+        streamer = _QueueStreamer()
+        result: dict = {}
+
+        def work():
+            try:
+                result["out"] = self.generate(prompts, weights, system=system, config=config, cancel=cancel, _streamer=streamer)
+            except BaseException as exc:  # re-raised in the consumer's thread
+                result["error"] = exc
+                streamer.end()
+
+        worker = threading.Thread(target=work, daemon=True, name="steering-generate")
+        worker.start()
+        ids: list[list[int]] = [[] for _ in prompts]
+        done = [False] * len(prompts)
+        eos = self.tokenizer.eos_token_id
+        try:
+            while (step := streamer.q.get()) is not None:
+                for i, tok in enumerate(step):
+                    if done[i] or tok == eos:
+                        done[i] = True
+                        continue
+                    ids[i].append(tok)
+                yield [self.tokenizer.decode(r, skip_special_tokens=True).strip() for r in ids]
+        finally:
+            if worker.is_alive():
+                cancel.set()  # the consumer stopped early
+            worker.join()
+        if "error" in result:
+            raise result["error"]
+        yield [g.text for g in result["out"]]
+
+
+def timed(fn, *args, **kwargs):
+    """(result, seconds) of one call; used by benchmarks and the autosteer loop."""
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0

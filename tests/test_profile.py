@@ -1,0 +1,108 @@
+import json
+
+import pytest
+
+from steering.profile import (
+    FeatureWeight,
+    ModelRef,
+    ProfileError,
+    SAERef,
+    SteeringProfile,
+    load_profile,
+    provenance,
+    validate,
+)
+
+MODEL = ModelRef("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "r1")
+SAE = SAERef("smollm2-135m-l15-topk", "model.layers.15", 15, 4096)
+
+
+def make(**kw) -> SteeringProfile:
+    base = dict(
+        name="kids",
+        behavior="Explain things in a way that children can understand",
+        model=MODEL,
+        sae=SAE,
+        scale=120.0,
+        features=[FeatureWeight(12, "simple words", 0.4), FeatureWeight(4095, "jargon", -0.7)],
+        prompts=["Why is the sky blue?"],
+        scores={"epochs": [3.0, 5.5], "held_out": {"steered": 6.0}},
+        provenance=provenance("metric", "numeric"),
+    )
+    base.update(kw)
+    return SteeringProfile(**base)
+
+
+def write(tmp_path, data) -> str:
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps(data) if not isinstance(data, str) else data)
+    return str(p)
+
+
+def test_round_trip(tmp_path):
+    prof = make()
+    path = prof.save(tmp_path / "sub" / "kids.json")
+    again = load_profile(path)
+    assert again == prof
+    assert again.weights() == {12: 0.4, 4095: -0.7}
+    assert json.loads(path.read_text())["schema_version"] == 1
+
+
+def test_zero_weights_are_dropped_from_weights():
+    assert make(features=[FeatureWeight(1, "", 0.0)]).weights() == {}
+
+
+def test_integer_weights_are_accepted(tmp_path):
+    data = make().to_dict()
+    data["features"][0]["weight"] = 1
+    assert load_profile(write(tmp_path, data)).features[0].weight == 1.0
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.pop("model"), "missing field 'model'"),
+        (lambda d: d.__setitem__("schema_version", 99), "schema_version 99"),
+        (lambda d: d["features"][0].__setitem__("index", 4096), "out of range"),
+        (lambda d: d["features"][0].__setitem__("index", -1), "out of range"),
+        (lambda d: d["features"][1].__setitem__("weight", 1.5), "outside \\[-1, 1\\]"),
+        (lambda d: d["features"][1].__setitem__("weight", float("nan")), "outside"),
+        (lambda d: d["features"][1].__setitem__("index", 12), "appears twice"),
+        (lambda d: d["features"][0].__setitem__("weight", "high"), "should be float"),
+        (lambda d: d["features"][0].__setitem__("index", True), "should be int"),
+        (lambda d: d.__setitem__("scale", -1.0), "scale must be a positive"),
+        (lambda d: d.__setitem__("features", {"12": 0.4}), "should be list"),
+        (lambda d: d["sae"].pop("d_sae"), "missing field 'd_sae'"),
+    ],
+)
+def test_validation_errors(tmp_path, mutate, message):
+    data = make().to_dict()
+    mutate(data)
+    with pytest.raises(ProfileError, match=message):
+        load_profile(write(tmp_path, data))
+
+
+def test_not_json_and_not_an_object_and_missing_file(tmp_path):
+    with pytest.raises(ProfileError, match="not valid JSON"):
+        load_profile(write(tmp_path, "{nope"))
+    with pytest.raises(ProfileError, match="JSON object"):
+        load_profile(write(tmp_path, "[1, 2]"))
+    with pytest.raises(ProfileError, match="not found"):
+        load_profile(tmp_path / "missing.json")
+
+
+def test_profile_for_another_model_or_sae_is_refused():
+    prof = make()
+    validate(prof, MODEL, SAE)
+    with pytest.raises(ProfileError, match="learned on model"):
+        validate(prof, ModelRef("gemma-2-2b-it", "google/gemma-2-2b-it"), SAE)
+    with pytest.raises(ProfileError, match="learned on SAE"):
+        validate(prof, MODEL, SAERef("other", "model.layers.10", 10, 4096))
+    with pytest.raises(ProfileError, match="learned on SAE"):
+        validate(prof, MODEL, SAERef(SAE.id, SAE.hook, 15, 8192))
+
+
+def test_save_refuses_an_invalid_profile(tmp_path):
+    with pytest.raises(ProfileError):
+        make(features=[FeatureWeight(0, "", 2.0)]).save(tmp_path / "bad.json")
+    assert not (tmp_path / "bad.json").exists()
