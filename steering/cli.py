@@ -72,12 +72,237 @@ def cmd_build_sae(args) -> int:
     return 0
 
 
+def _add_features(sub):
+    p = sub.add_parser("features", help="search or show SAE features (latents) by their labels")
+    fsub = p.add_subparsers(dest="features_command", required=True)
+    s = fsub.add_parser("search", help="latents whose label matches a description")
+    s.add_argument("query")
+    s.add_argument("--k", type=int, default=10)
+    s.add_argument("--preset", default=None)
+    s.add_argument("--contexts", type=int, default=0, help="also print N top-activating contexts per hit")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_features_search)
+    sh = fsub.add_parser("show", help="everything the index knows about one latent")
+    sh.add_argument("index", type=int)
+    sh.add_argument("--preset", default=None)
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(func=cmd_features_show)
+    imp = fsub.add_parser("import-neuronpedia", help="make a preset's index from a Neuronpedia explanations export")
+    imp.add_argument("file")
+    imp.add_argument("--preset", required=True)
+    imp.add_argument("--d-sae", type=int, required=True)
+    imp.set_defaults(func=cmd_features_import)
+
+
+def _load_index(preset_name):
+    from .features import FeatureIndex
+    from .models import index_dir, resolve_preset
+
+    try:
+        return FeatureIndex.load(index_dir(resolve_preset(preset_name)))
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def cmd_features_search(args) -> int:
+    if not args.query.strip():
+        raise UsageError("the search query is empty")
+    if not 1 <= args.k <= 1000:
+        raise UsageError("--k must be between 1 and 1000")
+    index = _load_index(args.preset)
+    hits = index.search(args.query, k=args.k)
+    if args.json:
+        print(json.dumps([{"index": h.index, "label": h.label, "score": round(h.score, 4)} for h in hits]))
+        return 0
+    for h in hits:
+        print(f"{h.index:6d}  {h.score:.3f}  {h.label}")
+        for c in index.get(h.index).contexts[: args.contexts]:
+            print(f"        | {c}")
+    return 0
+
+
+def cmd_features_show(args) -> int:
+    index = _load_index(args.preset)
+    try:
+        rec = index.get(args.index)
+    except KeyError as exc:
+        raise UsageError(str(exc.args[0])) from exc
+    if args.json:
+        print(json.dumps(dataclasses.asdict(rec), ensure_ascii=False))
+        return 0
+    print(f"latent {rec.index}: {rec.label}  [{rec.source}]")
+    print(f"  max activation {rec.max_activation:.2f}, active on {100 * rec.frequency:.3f}% of tokens")
+    print(f"  promotes:   {' | '.join(rec.promoted)}")
+    print(f"  suppresses: {' | '.join(rec.suppressed)}")
+    for c in rec.contexts:
+        print(f"  | {c}")
+    return 0
+
+
+def cmd_features_import(args) -> int:
+    from .features import import_neuronpedia
+    from .models import index_dir, resolve_preset
+
+    preset = resolve_preset(args.preset)
+    try:
+        index = import_neuronpedia(args.file, args.d_sae, {"preset": preset.id, "sae": preset.sae.ident})
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    print(index.save(index_dir(preset)))
+    return 0
+
+
+def _add_build_index(sub):
+    p = sub.add_parser("build-index", help="build the feature index (evidence, labels, embeddings) for a preset's SAE")
+    p.add_argument("--preset", default=None)
+    p.add_argument("--per-source", type=int, default=1500, help="documents sampled from each corpus source")
+    p.add_argument("--self-answers", default="runs/sae/self_answers.jsonl")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--llm-labels", action="store_true", help="label latents with the configured OpenAI-compatible endpoint")
+    p.set_defaults(func=cmd_build_index)
+
+
+def cmd_build_index(args) -> int:
+    from tqdm import tqdm
+
+    from .corpus import index_texts
+    from .features import build_index
+    from .models import index_dir, load_model, load_sae, resolve_preset
+    from .saes import sae_layer
+
+    preset = resolve_preset(args.preset)
+    model, tok = load_model(preset)
+    sae = load_sae(preset)
+    answers_path = Path(args.self_answers)
+    answers = [json.loads(line) for line in answers_path.open()] if answers_path.is_file() else []
+    texts = index_texts(tok, args.seed, answers, args.per_source)
+    labeller = None
+    if args.llm_labels:
+        from .llm import LLMClient, explain_feature
+
+        client = LLMClient.from_env()
+        labeller = lambda rec: explain_feature(client, rec)  # noqa: E731
+    with tqdm(total=len(texts), desc="index", unit="doc") as bar:
+        index = build_index(
+            model, tok, sae, sae_layer(sae), texts, labeller,
+            meta={"preset": preset.id, "sae": preset.sae.ident, "seed": args.seed, "per_source": args.per_source},
+            progress=bar.update,
+        )
+    print(index.save(index_dir(preset)))
+    return 0
+
+
+def _add_evaluate_sae(sub):
+    p = sub.add_parser("evaluate-sae", help="measure the default SAE (variance explained, L0, dead latents, CE recovered)")
+    p.add_argument("--preset", default=None)
+    p.add_argument("--questions", type=int, default=120, help="held-out questions the model answers for the test text")
+    p.set_defaults(func=cmd_evaluate_sae)
+    c = sub.add_parser("calibrate", help="measure the residual norm, set the steering scale, record examples")
+    c.add_argument("--preset", default=None)
+    c.add_argument("--factor", type=float, default=None, help="scale = factor x median residual norm (default 1.0)")
+    c.add_argument("--prompt", default="Tell me about your weekend.")
+    c.set_defaults(func=cmd_calibrate)
+
+
+def _sae_folder(preset):
+    if preset.sae.local_dir is None:
+        raise UsageError(f"preset {preset.id!r} uses a hub SAE; evaluate-sae and calibrate write next to a local SAE")
+    return preset.sae.local_dir
+
+
+def cmd_evaluate_sae(args) -> int:
+    from .corpus import seed_questions
+    from .features import FeatureIndex
+    from .models import index_dir, resolve_preset
+    from .sae_eval import evaluate_sae, heldout_texts, model_card
+    from .saes import read_calibration
+    from .session import get_runtime
+
+    preset = resolve_preset(args.preset)
+    folder = _sae_folder(preset)
+    recipe = json.loads((folder / "recipe.json").read_text())
+    rt = get_runtime(preset.id)
+    from .models import load_sae
+
+    sae = load_sae(preset)
+    # Questions after the ones the build used for the model's own answers: never in the corpus.
+    used = recipe["build_config"]["self_answers"]
+    questions = seed_questions(recipe["build_config"]["seed"])[used : used + args.questions]
+    texts = heldout_texts(rt.engine, rt.engine.tokenizer, questions)
+    quality = evaluate_sae(rt.engine.model, rt.engine.tokenizer, sae, rt.engine.basis.layer, texts).to_dict()
+    quality["questions"] = len(questions)
+    try:
+        index = FeatureIndex.load(index_dir(preset))
+        quality["dead_fraction_index"] = sum(r.frequency == 0 for r in index.records) / len(index)
+        quality["index_tokens"] = index.meta.get("tokens")
+    except FileNotFoundError:
+        quality["dead_fraction_index"] = quality["dead_fraction"]
+    (folder / "quality.json").write_text(json.dumps(quality, indent=2) + "\n")
+    (folder / "README.md").write_text(model_card(folder.name, recipe, quality, read_calibration(preset)))
+    print(json.dumps(quality, indent=2))
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from .engine import GenerationConfig
+    from .features import FeatureIndex
+    from .metrics import perplexities
+    from .models import index_dir, load_model, resolve_preset
+    from .saes import DEFAULT_SCALE_FACTOR, write_calibration
+    from .session import get_runtime
+
+    preset = resolve_preset(args.preset)
+    _sae_folder(preset)
+    model, tok = load_model(preset)
+    calib = write_calibration(preset, model, tok, preset.sae.layer, args.factor or DEFAULT_SCALE_FACTOR)
+    rt = get_runtime(preset.id)
+    index = FeatureIndex.load(index_dir(preset))
+    examples = []
+    for topic in ("dogs and puppies", "cooking and food", "the ocean"):
+        hit = index.search(topic, k=1)[0]
+        ws = [0.0, 0.3, 0.6, 1.0]
+        gens = rt.engine.generate([args.prompt] * len(ws), [{hit.index: w} for w in ws], config=GenerationConfig(max_new_tokens=48))
+        ppl = perplexities(rt.engine, [args.prompt] * len(ws), [g.text for g in gens])
+        examples.append({"index": hit.index, "label": hit.label, "topic": topic, "prompt": args.prompt,
+                         "outputs": [[w, g.text, p] for w, g, p in zip(ws, gens, ppl)]})
+        for w, g, p in zip(ws, gens, ppl):
+            print(f"[{hit.index} w={w} ppl={p:.1f}] {g.text[:160]!r}")
+    calib["examples"] = examples
+    from .saes import calibration_path
+
+    calibration_path(preset).write_text(json.dumps(calib, indent=2) + "\n")
+    return 0
+
+
+def _add_export(sub):
+    p = sub.add_parser("export", help="fold a profile into a plain checkpoint (vLLM, TGI, llama.cpp)")
+    p.add_argument("--profile", required=True)
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> int:
+    from .export import ExportError, export_profile
+    from .profile import ProfileError, load_profile
+
+    try:
+        out = export_profile(load_profile(args.profile), args.out)
+    except (ProfileError, ExportError) as exc:
+        raise UsageError(str(exc)) from exc
+    print(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m steering", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
+    _add_features(sub)
+    _add_export(sub)
     _add_build_sae(sub)
+    _add_build_index(sub)
+    _add_evaluate_sae(sub)
     return parser
 
 

@@ -136,3 +136,18 @@ def build_texts(tokenizer, seed: int = 0, self_answers: list[dict] | None = None
     texts = [t for v in sources.values() for t in v]
     random.Random(seed).shuffle(texts)
     return texts, stats
+
+
+def index_texts(tokenizer, seed: int = 0, self_answers: list[dict] | None = None, per_source: int = 1500) -> list[str]:
+    """A balanced sample of documents for finding each latent's top-activating contexts."""
+    rng = random.Random(seed)
+
+    def sample(items: list[str]) -> list[str]:
+        return rng.sample(items, min(per_source, len(items)))
+
+    return (
+        sample(list(wordnet_glosses()))
+        + sample(list(fortunes()))
+        + sample([chat_text(tokenizer, q, a) for q, a in chatterbot_pairs()])
+        + sample([chat_text(tokenizer, r["question"], r["answer"], r.get("system")) for r in (self_answers or [])])
+    )

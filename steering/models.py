@@ -237,6 +237,13 @@ def load_sae(preset: ModelPreset, device: str = "cpu"):
         raise _hub_offline_error(preset, exc) from exc
 
 
+def index_dir(preset: ModelPreset) -> Path:
+    """Where the preset's feature index lives: shipped in assets/ for local SAEs, else the cache."""
+    if preset.sae.local_dir is not None:
+        return ASSETS / "index" / preset.sae.ident
+    return cache_dir() / "index" / preset.id
+
+
 _LAYER_RE = re.compile(r"(?:blocks|layers)\.(\d+)")
 
 

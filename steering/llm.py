@@ -1,0 +1,81 @@
+"""A small client for any OpenAI-compatible chat endpoint (OpenAI, vLLM, Ollama, llama.cpp).
+
+Configuration comes from arguments or OPENAI_BASE_URL / OPENAI_API_KEY / STEERING_LLM_MODEL.
+Every failure becomes an `LLMError` with a one-line message; the API key is never printed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+class LLMError(RuntimeError):
+    """The endpoint timed out, refused, or answered something unusable."""
+
+
+@dataclass
+class LLMClient:
+    base_url: str
+    model: str
+    api_key: str = field(default="", repr=False)
+    timeout: float = 60.0
+    max_retries: int = 1
+
+    @classmethod
+    def from_env(cls, base_url: str | None = None, model: str | None = None, api_key: str | None = None, timeout: float = 60.0) -> LLMClient:
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL") or ""
+        if not base_url:
+            raise LLMError("no LLM endpoint configured: set OPENAI_BASE_URL (and OPENAI_API_KEY, STEERING_LLM_MODEL)")
+        return cls(
+            base_url=base_url,
+            model=model or os.environ.get("STEERING_LLM_MODEL") or "gpt-4o-mini",
+            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
+            timeout=timeout,
+        )
+
+    @staticmethod
+    def configured() -> bool:
+        return bool(os.environ.get("OPENAI_BASE_URL"))
+
+    def _client(self):
+        from openai import OpenAI
+
+        return OpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=self.max_retries)
+
+    def chat(self, messages: list[dict], temperature: float = 0.0, max_tokens: int = 512) -> str:
+        import openai
+
+        try:
+            resp = self._client().chat.completions.create(
+                model=self.model, messages=messages, temperature=temperature, max_tokens=max_tokens
+            )
+        except openai.APITimeoutError as exc:
+            raise LLMError(f"the LLM endpoint {self.base_url} did not answer within {self.timeout:g} s") from exc
+        except openai.APIConnectionError as exc:
+            raise LLMError(f"cannot reach the LLM endpoint {self.base_url}") from exc
+        except openai.APIStatusError as exc:
+            raise LLMError(f"the LLM endpoint answered HTTP {exc.status_code}") from exc
+        except openai.OpenAIError as exc:
+            raise LLMError(f"the LLM endpoint failed: {type(exc).__name__}") from exc
+        try:
+            text = resp.choices[0].message.content
+        except (AttributeError, IndexError, TypeError) as exc:
+            raise LLMError("the LLM endpoint's answer has no message") from exc
+        if not text or not text.strip():
+            raise LLMError("the LLM endpoint answered with empty text")
+        return text.strip()
+
+
+def explain_feature(client: LLMClient, record) -> str:
+    """A one-line explanation of a latent from its top contexts and logit-lens tokens."""
+    contexts = "\n".join(f"- {c}" for c in record.contexts[:8])
+    prompt = (
+        "Here are text snippets where one feature of a language model fires most strongly; the firing token is "
+        "marked with \u00ab \u00bb.\n"
+        f"{contexts}\n"
+        f"Tokens it promotes: {', '.join(record.promoted[:10])}\n"
+        "In at most 12 words, what concept does this feature represent? Answer with the description only."
+    )
+    text = client.chat([{"role": "user", "content": prompt}], max_tokens=40)
+    return text.splitlines()[0].strip().strip('"')[:200]
