@@ -53,15 +53,22 @@ def special_ids(tokenizer) -> torch.Tensor:
 def residual_batches(
     model, tokenizer, texts: Sequence[str], layer: int, batch_size: int = 16, max_tokens: int = 128
 ) -> Iterator[ResidualBatch]:
-    """Yield residuals for `texts` in batches of similar length (order of texts is kept per batch)."""
-    specials = special_ids(tokenizer)
+    """Yield residuals for `texts` in batches of similar length (shortest first)."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     for start in range(0, len(order), batch_size):
         chunk = [texts[i] for i in order[start : start + batch_size]]
-        enc = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True, max_length=max_tokens, add_special_tokens=False)
-        ids, attn = enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device)
-        hidden = layer_output(model, layer, ids, attn)
-        mask = attn.bool() & ~torch.isin(ids, specials.to(ids.device))
-        first = attn.float().argmax(dim=1)  # first real token of each left-padded row
-        mask[torch.arange(len(chunk)), first] = False
-        yield ResidualBatch(chunk, ids, attn, hidden, mask)
+        ids = tokenizer(chunk, add_special_tokens=False, truncation=True, max_length=max_tokens)["input_ids"]
+        yield residuals_for_ids(model, tokenizer, ids, layer, chunk)
+
+
+def residuals_for_ids(model, tokenizer, id_lists: Sequence[Sequence[int]], layer: int, texts: Sequence[str] | None = None) -> ResidualBatch:
+    """Residuals for token-id sequences (one batch, left-padded)."""
+    width = max(len(x) for x in id_lists)
+    pad = tokenizer.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(x)) + list(x) for x in id_lists], dtype=torch.long, device=model.device)
+    attn = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in id_lists], dtype=torch.long, device=model.device)
+    hidden = layer_output(model, layer, ids, attn)
+    mask = attn.bool() & ~torch.isin(ids, special_ids(tokenizer).to(ids.device))
+    first = attn.float().argmax(dim=1)  # first real token of each left-padded row
+    mask[torch.arange(len(id_lists)), first] = False
+    return ResidualBatch(list(texts) if texts is not None else [""] * len(id_lists), ids, attn, hidden, mask)

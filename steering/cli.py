@@ -293,6 +293,82 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _add_autosteer(sub):
+    p = sub.add_parser("autosteer", help="learn feature weights for a behaviour from one line of text")
+    p.add_argument("--behavior", required=True, help='e.g. "Explain things in a way that children can understand"')
+    p.add_argument("--prompt", action="append", required=True, help="training prompt (repeat for several)")
+    p.add_argument("--heldout", action="append", default=None, help="held-out prompt (repeat); default: a built-in set")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--features", type=int, default=5)
+    p.add_argument("--candidates", type=int, default=4, help="weight vectors per epoch (numeric optimiser)")
+    p.add_argument("--threshold", type=float, default=7.0, help="stop early when the best score reaches this")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--judge", choices=["metric", "llm"], default="metric")
+    p.add_argument("--optimizer", choices=["numeric", "llm"], default="numeric")
+    p.add_argument("--llm-base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
+    p.add_argument("--llm-model", default=None, help="model name at the endpoint (default: $STEERING_LLM_MODEL)")
+    p.add_argument("--name", default="")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", default=None)
+    p.add_argument("--out", default=None, help="profile path (default: profiles/NAME.json)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line per epoch, then a final line")
+    p.set_defaults(func=cmd_autosteer)
+
+
+def cmd_autosteer(args) -> int:
+    from .autosteer import DEFAULT_HELDOUT, AutoSteerConfig, EpochResult, make_autosteer
+    from .llm import LLMClient, LLMError
+
+    try:
+        cfg = AutoSteerConfig(
+            behavior=args.behavior, prompts=args.prompt, epochs=args.epochs, features=args.features,
+            candidates=args.candidates, threshold=args.threshold, max_new_tokens=args.max_new_tokens,
+            heldout=args.heldout or list(DEFAULT_HELDOUT), name=args.name, seed=args.seed,
+        )
+        client = None
+        if args.judge == "llm" or args.optimizer == "llm" or args.llm_base_url:
+            client = LLMClient.from_env(args.llm_base_url, args.llm_model)
+        run = make_autosteer(cfg, args.judge, args.optimizer, client, args.preset)
+    except (ValueError, LLMError) as exc:
+        raise UsageError(str(exc)) from exc
+    out = Path(args.out or f"profiles/{cfg.name}.json")
+    bar = None
+    if not args.json:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.epochs, desc="epochs", unit="epoch", file=sys.stderr)
+    try:
+        for event in run.run():
+            if isinstance(event, EpochResult):
+                if args.json:
+                    print(json.dumps(event.to_json(run.features)), flush=True)
+                else:
+                    bar.update(1)
+                    bar.write(f"epoch {event.epoch}: score {event.score:.2f} (best {event.best_score:.2f}) weights {event.weights}")
+                    bar.write(f"  critique: {event.critique}")
+                    for prompt, text in zip(cfg.prompts, event.outputs):
+                        bar.write(f"  [{prompt[:40]}] {text[:200]!r}")
+                continue
+            path = event.profile.save(out)
+            final = {"profile": str(path), "stopped": event.stopped,
+                     "features": [{"index": f.index, "label": f.label, "source": f.source} for f in event.features],
+                     "held_out": event.heldout.scores if event.heldout else None}
+            if args.json:
+                print(json.dumps(final), flush=True)
+            else:
+                bar.close()
+                print(f"saved {path} ({event.stopped})")
+                if event.heldout:
+                    for cond, score in event.heldout.scores.items():
+                        print(f"  held-out {cond:18s} {score:.2f}")
+    except LLMError as exc:
+        raise UsageError(str(exc)) from exc
+    finally:
+        if bar is not None:
+            bar.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m steering", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -300,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_features(sub)
     _add_export(sub)
+    _add_autosteer(sub)
     _add_build_sae(sub)
     _add_build_index(sub)
     _add_evaluate_sae(sub)

@@ -157,20 +157,18 @@ class SteeringEngine:
         >>> steered, plain = engine.generate(["Why is the sky blue?"] * 2, [{123: 0.6}, None])
     """
 
-    def __init__(self, model, tokenizer, basis: SteeringBasis | None):
+    def __init__(self, model, tokenizer, basis: SteeringBasis | None, sae=None):
         self.model = model
         self.tokenizer = tokenizer
         self.basis = basis
+        self.sae = sae  # the sae-lens SAE, for reading feature activations (retrieval)
         self.layers = decoder_layers(model)
 
     @classmethod
     def from_preset(cls, preset=None, device: str = "cpu") -> SteeringEngine:
-        from .models import load_model, load_sae, resolve_preset
-        from .saes import load_basis
+        from .session import get_runtime
 
-        preset = resolve_preset(preset if isinstance(preset, str) or preset is None else preset.id)
-        model, tok = load_model(preset, device)
-        return cls(model, tok, load_basis(preset, load_sae(preset, device)))
+        return get_runtime(preset, device).engine
 
     # ------------------------------------------------------------------ steering
 

@@ -35,7 +35,7 @@ def get_runtime(preset: str | None = None, device: str = "cpu") -> Runtime:
             model, tok = load_model(p, device)
             sae = load_sae(p, device)
             basis = load_basis(p, sae, model, tok)
-            engine = SteeringEngine(model, tok, basis)
+            engine = SteeringEngine(model, tok, basis, sae)
             _runtimes[p.id] = Runtime(
                 p,
                 engine,

@@ -100,3 +100,30 @@ def tiny_engine(tiny_model, tiny_tokenizer, tiny_sae):
 
     # A strong scale so that steering visibly changes a random model's greedy tokens.
     return SteeringEngine(tiny_model, tiny_tokenizer, SteeringBasis.from_sae(tiny_sae, layer=2, scale=8.0))
+
+
+@pytest.fixture()
+def fake_openai():
+    from openai_server import FakeOpenAI
+
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def llm_client(fake_openai):
+    from steering.llm import LLMClient
+
+    return LLMClient(base_url=fake_openai.base_url, model="judge-model", api_key="sk-test-secret", timeout=3.0, max_retries=0)
+
+
+@pytest.fixture()
+def tiny_runtime(tiny_model, tiny_tokenizer, tiny_sae):
+    from steering.engine import SteeringBasis, SteeringEngine
+    from steering.models import resolve_preset
+    from steering.profile import ModelRef, SAERef
+    from steering.session import Runtime
+
+    engine = SteeringEngine(tiny_model, tiny_tokenizer, SteeringBasis.from_sae(tiny_sae, layer=2, scale=8.0), tiny_sae)
+    return Runtime(resolve_preset(None), engine, ModelRef("tiny", "tiny/llama"), SAERef("tiny-sae", "model.layers.2", 2, tiny_sae.cfg.d_sae))

@@ -1,0 +1,169 @@
+"""Optimisers: propose feature weights in [-1, 1] from the history of (weights, score, critique).
+
+`NumericOptimiser` (offline default) is Optuna ask/tell: K candidates per epoch, judged from one
+batched generate. `LLMOptimiser` is the reference method's textual-gradient loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Trial:
+    weights: list[float]  # one per candidate feature, in [-1, 1]
+    score: float
+    critique: str = ""
+    outputs: tuple[str, ...] = ()
+
+
+class Optimiser(Protocol):
+    name: str
+
+    def ask(self, n: int) -> list[list[float]]:
+        """n weight vectors to try next."""
+        ...
+
+    def tell(self, trials: Sequence[Trial]) -> None:
+        """Scores for the vectors from the last `ask`."""
+        ...
+
+
+def clamp(weights: Sequence[float]) -> list[float]:
+    return [max(-1.0, min(1.0, float(w))) for w in weights]
+
+
+class NumericOptimiser:
+    """Optuna TPE over k weights. The first ask includes the retriever's suggested directions."""
+
+    name = "numeric"
+
+    def __init__(self, k: int, initial: Sequence[Sequence[float]] = (), seed: int = 0):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.k = k
+        self.study = optuna.create_study(
+            direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=6, multivariate=True)
+        )
+        for w in initial:
+            self.study.enqueue_trial({f"w{i}": v for i, v in enumerate(clamp(w))})
+        self._pending: list = []
+
+    def ask(self, n: int) -> list[list[float]]:
+        self._pending = [self.study.ask() for _ in range(n)]
+        return [[t.suggest_float(f"w{i}", -1.0, 1.0) for i in range(self.k)] for t in self._pending]
+
+    def tell(self, trials: Sequence[Trial]) -> None:
+        if len(trials) != len(self._pending):
+            raise ValueError(f"told {len(trials)} results for {len(self._pending)} asked")
+        for t, trial in zip(self._pending, trials):
+            self.study.tell(t, trial.score)
+        self._pending = []
+
+
+OPTIMISER_PROMPT = """You tune a language model's behaviour by setting weights on its internal features.
+Goal behaviour: "{behavior}".
+Each weight is in [-1, 1]: positive adds the feature, negative suppresses it, 0 leaves it alone. Large
+weights can make the text garbled.
+
+Features:
+{features}
+
+History (most recent last), with the judge's score (0-10) and critique:
+{history}
+
+Reason briefly about what to change, then give the new weights as the last line, exactly in the form
+Weights: [w1, w2, ...] with {k} numbers."""
+
+_WEIGHTS = re.compile(r"weights\s*:\s*(\[[^\]]*\])", re.I)
+
+
+def parse_weights(text: str, k: int) -> list[float] | None:
+    found = _WEIGHTS.findall(text)
+    candidates = found[::-1] or re.findall(r"\[[^\[\]]*\]", text)[::-1]
+    for raw in candidates:
+        try:
+            values = json.loads(raw)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(values, list) and len(values) == k and all(isinstance(v, (int, float)) for v in values):
+            return clamp(values)
+    return None
+
+
+class LLMOptimiser:
+    """Textual gradients: the LLM reads features, history and critiques, then writes new weights.
+
+    History shown to the LLM is bounded (`max_history` most recent plus the best so far); weights are
+    clamped; a proposal that repeats an earlier one is nudged so every epoch tries something new.
+    """
+
+    name = "llm"
+
+    def __init__(self, client, behavior: str, labels: Sequence[str], initial: Sequence[float] | None = None, max_history: int = 6, seed: int = 0):
+        self.client = client
+        self.behavior = behavior
+        self.labels = list(labels)
+        self.k = len(self.labels)
+        self.max_history = max_history
+        self.history: list[Trial] = []
+        self._next_initial = clamp(initial) if initial is not None else [0.0] * self.k
+        self._rng = random.Random(seed)
+
+    def _prompt(self) -> str:
+        features = "\n".join(f"{i + 1}. {lab or '(no label)'}" for i, lab in enumerate(self.labels))
+        shown = self.visible_history()
+        history = "\n".join(
+            f"- weights {[round(w, 2) for w in t.weights]}: score {t.score:.1f}; critique: {t.critique[:300]}; "
+            f"first answer: {(t.outputs[0] if t.outputs else '')[:200]!r}"
+            for t in shown
+        ) or "(none yet)"
+        return OPTIMISER_PROMPT.format(behavior=self.behavior, features=features, history=history, k=self.k)
+
+    def visible_history(self) -> list[Trial]:
+        recent = self.history[-self.max_history :]
+        if self.history:
+            best = max(self.history, key=lambda t: t.score)
+            if best not in recent:
+                recent = [best] + recent[1:]
+        return recent
+
+    def _novel(self, w: list[float]) -> list[float]:
+        tried = {tuple(round(x, 2) for x in t.weights) for t in self.history}
+        while tuple(round(x, 2) for x in w) in tried:
+            w = clamp([x + self._rng.uniform(-0.15, 0.15) for x in w])
+        return w
+
+    def ask(self, n: int) -> list[list[float]]:
+        out = []
+        for _ in range(n):
+            if not self.history and self._next_initial is not None and not out:
+                out.append(self._next_initial)
+                continue
+            text = self.client.chat([{"role": "user", "content": self._prompt()}], temperature=0.7, max_tokens=500)
+            w = parse_weights(text, self.k)
+            if w is None:
+                text = self.client.chat(
+                    [{"role": "user", "content": self._prompt()}, {"role": "assistant", "content": text},
+                     {"role": "user", "content": f"Give only the last line: Weights: [ ... ] with {self.k} numbers."}],
+                    max_tokens=100,
+                )
+                w = parse_weights(text, self.k)
+            if w is None:
+                from .llm import LLMError
+
+                raise LLMError(f"the LLM optimiser did not give {self.k} weights (answer: {text[:120]!r})")
+            out.append(self._novel(w))
+        return out
+
+    def tell(self, trials: Sequence[Trial]) -> None:
+        self.history.extend(trials)

@@ -1,0 +1,134 @@
+"""Behaviour -> k candidate features: semantic label search, contrastive activations, LLM queries.
+
+Each candidate carries its label, the source that found it and a suggested sign (the initial
+direction: +1 to add the feature, -1 to suppress it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .activations import residuals_for_ids
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FeatureCandidate:
+    index: int
+    label: str
+    source: str  # "contrastive" | "semantic" | "llm" | "llm-opposite" | "manual"
+    sign: float  # suggested initial direction, +1 or -1
+    score: float  # source-specific strength (similarity, or activation difference)
+
+
+def semantic_candidates(index, query: str, k: int, source: str = "semantic", sign: float = 1.0) -> list[FeatureCandidate]:
+    return [FeatureCandidate(h.index, h.label, source, sign, h.score) for h in index.search(query, k=k)]
+
+
+def contrastive_candidates(
+    engine, index, behavior: str, prompts: Sequence[str], k: int, max_new_tokens: int = 48
+) -> list[FeatureCandidate]:
+    """Latents whose mean activation on answer tokens differs most between answers written with
+    the behaviour as a system prompt and plain answers. Needs no labels."""
+    from .engine import GenerationConfig
+
+    n = len(prompts)
+    gens = engine.generate(
+        list(prompts) * 2, system=[behavior] * n + [None] * n, config=GenerationConfig(max_new_tokens=max_new_tokens)
+    )
+    # Read both answers in the same plain context, so only the answer differs.
+    contexts = [engine.tokenizer(engine.chat_prompt(p), add_special_tokens=False)["input_ids"] for p in prompts]
+    means = mean_answer_activations(engine, [contexts[i % n] for i in range(2 * n)], [g.token_ids for g in gens])
+    diff = means[:n].mean(0) - means[n:].mean(0)
+    top = diff.abs().topk(min(k, diff.numel()))
+    return [
+        FeatureCandidate(int(i), index.label(int(i)) if index is not None else "", "contrastive", 1.0 if diff[i] > 0 else -1.0, float(v))
+        for v, i in zip(top.values, top.indices)
+        if v > 0
+    ]
+
+
+def mean_answer_activations(engine, contexts: list[list[int]], answers: list[list[int]], batch_size: int = 16) -> torch.Tensor:
+    """(len(answers), d_sae) mean SAE activation over each answer's tokens, read after its context."""
+    out = torch.zeros(len(answers), engine.basis.d_sae)
+    for start in range(0, len(answers), batch_size):
+        ids = [list(c) + list(a) for c, a in zip(contexts[start : start + batch_size], answers[start : start + batch_size])]
+        batch = residuals_for_ids(engine.model, engine.tokenizer, ids, engine.basis.layer)
+        with torch.no_grad():
+            acts = engine.sae.encode(batch.hidden.float())  # (B, T, d_sae)
+        width = batch.input_ids.shape[1]
+        for r, a in enumerate(answers[start : start + batch_size]):
+            mask = batch.mask[r].clone()
+            mask[: width - len(a)] = False  # only the answer's tokens
+            if mask.any():
+                out[start + r] = acts[r][mask].mean(0)
+    return out
+
+
+_QUERY_PROMPT = """We want to steer a language model towards this behaviour: "{behavior}".
+Its features have short text labels. Write search queries for features to ADD (concepts present in text
+showing the behaviour) and features to SUPPRESS (the opposite behaviour).
+Answer with JSON only: {{"add": ["...", "...", "..."], "suppress": ["...", "..."]}}"""
+
+
+def llm_queries(client, behavior: str) -> tuple[list[str], list[str]]:
+    """Sub-queries and opposite behaviours written by an LLM (the reference method's retriever)."""
+    text = client.chat([{"role": "user", "content": _QUERY_PROMPT.format(behavior=behavior)}], max_tokens=300)
+    m = re.search(r"\{.*\}", text, re.S)
+    try:
+        data = json.loads(m.group(0)) if m else {}
+    except json.JSONDecodeError:
+        data = {}
+    add = [str(q) for q in data.get("add", []) if str(q).strip()][:5]
+    sup = [str(q) for q in data.get("suppress", []) if str(q).strip()][:3]
+    if not add and not sup:
+        from .llm import LLMError
+
+        raise LLMError("the LLM did not return search queries as JSON")
+    return add, sup
+
+
+def merge(lists: Sequence[Sequence[FeatureCandidate]], k: int) -> list[FeatureCandidate]:
+    """Round-robin over sources (best first in each), dropping repeats, until k are chosen."""
+    chosen: list[FeatureCandidate] = []
+    seen: set[int] = set()
+    iters = [iter(lst) for lst in lists if lst]
+    while iters and len(chosen) < k:
+        for it in list(iters):
+            for cand in it:
+                if cand.index not in seen:
+                    seen.add(cand.index)
+                    chosen.append(cand)
+                    break
+            else:
+                iters.remove(it)
+            if len(chosen) >= k:
+                break
+    return chosen
+
+
+def retrieve(engine, index, behavior: str, prompts: Sequence[str], k: int = 5, client=None) -> list[FeatureCandidate]:
+    """k candidates for a behaviour from every available source, merged and deduped."""
+    behavior = behavior.strip()
+    if not behavior:
+        raise ValueError("describe a behaviour to steer towards")
+    sources: list[list[FeatureCandidate]] = []
+    if engine is not None and prompts:
+        sources.append(contrastive_candidates(engine, index, behavior, prompts, 2 * k))
+    if index is not None:
+        sources.append(semantic_candidates(index, behavior, 2 * k))
+    if client is not None and index is not None:
+        try:
+            add, suppress = llm_queries(client, behavior)
+            sources += [semantic_candidates(index, q, 2, "llm") for q in add]
+            sources += [semantic_candidates(index, q, 1, "llm-opposite", -1.0) for q in suppress]
+        except Exception as exc:  # the offline sources still stand
+            log.warning("LLM sub-queries failed, using offline retrieval only: %s", exc)
+    return merge(sources, k)

@@ -1,0 +1,157 @@
+"""LLM judge, optimiser, retrieval queries and client errors over real HTTP to a local server."""
+
+import pytest
+
+from steering.judges import JudgeContext, JudgeError, LLMJudge, parse_score
+from steering.llm import LLMClient, LLMError, explain_feature
+from steering.optimisers import LLMOptimiser, Trial, parse_weights
+
+CTX = JudgeContext("Behave like a dog", ["What is your favourite food?"], ["I like pizza."])
+
+
+def test_judge_parses_the_score_and_sends_an_openai_request(fake_openai, llm_client):
+    fake_openai.script = ["Woofs a lot, stays on topic. Could mention bones.\nScore: 7.5"]
+    j = LLMJudge(llm_client).judge(CTX, ["Woof! Bones are my favourite!"])
+    assert j.score == 7.5
+    assert "bones" in j.critique.lower() and "Score" not in j.critique
+    req = fake_openai.requests[0]
+    assert req["path"] == "/v1/chat/completions"
+    assert req["body"]["model"] == "judge-model"
+    assert "Behave like a dog" in req["body"]["messages"][0]["content"]
+    assert req["auth"] == "Bearer sk-test-secret"
+
+
+def test_judge_retries_when_no_score_then_succeeds(fake_openai, llm_client):
+    fake_openai.script = ["Nice answer, very doggy.", "Score: 8"]
+    assert LLMJudge(llm_client).judge(CTX, ["Woof"]).score == 8
+    assert len(fake_openai.requests) == 2
+    assert "Score: N" in fake_openai.requests[1]["body"]["messages"][-1]["content"]
+
+
+def test_judge_without_a_score_fails_clearly_never_a_silent_zero(fake_openai, llm_client):
+    fake_openai.script = ["I cannot decide.", "Still undecided. Score: eleven"]
+    with pytest.raises(JudgeError, match="no 'Score: N'"):
+        LLMJudge(llm_client).judge(CTX, ["Woof"])
+
+
+def test_judge_http_500_is_a_clear_error(fake_openai, llm_client):
+    fake_openai.script = [(500, {"error": {"message": "boom"}})]
+    with pytest.raises(LLMError, match="HTTP 500"):
+        LLMJudge(llm_client).judge(CTX, ["Woof"])
+
+
+def test_judge_timeout_is_a_clear_error(fake_openai):
+    client = LLMClient(base_url=fake_openai.base_url, model="m", api_key="k", timeout=0.5, max_retries=0)
+    fake_openai.script = [("sleep", 2.0, "Score: 9")]
+    with pytest.raises(LLMError, match="did not answer within 0.5 s"):
+        LLMJudge(client).judge(CTX, ["Woof"])
+
+
+def test_unreachable_endpoint_and_missing_configuration(monkeypatch):
+    client = LLMClient(base_url="http://127.0.0.1:9/v1", model="m", api_key="k", timeout=1, max_retries=0)
+    with pytest.raises(LLMError, match="cannot reach"):
+        client.chat([{"role": "user", "content": "hi"}])
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(LLMError, match="OPENAI_BASE_URL"):
+        LLMClient.from_env()
+
+
+def test_api_key_is_not_in_the_repr(llm_client):
+    assert "sk-test-secret" not in repr(llm_client)
+
+
+@pytest.mark.parametrize(
+    "text, score",
+    [("Good.\nScore: 6", 6.0), ("score=3/10", 3.0), ("**Score:** 9.5", 9.5), ("Score: 4\nlater Score: 7", 7.0), ("no number", None), ("Score: 12", None)],
+)
+def test_parse_score(text, score):
+    assert parse_score(text) == score
+
+
+def test_optimiser_first_proposal_is_the_initial_then_asks_the_llm(fake_openai, llm_client):
+    opt = LLMOptimiser(llm_client, "Behave like a dog", ["dogs", "barking", "formal tone"], initial=[0.5, 0.5, -0.5])
+    assert opt.ask(1) == [[0.5, 0.5, -0.5]]
+    assert fake_openai.requests == []
+    opt.tell([Trial([0.5, 0.5, -0.5], 4.0, "not doggy enough", ("Hello.",))])
+    fake_openai.script = ["More barking needed.\nWeights: [0.8, 1.7, -0.3]"]
+    [w] = opt.ask(1)
+    assert w == [0.8, 1.0, -0.3]  # clamped to [-1, 1]
+    prompt = fake_openai.requests[0]["body"]["messages"][0]["content"]
+    assert "not doggy enough" in prompt and "formal tone" in prompt
+
+
+def test_optimiser_avoids_repeats_and_reasks_on_unparseable(fake_openai, llm_client):
+    opt = LLMOptimiser(llm_client, "b", ["a", "b"], initial=[0.0, 0.0])
+    opt.ask(1)
+    opt.tell([Trial([0.2, 0.4], 3.0, "c")])
+    fake_openai.script = ["I think so.", "Weights: [0.2, 0.4]"]
+    [w] = opt.ask(1)
+    assert len(fake_openai.requests) == 2
+    assert w != [0.2, 0.4] and all(-1 <= x <= 1 for x in w)
+
+
+def test_optimiser_fails_clearly_when_the_llm_never_gives_weights(fake_openai, llm_client):
+    opt = LLMOptimiser(llm_client, "b", ["a", "b"])
+    opt.ask(1)
+    opt.tell([Trial([0.0, 0.0], 1.0)])
+    fake_openai.script = ["no idea", "still none"]
+    with pytest.raises(LLMError, match="did not give 2 weights"):
+        opt.ask(1)
+
+
+def test_optimiser_history_is_bounded_but_keeps_the_best(fake_openai, llm_client):
+    opt = LLMOptimiser(llm_client, "b", ["a"], max_history=3)
+    opt.tell([Trial([0.9], 9.0, "best one")] + [Trial([i / 20], float(i % 3), f"c{i}") for i in range(10)])
+    shown = opt.visible_history()
+    assert len(shown) == 3
+    assert shown[0].critique == "best one"
+    fake_openai.script = ["Weights: [0.1]"]
+    opt.ask(1)
+    prompt = fake_openai.requests[0]["body"]["messages"][0]["content"]
+    assert "best one" in prompt and "c9" in prompt and "c2" not in prompt
+
+
+@pytest.mark.parametrize(
+    "text, k, expected",
+    [("Weights: [0.1, -0.2]", 2, [0.1, -0.2]), ("[0.3, 0.3] then Weights: [1, -1]", 2, [1.0, -1.0]), ("Weights: [0.1]", 2, None), ("[a, b]", 2, None)],
+)
+def test_parse_weights(text, k, expected):
+    assert parse_weights(text, k) == expected
+
+
+def test_llm_feature_explanation(fake_openai, llm_client):
+    from steering.features import FeatureRecord
+
+    fake_openai.script = ['"Dogs and puppies as pets"\nextra line']
+    rec = FeatureRecord(3, "", "offline", 1.0, 0.1, ["my \u00abdog\u00bb barks"], ["bark", "puppy"])
+    assert explain_feature(llm_client, rec) == "Dogs and puppies as pets"
+    assert "\u00abdog\u00bb" in fake_openai.requests[0]["body"]["messages"][0]["content"]
+
+
+def test_llm_retrieval_queries_add_opposite_features(fake_openai, llm_client, tiny_runtime):
+    import numpy as np
+
+    from steering.features import FeatureIndex, FeatureRecord, embed
+    from steering.retrieve import retrieve
+
+    labels = ["dogs and puppies", "barking and howling", "formal business letters", "cats", "the weather"]
+    idx = FeatureIndex([FeatureRecord(i, l, "offline", 1.0, 0.1) for i, l in enumerate(labels)], embed(labels), {})
+    fake_openai.script = ['{"add": ["barking"], "suppress": ["formal business writing"]}']
+    cands = retrieve(None, idx, "Behave like a dog", [], k=4, client=llm_client)
+    by_index = {c.index: c for c in cands}
+    assert by_index[2].source == "llm-opposite" and by_index[2].sign == -1.0
+    assert by_index[1].source in ("llm", "semantic")
+    assert cands[0].source == "semantic" and cands[0].index in (0, 1)
+
+
+def test_llm_retrieval_failure_falls_back_to_offline_sources(fake_openai, llm_client):
+    import numpy as np
+
+    from steering.features import FeatureIndex, FeatureRecord, embed
+    from steering.retrieve import retrieve
+
+    labels = ["dogs and puppies", "cats"]
+    idx = FeatureIndex([FeatureRecord(i, l, "offline", 1.0, 0.1) for i, l in enumerate(labels)], embed(labels), {})
+    fake_openai.script = [(500, {"error": "x"})]
+    cands = retrieve(None, idx, "Behave like a dog", [], k=2, client=llm_client)
+    assert [c.source for c in cands] == ["semantic", "semantic"]
