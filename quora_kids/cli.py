@@ -1,0 +1,192 @@
+"""Command line for the kids' Q&A: `python -m quora_kids answer|evaluate|batch ...`.
+
+Exit codes: 0 success, 2 bad input (one-line error on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from steering.cli import UsageError
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_PROFILE = ASSETS / "profiles" / "kids.json"
+
+
+def _profile(path: str | None):
+    """The named profile; by default the shipped kids profile, or an all-zero one until it exists."""
+    from steering.profile import ProfileError, load_profile
+    from steering.session import blank_profile, get_runtime
+
+    try:
+        if path:
+            return load_profile(path)
+        if DEFAULT_PROFILE.is_file():
+            return load_profile(DEFAULT_PROFILE)
+        return blank_profile(get_runtime(), "unsteered", "Explain things in a way that children can understand")
+    except ProfileError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _client(args):
+    if getattr(args, "llm_base_url", None):
+        from steering.llm import LLMClient
+
+        return LLMClient.from_env(args.llm_base_url, args.llm_model)
+    return None
+
+
+def cmd_answer(args) -> int:
+    from steering.profile import ProfileError
+    from steering.session import get_runtime
+
+    from .service import AnswerService, QuestionError, clean_question, default_safety
+    from .store import AnswerStore
+
+    try:
+        clean_question(args.question)
+        profile = _profile(args.profile)
+        service = AnswerService(get_runtime(profile.model.preset), profile, default_safety(_client(args)),
+                                None if args.no_store else AnswerStore(args.db), max_new_tokens=args.max_new_tokens)
+        ans = service.answer(args.question, use_cache=not args.no_cache)
+    except (QuestionError, ProfileError) as exc:
+        raise UsageError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(ans.to_json(), ensure_ascii=False))
+        return 0
+    if ans.refused:
+        print(f"[refused: {ans.question_safety.reason}]\n{ans.steered.text}")
+        return 0
+    for name, side in (("steered (" + ans.profile + ")", ans.steered), ("unsteered", ans.unsteered)):
+        print(f"== {name} - grade {side.readability.grade:.1f}, {side.readability.badge}")
+        print(side.text + "\n")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from tqdm import tqdm
+
+    from steering.session import get_runtime
+
+    from .evaluate import evaluate
+    from .questions import QuestionSetError, read_question_file
+    from .service import default_safety
+
+    try:
+        questions = read_question_file(args.questions)
+    except QuestionSetError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.limit:
+        questions = questions[: args.limit]
+    profile = _profile(args.profile)
+    rt = get_runtime(profile.model.preset)
+    with tqdm(total=len(questions), desc="evaluate", unit="q", file=sys.stderr, disable=args.json and not sys.stderr.isatty()) as bar:
+        stats, outputs = evaluate(rt, profile, questions, default_safety(_client(args)), args.batch_size, args.max_new_tokens, bar.update)
+    result = {"n": len(questions), "profile": profile.name, "conditions": {c: s.to_dict() for c, s in stats.items()}}
+    if args.outputs:
+        Path(args.outputs).write_text(json.dumps({"questions": questions, **outputs}, indent=1, ensure_ascii=False))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{len(questions)} questions, profile {profile.name!r}")
+    print(f"{'condition':18s} {'grade':>6s} {'ease':>6s} {'relevance':>9s} {'perplexity':>10s} {'refusals':>8s}")
+    for c, s in stats.items():
+        print(f"{c:18s} {s.grade:6.2f} {s.ease:6.1f} {s.relevance:9.3f} {s.fluency:10.2f} {100 * s.refusal_rate:7.1f}%")
+    return 0
+
+
+def cmd_batch(args) -> int:
+    from steering.session import get_runtime
+
+    from .batch import batch_answer, dataset_for, local_generator, remote_generator
+    from .questions import QuestionSetError, load_questions, read_question_file
+    from .service import default_safety
+
+    try:
+        src = Path(args.questions)
+        if src.suffix == ".txt":
+            ds = dataset_for(read_question_file(src))
+        else:
+            mapping = dict(m.split("=", 1) for m in args.column or [])
+            ds = load_questions(args.questions, mapping)
+    except (QuestionSetError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+    if args.limit:
+        ds = ds.select(range(min(args.limit, len(ds))))
+    profile = _profile(args.profile)
+    if args.remote_url:
+        from steering.llm import LLMClient
+
+        gen = remote_generator(LLMClient.from_env(args.remote_url, args.remote_model), args.max_new_tokens)
+        source = f"remote:{args.remote_url}"
+    else:
+        gen = local_generator(get_runtime(profile.model.preset), profile, args.max_new_tokens)
+        source = "local"
+    from steering.llm import LLMError
+
+    try:
+        result = batch_answer(ds, args.out, gen, profile.name, args.batch_size, default_safety(), source)
+    except LLMError as exc:
+        raise UsageError(f"{exc} (answers so far are kept; run the same command again to resume)") from exc
+    print(json.dumps({"out": args.out, "answered": len(result)}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m quora_kids", description="Kids' Q&A with a steered model")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp):
+        sp.add_argument("--profile", default=None, help="steering profile (default: assets/profiles/kids.json)")
+        sp.add_argument("--max-new-tokens", type=int, default=120)
+        sp.add_argument("--llm-base-url", default=None, help="OpenAI-compatible endpoint for the safety check")
+        sp.add_argument("--llm-model", default=None)
+
+    a = sub.add_parser("answer", help="answer one question: steered and unsteered, with reading level and safety")
+    a.add_argument("--question", required=True)
+    a.add_argument("--json", action="store_true")
+    a.add_argument("--db", default=None, help="answer store (SQLite; default ~/.cache/sae-steering/quora_kids.sqlite3)")
+    a.add_argument("--no-store", action="store_true")
+    a.add_argument("--no-cache", action="store_true")
+    common(a)
+    a.set_defaults(func=cmd_answer)
+
+    e = sub.add_parser("evaluate", help="grade, relevance, fluency, refusals: unsteered/prompted/steered/both")
+    e.add_argument("--questions", required=True, help="text file (one per line) or JSONL with a 'question' field")
+    e.add_argument("--json", action="store_true")
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--limit", type=int, default=0)
+    e.add_argument("--outputs", default=None, help="also write every answer to this JSON file")
+    common(e)
+    e.set_defaults(func=cmd_evaluate, max_new_tokens=96)
+
+    b = sub.add_parser("batch", help="answer a whole question set into Parquet (resumable)")
+    b.add_argument("--questions", required=True, help="file (.txt/.jsonl/.csv/.parquet) or hub dataset id")
+    b.add_argument("--column", action="append", help="column mapping, e.g. question=question1")
+    b.add_argument("--out", required=True)
+    b.add_argument("--batch-size", type=int, default=8)
+    b.add_argument("--limit", type=int, default=0)
+    b.add_argument("--remote-url", default=None, help="send generation to this OpenAI-compatible server instead")
+    b.add_argument("--remote-model", default=None)
+    common(b)
+    b.set_defaults(func=cmd_batch, max_new_tokens=96)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

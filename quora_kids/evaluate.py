@@ -1,0 +1,73 @@
+"""Compare four ways of answering the same questions: unsteered, prompted, steered, both.
+
+`prompted` puts the profile's behaviour in the system prompt; `steered` applies its weights.
+Per condition: mean Flesch-Kincaid grade, relevance (question-answer embedding similarity),
+fluency (perplexity under the unsteered model) and refusal rate (answers withheld by the safety
+check or in which the model itself declines).
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from steering.engine import GenerationConfig
+from steering.metrics import perplexities, readability, similarities
+
+CONDITIONS = ("unsteered", "prompted", "steered", "prompted_steered")
+SELF_REFUSAL = re.compile(r"^\s*(i'?m sorry|i am sorry|i can(?:'|no)t|i cannot|as an ai)\b", re.I)
+
+
+@dataclass
+class ConditionStats:
+    grade: float
+    relevance: float
+    fluency: float  # median perplexity (lower is more fluent)
+    refusal_rate: float
+    ease: float
+
+    def to_dict(self) -> dict:
+        return {k: round(v, 4) for k, v in self.__dict__.items()}
+
+
+def evaluate(runtime, profile, questions: Sequence[str], safety=None, batch_size: int = 8, max_new_tokens: int = 96,
+             progress: Callable[[int], None] | None = None) -> tuple[dict[str, ConditionStats], dict[str, list[str]]]:
+    """Answer every question under the four conditions (one batched generate per chunk)."""
+    from steering.session import weights_for
+
+    engine = runtime.engine
+    weights = weights_for(profile, engine)
+    behavior = profile.behavior or None
+    outputs: dict[str, list[str]] = {c: [] for c in CONDITIONS}
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens)
+    for start in range(0, len(questions), batch_size):
+        qs = list(questions[start : start + batch_size])
+        n = len(qs)
+        gens = engine.generate(
+            qs * 4,
+            [None] * (2 * n) + [weights] * (2 * n),
+            system=[None] * n + [behavior] * n + [None] * n + [behavior] * n,
+            config=cfg,
+        )
+        for i, c in enumerate(CONDITIONS):
+            outputs[c] += [g.text for g in gens[i * n : (i + 1) * n]]
+        if progress:
+            progress(n)
+    stats = {}
+    q_refused = [not v.ok for v in safety.check_many(list(questions), "question")] if safety else [False] * len(questions)
+    for c in CONDITIONS:
+        answers = outputs[c]
+        a_refused = [not v.ok for v in safety.check_many(answers, "answer")] if safety else [False] * len(answers)
+        refused = [qr or ar or bool(SELF_REFUSAL.search(a)) or not a.strip() for qr, ar, a in zip(q_refused, a_refused, answers)]
+        reads = [readability(a) for a in answers]
+        ppl = perplexities(engine, list(questions), answers)
+        stats[c] = ConditionStats(
+            grade=statistics.fmean(r.grade for r in reads),
+            relevance=statistics.fmean(similarities(list(questions), answers)),
+            fluency=statistics.median(ppl),
+            refusal_rate=sum(refused) / len(refused),
+            ease=statistics.fmean(r.ease for r in reads),
+        )
+    return stats, outputs

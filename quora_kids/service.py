@@ -1,0 +1,172 @@
+"""The answer service: one question in, the steered and unsteered answers out, checked and graded.
+
+Both answers come from ONE batched generate call (two rows: the profile's weights, and none).
+The question is checked before generating; each answer after, and an unsafe answer is
+regenerated (sampled, new seed) up to `retries` times, then replaced by a safe fallback.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from steering.engine import GenerationConfig
+from steering.metrics import Readability, readability
+
+from .safety import FALLBACK_ANSWER, SafetyVerdict, refusal_for
+from .store import AnswerStore
+
+MAX_QUESTION_CHARS = 500
+
+
+class QuestionError(ValueError):
+    """The question cannot be answered as typed (empty, too long); the message says why."""
+
+
+@dataclass
+class AnswerSide:
+    text: str
+    readability: Readability
+    safety: SafetyVerdict
+    regenerated: int = 0  # how many times an unsafe answer was regenerated
+    fallback: bool = False  # True when the shown text is the safe fallback
+
+    def to_dict(self) -> dict:
+        return {
+            "text": self.text,
+            "grade": self.readability.grade,
+            "ease": self.readability.ease,
+            "badge": self.readability.badge,
+            "safety": self.safety.to_dict(),
+            "regenerated": self.regenerated,
+            "fallback": self.fallback,
+        }
+
+
+@dataclass
+class Answer:
+    question: str
+    profile: str
+    steered: AnswerSide
+    unsteered: AnswerSide
+    question_safety: SafetyVerdict
+    answer_id: int | None = None
+    cached: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def refused(self) -> bool:
+        return not self.question_safety.ok
+
+    def to_json(self) -> dict:
+        """The CLI's `quora_kids answer --json` object (see DESIGN.md)."""
+        return {
+            "question": self.question,
+            "profile": self.profile,
+            "steered": self.steered.text,
+            "unsteered": self.unsteered.text,
+            "readability": {
+                "steered": {"grade": self.steered.readability.grade, "ease": self.steered.readability.ease, "badge": self.steered.readability.badge},
+                "unsteered": {"grade": self.unsteered.readability.grade, "ease": self.unsteered.readability.ease, "badge": self.unsteered.readability.badge},
+            },
+            "safety": {
+                "verdict": "refused" if self.refused else ("ok" if self.steered.safety.ok and self.unsteered.safety.ok else "refused"),
+                "reason": self.question_safety.reason or self.steered.safety.reason or self.unsteered.safety.reason,
+                "question": self.question_safety.to_dict(),
+                "steered": self.steered.safety.to_dict(),
+                "unsteered": self.unsteered.safety.to_dict(),
+            },
+            "answer_id": self.answer_id,
+            "cached": self.cached,
+        }
+
+
+def clean_question(question: str) -> str:
+    q = " ".join((question or "").split())
+    if not q:
+        raise QuestionError("Please type a question first.")
+    if len(q) > MAX_QUESTION_CHARS:
+        raise QuestionError(f"That question is very long ({len(q):,} characters). Please keep it under {MAX_QUESTION_CHARS} characters.")
+    return q
+
+
+class AnswerService:
+    """Answers kids' questions with a profile; thread-safe (the engine steers per call)."""
+
+    def __init__(self, runtime, profile, safety, store: AnswerStore | None = None, retries: int = 2, max_new_tokens: int = 120):
+        from steering.profile import validate
+
+        validate(profile, runtime.model_ref, runtime.sae_ref)
+        self.rt = runtime
+        self.profile = profile
+        self.safety = safety
+        self.store = store
+        self.retries = retries
+        self.max_new_tokens = max_new_tokens
+        self._weights = None
+
+    @property
+    def weights(self) -> dict[int, float]:
+        if self._weights is None:
+            from steering.session import weights_for
+
+            self._weights = weights_for(self.profile, self.rt.engine)
+        return self._weights
+
+    def _check(self, text: str, kind: str) -> SafetyVerdict:
+        return self.safety.check(text, kind)
+
+    def answer(self, question: str, use_cache: bool = True, cancel: threading.Event | None = None) -> Answer:
+        q = clean_question(question)
+        verdict = self._check(q, "question")
+        if not verdict.ok:
+            text = refusal_for(verdict)
+            side = AnswerSide(text, readability(text), SafetyVerdict("ok", checker="refusal"), fallback=True)
+            return Answer(q, self.profile.name, side, side, verdict)
+        if use_cache and self.store is not None:
+            hit = self.store.lookup(q, self.profile.name)
+            if hit is not None:
+                d = hit.details
+                return Answer(
+                    q, self.profile.name, _side_from(hit.steered, d.get("steered", {})), _side_from(hit.unsteered, d.get("unsteered", {})),
+                    verdict, hit.id, cached=True,
+                )
+        cfg = GenerationConfig(max_new_tokens=self.max_new_tokens)
+        steered, unsteered = self.rt.engine.generate([q, q], [self.weights, None], config=cfg, cancel=cancel)
+        sides = [self._checked_side(q, g.text, w, cancel) for g, w in ((steered, self.weights), (unsteered, None))]
+        ans = Answer(q, self.profile.name, sides[0], sides[1], verdict)
+        if self.store is not None and not (cancel is not None and cancel.is_set()):
+            ans.answer_id = self.store.save(
+                q, self.profile.name, sides[0].text, sides[1].text,
+                {"steered": sides[0].to_dict(), "unsteered": sides[1].to_dict(), "question_safety": verdict.to_dict()},
+            )
+        return ans
+
+    def _checked_side(self, q: str, text: str, weights, cancel) -> AnswerSide:
+        verdict = self._check(text, "answer")
+        tries = 0
+        while not verdict.ok and tries < self.retries:
+            tries += 1
+            cfg = GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=0.8, seed=1000 + tries)
+            [g] = self.rt.engine.generate([q], [weights], config=cfg, cancel=cancel)
+            text, verdict = g.text, self._check(g.text, "answer")
+        if not verdict.ok:
+            return AnswerSide(FALLBACK_ANSWER, readability(FALLBACK_ANSWER), verdict, tries, fallback=True)
+        return AnswerSide(text, readability(text), verdict, tries)
+
+
+def _side_from(text: str, d: dict) -> AnswerSide:
+    s = d.get("safety", {})
+    return AnswerSide(
+        text, readability(text),
+        SafetyVerdict(s.get("verdict", "ok"), s.get("reason", ""), s.get("topic", ""), s.get("checker", "")),
+        d.get("regenerated", 0), d.get("fallback", False),
+    )
+
+
+def default_safety(client=None):
+    """The LLM check when an endpoint is given, with the offline check as its fallback."""
+    from .safety import LLMSafety, OfflineSafety
+
+    offline = OfflineSafety()
+    return LLMSafety(client, offline) if client is not None else offline
