@@ -78,13 +78,16 @@ def normalise(ds, columns: Mapping[str, str]):
         if isinstance(tags, str):
             tags = [t.strip() for t in tags.replace(";", ",").split(",") if t.strip()]
         return {
-            "id": str(row.get("id") or f"row{i}"),
+            "id": str(row["id"]) if row.get("id") not in (None, "") else f"row{i}",
             "question": str(row["question"] or "").strip(),
             "category": str(row.get("category") or "other"),
             "tags": [str(t) for t in tags],
         }
 
-    ds = ds.map(fill, with_indices=True)
+    from datasets import Features, List, Value
+
+    features = Features({"id": Value("string"), "question": Value("string"), "category": Value("string"), "tags": List(Value("string"))})
+    ds = ds.map(fill, with_indices=True, remove_columns=ds.column_names, features=features)
     return ds.filter(lambda r: 0 < len(r["question"]) <= MAX_QUESTION_CHARS)
 
 

@@ -1,8 +1,7 @@
 """Safety checks on questions (before answering) and answers (before showing), for children.
 
-Offline: curated intent patterns plus embedding similarity to labelled unsafe and safe exemplars
-(assets/safety/exemplars.jsonl): a text is unsafe when it is closer to unsafe exemplars than to
-safe ones by a margin. Hard topics that are fine for children (a pet dying, divorce, where babies
+Offline: curated intent patterns plus a classifier on sentence embeddings trained on labelled
+unsafe and safe exemplars (assets/safety/exemplars*.jsonl). Hard topics that are fine for children (a pet dying, divorce, where babies
 come from, bullying) have safe exemplars, so they are answered. With an OpenAI-compatible
 endpoint, an LLM applies a moderation rubric instead (falling back to the offline check).
 """
@@ -15,13 +14,15 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Literal, Protocol
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
-EXEMPLARS = Path(__file__).resolve().parent.parent / "assets" / "safety" / "exemplars.jsonl"
+SAFETY_DIR = Path(__file__).resolve().parent.parent / "assets" / "safety"
+EXEMPLAR_FILES = (SAFETY_DIR / "exemplars.jsonl", SAFETY_DIR / "exemplars_extra.jsonl")
 
 Kind = Literal["question", "answer"]
 
@@ -69,7 +70,7 @@ def refusal_for(verdict: SafetyVerdict) -> str:
 # Intent patterns that are unsafe whatever the wording around them. Topic words alone ("drugs",
 # "death", "war") are not here: children may ask about them and deserve an answer.
 PATTERNS: list[tuple[str, str]] = [
-    ("self_harm", r"\b(kill|hurt|cut|harm|starve)\s+(my ?self|myself)\b|\bsuicid\w*|\bend my life\b|\bwant to die\b|\b(make me|so i) (not|never) wake up\b"),
+    ("self_harm", r"\b(kill|hurt|cut|harm|starve)\s+(my ?self|myself)\b|\bcommit suicide\b|\bend my life\b|\bwant to die\b|\b(make me|so i) (not|never) wake up\b"),
     ("violence_weapons", r"\b(make|build|buy|get|find)\b[\w\s']{0,30}\b(bomb|gun|explosive|weapon|knife to)\b|\bhow (do i|to|can i) (kill|stab|shoot|poison)\b"),
     ("sexual", r"\bporn\w*|\bnudes?\b|\bsext\w*|\bnaked (pictures?|photos?|pics?)\b|\bsex videos?\b"),
     ("drugs_alcohol", r"\b(get|getting) (drunk|high|stoned)\b|\b(buy|get|smoke|try|take)\b[\w\s]{0,15}\b(weed|cocaine|vodka|beer|vape|pills to get high)\b"),
@@ -81,41 +82,58 @@ _COMPILED = [(topic, re.compile(p, re.I)) for topic, p in PATTERNS]
 
 
 class OfflineSafety:
-    """Patterns + nearest-exemplar margin on all-MiniLM-L6-v2 embeddings."""
+    """Intent patterns, then a logistic-regression classifier on all-MiniLM-L6-v2 embeddings trained
+    on the labelled exemplars. Its threshold is set by cross-validation on the exemplars alone (to
+    refuse `target_recall` of unsafe ones), never on a test set."""
 
     name = "offline"
 
-    def __init__(self, exemplars: str | Path = EXEMPLARS, threshold: float = 0.45, margin: float = 0.04, k: int = 3):
-        rows = [json.loads(line) for line in Path(exemplars).read_text(encoding="utf-8").splitlines() if line.strip()]
-        self.unsafe = [r for r in rows if r["label"] == "unsafe"]
-        self.safe = [r for r in rows if r["label"] != "unsafe"]
-        if not self.unsafe or not self.safe:
-            raise ValueError(f"{exemplars}: needs both unsafe and safe exemplars")
-        self.threshold, self.margin, self.k = threshold, margin, k
-        self._emb: tuple[np.ndarray, np.ndarray] | None = None
+    def __init__(self, exemplars: Sequence[str | Path] = EXEMPLAR_FILES, target_recall: float = 0.97, seed: int = 0):
+        rows = []
+        for path in exemplars:
+            path = Path(path)
+            if path.is_file():
+                rows += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        self.rows = rows
+        self.labels = np.array([r["label"] == "unsafe" for r in rows])
+        if self.labels.all() or not self.labels.any():
+            raise ValueError("safety exemplars need both unsafe and safe examples")
+        self.target_recall, self.seed = target_recall, seed
+        self._model = None
         self._lock = threading.Lock()
 
-    def _embeddings(self):
+    def _fit(self):
         with self._lock:
-            if self._emb is None:
+            if self._model is None:
+                from sklearn.linear_model import LogisticRegression
+                from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
                 from steering.features import embed
 
-                self._emb = (embed([r["text"] for r in self.unsafe]), embed([r["text"] for r in self.safe]))
-            return self._emb
+                x = embed([r["text"] for r in self.rows])
+                clf = LogisticRegression(C=4.0, class_weight="balanced", max_iter=2000)
+                folds = StratifiedKFold(5, shuffle=True, random_state=self.seed)
+                p = cross_val_predict(clf, x, self.labels, cv=folds, method="predict_proba")[:, 1]
+                unsafe_p = np.sort(p[self.labels])
+                # The highest threshold that still refuses target_recall of held-out unsafe exemplars.
+                self.threshold = float(unsafe_p[int((1 - self.target_recall) * len(unsafe_p))])
+                self.cv = {"unsafe_refused": float((p[self.labels] >= self.threshold).mean()),
+                           "safe_refused": float((p[~self.labels] >= self.threshold).mean())}
+                clf.fit(x, self.labels)
+                topics = [r["topic"] for r in self.rows]
+                self._model = (clf, x, topics)
+            return self._model
 
-    def scores(self, texts: list[str]) -> list[tuple[float, float, str]]:
-        """(mean top-k similarity to unsafe, to safe, nearest unsafe topic) per text."""
+    def probabilities(self, texts: list[str]) -> list[tuple[float, str]]:
+        """(probability unsafe, nearest unsafe exemplar's topic) per text."""
         from steering.features import embed
 
-        unsafe, safe = self._embeddings()
+        clf, x, topics = self._fit()
         e = embed(texts)
-        su, ss = e @ unsafe.T, e @ safe.T
-        out = []
-        for i in range(len(texts)):
-            top_u = np.sort(su[i])[-self.k :].mean()
-            top_s = np.sort(ss[i])[-self.k :].mean()
-            out.append((float(top_u), float(top_s), self.unsafe[int(su[i].argmax())]["topic"]))
-        return out
+        p = clf.predict_proba(e)[:, 1]
+        sims = e @ x[self.labels].T
+        unsafe_topics = [t for t, u in zip(topics, self.labels) if u]
+        return [(float(p[i]), unsafe_topics[int(sims[i].argmax())]) for i in range(len(texts))]
 
     def check(self, text: str, kind: Kind = "question") -> SafetyVerdict:
         return self.check_many([text], kind)[0]
@@ -127,18 +145,18 @@ class OfflineSafety:
             verdicts.append(SafetyVerdict("refused", f"matches a blocked {hit.replace('_', ' ')} pattern", hit, self.name) if hit else None)
         todo = [i for i, v in enumerate(verdicts) if v is None and texts[i].strip()]
         if todo:
+            self._fit()
             # Answers are judged sentence by sentence: one unsafe instruction in a long answer counts.
             units = {i: _sentences(texts[i]) if kind == "answer" else [texts[i]] for i in todo}
             flat = [(i, u) for i in todo for u in units[i]]
-            scored = self.scores([u for _, u in flat])
-            worst: dict[int, tuple[float, float, str]] = {}
-            for (i, _), s in zip(flat, scored):
-                if i not in worst or (s[0] - s[1]) > (worst[i][0] - worst[i][1]):
+            worst: dict[int, tuple[float, str]] = {}
+            for (i, _), s in zip(flat, self.probabilities([u for _, u in flat])):
+                if i not in worst or s[0] > worst[i][0]:
                     worst[i] = s
             for i in todo:
-                u, s, topic = worst[i]
-                if u >= self.threshold and u - s >= self.margin:
-                    verdicts[i] = SafetyVerdict("refused", f"close to unsafe examples about {topic.replace('_', ' ')} ({u:.2f} vs {s:.2f})", topic, self.name)
+                p, topic = worst[i]
+                if p >= self.threshold:
+                    verdicts[i] = SafetyVerdict("refused", f"looks like a request about {topic.replace('_', ' ')} (p={p:.2f})", topic, self.name)
         return [v or SafetyVerdict("ok", "", "", self.name) for v in verdicts]
 
 

@@ -369,6 +369,25 @@ def cmd_autosteer(args) -> int:
     return 0
 
 
+def _add_prepare(sub):
+    p = sub.add_parser("prepare", help="convert and load the default model once (Docker build, CI)")
+    p.add_argument("--preset", default=None)
+    p.set_defaults(func=cmd_prepare)
+
+
+def cmd_prepare(args) -> int:
+    import time
+
+    from .engine import GenerationConfig
+    from .session import get_runtime
+
+    t0 = time.perf_counter()
+    rt = get_runtime(args.preset)
+    [g] = rt.engine.generate(["Say hello."], config=GenerationConfig(max_new_tokens=8))
+    print(json.dumps({"preset": rt.preset.id, "sae": rt.sae_ref.id, "seconds": round(time.perf_counter() - t0, 1), "sample": g.text}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m steering", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -376,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_features(sub)
     _add_export(sub)
+    _add_prepare(sub)
     _add_autosteer(sub)
     _add_build_sae(sub)
     _add_build_index(sub)

@@ -1,0 +1,423 @@
+"""Gradio app: "Auto-steer" (learn a steering profile from one line) and "Kids' Q&A".
+
+UI wiring only: every handler calls into `steering` / `quora_kids` and formats the result.
+Run `python app.py` (or `make run`); it serves on 0.0.0.0:7860 (PORT / GRADIO_SERVER_PORT).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from quora_kids.questions import QuestionSearch, categories, load_questions
+from quora_kids.service import AnswerService, QuestionError, default_safety
+from quora_kids.store import AnswerStore
+from steering.autosteer import AutoSteerConfig, EpochResult, make_autosteer
+from steering.engine import GenerationConfig
+from steering.features import FeatureIndex
+from steering.llm import LLMClient, LLMError
+from steering.models import index_dir
+from steering.profile import ProfileError, load_profile
+from steering.retrieve import FeatureCandidate
+from steering.session import blank_profile, get_runtime, make_profile, weights_for
+
+log = logging.getLogger("app")
+ROOT = Path(__file__).resolve().parent
+SHIPPED_PROFILES = ROOT / "assets" / "profiles"
+USER_PROFILES = Path(os.environ.get("STEERING_PROFILES_DIR", ROOT / "profiles"))
+MAX_TEXT = 2000
+MANUAL_SLOTS = 5
+KIDS_BEHAVIOUR = "Explain things in a way that children can understand"
+
+_runs: dict[str, object] = {}  # session hash -> running AutoSteer (for Stop)
+_runs_lock = threading.Lock()
+_services: dict[str, AnswerService] = {}
+_services_lock = threading.Lock()
+
+
+# ------------------------------------------------------------------ shared helpers
+
+
+def runtime():
+    return get_runtime()
+
+
+def feature_index():
+    try:
+        return FeatureIndex.load(index_dir(runtime().preset))
+    except FileNotFoundError:
+        return None
+
+
+def profile_choices() -> list[str]:
+    found = sorted(SHIPPED_PROFILES.glob("*.json")) + sorted(USER_PROFILES.glob("*.json"))
+    return ["(unsteered)"] + [str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in found]
+
+
+def default_profile_choice() -> str:
+    kids = SHIPPED_PROFILES / "kids.json"
+    return str(kids.relative_to(ROOT)) if kids.is_file() else "(unsteered)"
+
+
+def llm_client(base_url: str, model: str, key: str):
+    if not (base_url or "").strip():
+        return None
+    return LLMClient.from_env(base_url.strip(), (model or "").strip() or None, (key or "").strip() or None)
+
+
+def progress_html(done: int, total: int, text: str) -> str:
+    pct = 0 if total == 0 else int(100 * done / total)
+    return (
+        f'<div class="progress-wrap"><div class="progress-bar" style="width:{pct}%"></div></div>'
+        f"<p>{html.escape(text)}</p>"
+    )
+
+
+def features_frame(feats: list[FeatureCandidate], weights: list[float] | None = None) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "feature": [f.index for f in feats],
+            "label": [f.label for f in feats],
+            "source": [f.source for f in feats],
+            "weight": [round(w, 3) for w in (weights or [0.0] * len(feats))],
+        }
+    )
+
+
+EMPTY_PLOT = pd.DataFrame({"epoch": [], "score": [], "series": []})
+
+
+# ------------------------------------------------------------------ auto-steer tab
+
+
+def start_autosteer(behavior, prompts_text, epochs, n_features, judge, optimiser, base_url, model, key, request: gr.Request):
+    """Generator: streams (status, log, plot, features, held-out, profile json, profile file)."""
+    sid = request.session_hash if request else "local"
+    log_md = ""
+
+    def out(status, plot=EMPTY_PLOT, feats=None, held=None, prof=None, file=None):
+        return status, log_md, plot, feats if feats is not None else pd.DataFrame(), held if held is not None else pd.DataFrame(), prof, file
+
+    prompts = [p.strip() for p in (prompts_text or "").splitlines() if p.strip()]
+    try:
+        if len(behavior or "") > MAX_TEXT or len(prompts_text or "") > 10 * MAX_TEXT:
+            raise ValueError(f"that text is too long; keep the behaviour under {MAX_TEXT} characters")
+        cfg = AutoSteerConfig(behavior=behavior or "", prompts=prompts, epochs=int(epochs), features=int(n_features))
+        client = llm_client(base_url, model, key)
+        run = make_autosteer(cfg, judge, optimiser, client)
+    except (ValueError, LLMError) as exc:
+        yield out(f"⚠️ {exc}")
+        return
+    with _runs_lock:
+        _runs[sid] = run
+    yield out(progress_html(0, cfg.epochs, "Finding features for this behaviour..."))
+    rows = []
+    feats_df = None
+    try:
+        for event in run.run():
+            if isinstance(event, EpochResult):
+                rows += [{"epoch": event.epoch, "score": event.score, "series": "epoch score"},
+                         {"epoch": event.epoch, "score": event.best_score, "series": "best so far"}]
+                feats_df = features_frame(run.features, event.best_weights)
+                answers = "\n".join(f"> **{html.escape(p)}**  \n> {html.escape(o) or '(empty)'}\n" for p, o in zip(cfg.prompts, event.outputs))
+                log_md = (
+                    f"### Epoch {event.epoch}: score {event.score:.2f} (best {event.best_score:.2f})\n"
+                    f"weights `{event.weights}` · {event.seconds['generate']:.1f}s generating\n\n{answers}\n"
+                    f"*Critique:* {html.escape(event.critique)}\n\n---\n" + log_md
+                )
+                yield out(progress_html(event.epoch, cfg.epochs, f"Epoch {event.epoch} of {cfg.epochs} done"), pd.DataFrame(rows), feats_df)
+                continue
+            # Final result: held-out check and the saved profile.
+            USER_PROFILES.mkdir(parents=True, exist_ok=True)
+            path = USER_PROFILES / f"{event.profile.name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+            event.profile.save(path)
+            held = None
+            if event.heldout:
+                held = pd.DataFrame({"condition": list(event.heldout.scores), "score": [round(s, 2) for s in event.heldout.scores.values()]})
+            verdict = {"threshold": "reached the target score", "epochs": "ran every epoch", "cancelled": "stopped"}[event.stopped]
+            status = progress_html(cfg.epochs, cfg.epochs, f"Done ({verdict}). Profile saved: {path.name}")
+            yield out(status, pd.DataFrame(rows) if rows else EMPTY_PLOT, feats_df if feats_df is not None else features_frame(run.features), held,
+                      event.profile.to_dict(), str(path))
+    except (LLMError, RuntimeError, ValueError) as exc:
+        yield out(f"⚠️ {exc}", pd.DataFrame(rows) if rows else EMPTY_PLOT, feats_df)
+    finally:
+        with _runs_lock:
+            if _runs.get(sid) is run:
+                del _runs[sid]
+
+
+def stop_autosteer(request: gr.Request):
+    sid = request.session_hash if request else "local"
+    with _runs_lock:
+        run = _runs.get(sid)
+    if run is None:
+        return "Nothing is running."
+    run.cancel()
+    return "Stopping after the current step..."
+
+
+def search_features(query):
+    index = feature_index()
+    if index is None:
+        return pd.DataFrame({"feature": [], "label": []})
+    if not (query or "").strip():
+        return pd.DataFrame({"feature": [], "label": []})
+    hits = index.search(query[:MAX_TEXT], k=15)
+    return pd.DataFrame({"feature": [h.index for h in hits], "label": [h.label for h in hits], "score": [round(h.score, 3) for h in hits]})
+
+
+def compare_manual(prompt, *slots):
+    """Steered vs unsteered answer for hand-set feature weights (one batched generate)."""
+    prompt = (prompt or "").strip()
+    if not prompt:
+        return "⚠️ Type a prompt first.", ""
+    if len(prompt) > MAX_TEXT:
+        return f"⚠️ The prompt is too long ({len(prompt):,} characters; {MAX_TEXT} at most).", ""
+    rt = runtime()
+    weights = {}
+    for idx, w in zip(slots[::2], slots[1::2]):
+        if idx is None or idx == "" or not w:
+            continue
+        i = int(idx)
+        if not 0 <= i < rt.engine.basis.d_sae:
+            return f"⚠️ Feature {i} does not exist (0 to {rt.engine.basis.d_sae - 1}).", ""
+        weights[i] = float(w)
+    steered, plain = rt.engine.generate([prompt, prompt], [weights, None], config=GenerationConfig(max_new_tokens=96))
+    return steered.text, plain.text
+
+
+def use_in_kids(profile_file):
+    if not profile_file:
+        return gr.update(), "⚠️ Run auto-steer first: there is no profile yet."
+    rel = str(Path(profile_file).relative_to(ROOT)) if Path(profile_file).is_relative_to(ROOT) else str(profile_file)
+    return gr.update(choices=profile_choices(), value=rel), f"Kids' Q&A now uses {Path(profile_file).name}."
+
+
+# ------------------------------------------------------------------ kids' tab
+
+_questions = None
+_search = None
+_store: AnswerStore | None = None
+
+
+def questions():
+    global _questions, _search
+    if _questions is None:
+        _questions = load_questions()
+        _search = QuestionSearch(_questions)
+    return _questions, _search
+
+
+def store() -> AnswerStore:
+    global _store
+    if _store is None:
+        _store = AnswerStore()
+    return _store
+
+
+def service_for(choice: str) -> AnswerService:
+    with _services_lock:
+        if choice not in _services:
+            rt = runtime()
+            if not choice or choice == "(unsteered)":
+                prof = blank_profile(rt, "unsteered", KIDS_BEHAVIOUR)
+            else:
+                path = Path(choice)
+                prof = load_profile(path if path.is_absolute() else ROOT / path)
+            _services[choice] = AnswerService(rt, prof, default_safety(), store())
+        return _services[choice]
+
+
+def kids_browse(query, category):
+    _, search = questions()
+    hits = search.search((query or "")[:MAX_TEXT], k=25, category=None if category in (None, "", "All") else category)
+    return gr.update(choices=[h.question for h in hits], value=None)
+
+
+def answer_card(title: str, side, tone: str) -> str:
+    notice = ""
+    if side.fallback and side.regenerated:
+        notice = '<p class="notice">🛡️ The first answers did not pass the safety check, so a safe answer is shown instead.</p>'
+    return (
+        f'<div class="answer {tone}"><h3>{html.escape(title)}</h3>'
+        f'<span class="badge">📖 {html.escape(side.readability.badge)} · grade {side.readability.grade:.1f}</span>'
+        f"<p>{html.escape(side.text) or '<i>(no answer)</i>'}</p>{notice}</div>"
+    )
+
+
+def kids_answer(question, profile_choice):
+    """(steered html, unsteered html, notice, answer id, recent)."""
+    try:
+        svc = service_for(profile_choice)
+        ans = svc.answer(question or "")
+    except QuestionError as exc:
+        return "", "", f"⚠️ {exc}", None, recent_md()
+    except ProfileError as exc:
+        return "", "", f"⚠️ That profile cannot be used: {exc}", None, recent_md()
+    if ans.refused:
+        card = f'<div class="answer refusal"><h3>💛 Let\'s talk to a grown-up</h3><p>{html.escape(ans.steered.text)}</p></div>'
+        return card, "", "🛡️ This question was not answered by the model.", None, recent_md()
+    notice = "♻️ Answered before: this is the saved answer." if ans.cached else ""
+    return (
+        answer_card(f"Kid-friendly answer ({ans.profile})", ans.steered, "steered"),
+        answer_card("Plain model answer", ans.unsteered, "plain"),
+        notice,
+        ans.answer_id,
+        recent_md(),
+    )
+
+
+def vote(answer_id, which):
+    if answer_id is None:
+        return "Ask a question first."
+    try:
+        n = store().vote(int(answer_id), which)
+    except KeyError:
+        return "That answer is gone."
+    return f"Thanks! {n} {'person' if n == 1 else 'people'} found the {'kid-friendly' if which == 'steered' else 'plain'} answer helpful."
+
+
+def recent_md() -> str:
+    items = store().recent(8)
+    if not items:
+        return "*No questions asked yet.*"
+    return "\n".join(f"- {html.escape(r.question)} <small>(👍 {r.helpful_steered} / {r.helpful_unsteered})</small>" for r in items)
+
+
+# ------------------------------------------------------------------ layout
+
+CSS = """
+.progress-wrap {background:#eee;border-radius:6px;height:10px;overflow:hidden}
+.progress-bar {background:#f97316;height:10px;transition:width .3s}
+.answer {border-radius:14px;padding:14px 18px;margin:4px 0}
+.answer.steered {background:#fff7ed;border:2px solid #fdba74}
+.answer.plain {background:#f1f5f9;border:2px solid #cbd5e1}
+.answer.refusal {background:#fefce8;border:2px solid #fde047}
+.badge {display:inline-block;background:#e0f2fe;color:#075985;border-radius:999px;padding:2px 10px;font-size:.85em}
+.notice {color:#92400e}
+"""
+
+
+def build_app() -> gr.Blocks:
+    with gr.Blocks(title="One-prompt SAE steering") as demo:
+        gr.Markdown("# One-prompt steering with sparse-autoencoder features")
+        with gr.Tab("Auto-steer"):
+            gr.Markdown("Describe a behaviour in one line. The app finds SAE features of the model and tunes their weights "
+                        "until answers show the behaviour, then checks the result on questions it never saw.")
+            with gr.Row():
+                with gr.Column(scale=2):
+                    behavior = gr.Textbox(label="Behaviour", placeholder=KIDS_BEHAVIOUR, value=KIDS_BEHAVIOUR, elem_id="behavior")
+                    prompts = gr.Textbox(label="Training prompts (one per line)", lines=3, value="Why is the sky blue?\nHow do plants grow?", elem_id="prompts")
+                    with gr.Row():
+                        epochs = gr.Slider(1, 20, value=6, step=1, label="Epochs")
+                        n_feats = gr.Slider(1, 10, value=5, step=1, label="Features")
+                    with gr.Row():
+                        judge = gr.Radio(["metric", "llm"], value="metric", label="Judge", info="metric works offline")
+                        optim = gr.Radio(["numeric", "llm"], value="numeric", label="Optimiser", info="numeric works offline")
+                    with gr.Accordion("LLM endpoint (optional, OpenAI-compatible)", open=False):
+                        base_url = gr.Textbox(label="Base URL", placeholder="http://localhost:8000/v1")
+                        model = gr.Textbox(label="Model", placeholder="gpt-4o-mini")
+                        key = gr.Textbox(label="API key", type="password")
+                    with gr.Row():
+                        start = gr.Button("Start", variant="primary", elem_id="start")
+                        stop = gr.Button("Stop", variant="stop", elem_id="stop")
+                    status = gr.HTML(elem_id="status")
+                with gr.Column(scale=3):
+                    plot = gr.LinePlot(EMPTY_PLOT, x="epoch", y="score", color="series", title="Score per epoch", y_lim=[0, 10], height=260)
+                    feats = gr.Dataframe(label="Features and current weights", interactive=False)
+                    held = gr.Dataframe(label="Held-out check (mean judge score, 0-10)", interactive=False)
+                    with gr.Row():
+                        prof_file = gr.File(label="Profile (download)", interactive=False)
+                        use_btn = gr.Button("Use in Kids' Q&A")
+                    prof_json = gr.JSON(label="Profile", visible=False)
+            epoch_log = gr.Markdown(elem_id="epoch-log")
+            with gr.Accordion("Manual mode: pick features and set weights", open=False):
+                with gr.Row():
+                    fquery = gr.Textbox(label="Search features", placeholder="dogs and puppies")
+                    fbtn = gr.Button("Search")
+                fresults = gr.Dataframe(label="Matching features", interactive=False)
+                slots = []
+                for i in range(MANUAL_SLOTS):
+                    with gr.Row():
+                        slots.append(gr.Number(label=f"Feature {i + 1}", precision=0, value=None))
+                        slots.append(gr.Slider(-1, 1, value=0, step=0.05, label="Weight"))
+                mprompt = gr.Textbox(label="Prompt", value="Tell me about your weekend.")
+                mbtn = gr.Button("Compare steered vs unsteered")
+                with gr.Row():
+                    msteer = gr.Textbox(label="Steered", lines=6)
+                    mplain = gr.Textbox(label="Unsteered", lines=6)
+
+        with gr.Tab("Kids' Q&A"):
+            gr.Markdown("## 🦉 Ask Owl\nCurious about something? Browse questions other kids asked, or ask your own. "
+                        "You'll see a kid-friendly answer next to the plain model's answer.")
+            with gr.Row():
+                with gr.Column(scale=2):
+                    with gr.Row():
+                        kquery = gr.Textbox(label="Search questions", placeholder="dinosaurs, rain, money...")
+                        kcat = gr.Dropdown(["All"], value="All", label="Category")
+                    kpick = gr.Radio([], label="Questions", elem_id="kids-questions")
+                with gr.Column(scale=3):
+                    kprofile = gr.Dropdown(profile_choices(), value=default_profile_choice(), label="Steering profile", allow_custom_value=True)
+                    kask = gr.Textbox(label="Your question", placeholder="Why do cats purr?", elem_id="kids-question")
+                    kbtn = gr.Button("Ask", variant="primary", elem_id="kids-ask")
+                    knotice = gr.Markdown(elem_id="kids-notice")
+                    with gr.Row():
+                        ksteer = gr.HTML(elem_id="kids-steered")
+                        kplain = gr.HTML(elem_id="kids-plain")
+                    kid = gr.State(None)
+                    with gr.Row():
+                        vs = gr.Button("👍 Kid-friendly answer helped")
+                        vp = gr.Button("👍 Plain answer helped")
+                    kvote = gr.Markdown()
+                    gr.Markdown("### Recently asked")
+                    krecent = gr.Markdown()
+
+        # -------------------------------------------------------------- events
+        run_evt = start.click(
+            start_autosteer, [behavior, prompts, epochs, n_feats, judge, optim, base_url, model, key],
+            [status, epoch_log, plot, feats, held, prof_json, prof_file],
+            api_name="autosteer", concurrency_id="generate", concurrency_limit=2,
+        )
+        stop.click(stop_autosteer, None, status, api_name="stop", queue=False)
+        use_btn.click(use_in_kids, prof_file, [kprofile, status], api_name="use_profile")
+        fbtn.click(search_features, fquery, fresults, api_name="search_features")
+        fquery.submit(search_features, fquery, fresults, api_name="search_features_submit")
+        mbtn.click(compare_manual, [mprompt, *slots], [msteer, mplain], api_name="compare", concurrency_id="generate", concurrency_limit=2)
+
+        kquery.submit(kids_browse, [kquery, kcat], kpick, api_name="kids_search")
+        kcat.change(kids_browse, [kquery, kcat], kpick, api_name="kids_category")
+        kpick.change(lambda q: q or gr.update(), kpick, kask, api_name="kids_pick")
+        ask_inputs, ask_outputs = [kask, kprofile], [ksteer, kplain, knotice, kid, krecent]
+        kbtn.click(kids_answer, ask_inputs, ask_outputs, api_name="kids_answer", concurrency_id="generate", concurrency_limit=2)
+        kask.submit(kids_answer, ask_inputs, ask_outputs, api_name="kids_answer_submit", concurrency_id="generate", concurrency_limit=2)
+        vs.click(lambda i: vote(i, "steered"), kid, kvote, api_name="vote_steered")
+        vp.click(lambda i: vote(i, "unsteered"), kid, kvote, api_name="vote_unsteered")
+
+        def on_load():
+            ds, _ = questions()
+            return gr.update(choices=["All", *categories(ds)]), kids_browse("", "All"), recent_md()
+
+        demo.load(on_load, None, [kcat, kpick, krecent], api_name="kids_load")
+        del run_evt
+    return demo
+
+
+def main():
+    demo = build_app()
+    demo.queue(default_concurrency_limit=2)
+    port = int(os.environ.get("PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
+    host = os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0")
+    runtime()  # load the model before the first visitor waits for it
+    demo.launch(server_name=host, server_port=port, css=CSS, show_error=False)
+
+
+if __name__ == "__main__":
+    main()
