@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 SAFETY_DIR = Path(__file__).resolve().parent.parent / "assets" / "safety"
 EXEMPLAR_FILES = (SAFETY_DIR / "exemplars.jsonl", SAFETY_DIR / "exemplars_extra.jsonl")
+# The site's own question set: ordinary "how do I..." questions, so the classifier does not learn
+# that asking how to do something is unsafe in itself.
+SAFE_QUESTIONS = SAFETY_DIR.parent / "questions" / "kids_questions.jsonl"
 
 Kind = Literal["question", "answer"]
 
@@ -88,12 +91,18 @@ class OfflineSafety:
 
     name = "offline"
 
-    def __init__(self, exemplars: Sequence[str | Path] = EXEMPLAR_FILES, target_recall: float = 0.97, seed: int = 0):
+    def __init__(self, exemplars: Sequence[str | Path] = EXEMPLAR_FILES, safe_questions: str | Path | None = SAFE_QUESTIONS,
+                 target_recall: float = 0.96, seed: int = 0):
         rows = []
         for path in exemplars:
             path = Path(path)
             if path.is_file():
                 rows += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if safe_questions is not None and Path(safe_questions).is_file():
+            rows += [
+                {"text": json.loads(line)["question"], "label": "safe", "topic": "everyday"}
+                for line in Path(safe_questions).read_text(encoding="utf-8").splitlines() if line.strip()
+            ]
         self.rows = rows
         self.labels = np.array([r["label"] == "unsafe" for r in rows])
         if self.labels.all() or not self.labels.any():

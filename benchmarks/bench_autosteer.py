@@ -1,0 +1,91 @@
+"""Auto-steering on the default model with the metric judge: held-out scores per condition.
+
+    python benchmarks/bench_autosteer.py [--epochs 6] [--behaviors kids dog pirate cheerful] [--json]
+
+For each behaviour: held-out score (0-10, metric judge) of unsteered, prompted (behaviour as a
+system prompt), steered and prompted+steered answers, and seconds per epoch. Then K=4 candidate
+weight vectors generated in one batch vs one at a time (target: >= 2x candidates per second).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+BEHAVIORS = {
+    "kids": "Explain things in a way that children can understand",
+    "dog": "Behave like a dog",
+    "pirate": "Talk like a pirate",
+    "cheerful": "Be very cheerful and enthusiastic",
+}
+PROMPTS = ["Why is the sky blue?", "How do plants grow?"]
+
+
+def batched_vs_sequential(engine, k: int = 4, tokens: int = 48) -> dict:
+    from steering.engine import GenerationConfig
+
+    cfg = GenerationConfig(max_new_tokens=tokens)
+    weights = [{i: 0.3} for i in range(k)]
+    engine.generate(["Hi"], config=GenerationConfig(max_new_tokens=2))
+    t0 = time.perf_counter()
+    engine.generate([PROMPTS[0]] * k, weights, config=cfg)
+    batched = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for w in weights:
+        engine.generate([PROMPTS[0]], [w], config=cfg)
+    seq = time.perf_counter() - t0
+    return {"k": k, "batched_s": round(batched, 2), "sequential_s": round(seq, 2),
+            "candidates_per_s_batched": round(k / batched, 3), "candidates_per_s_sequential": round(k / seq, 3),
+            "speedup": round(seq / batched, 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--behaviors", nargs="*", default=list(BEHAVIORS))
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    from steering.autosteer import AutoSteerConfig, EpochResult, make_autosteer
+    from steering.session import get_runtime
+
+    rt = get_runtime()
+    results = {}
+    for name in args.behaviors:
+        cfg = AutoSteerConfig(behavior=BEHAVIORS[name], prompts=PROMPTS, epochs=args.epochs, threshold=11)
+        run = make_autosteer(cfg)
+        epoch_s = []
+        final = None
+        for ev in run.run():
+            if isinstance(ev, EpochResult):
+                epoch_s.append(sum(ev.seconds.values()))
+            else:
+                final = ev
+        results[name] = {
+            "behavior": cfg.behavior,
+            "best_train_score": final.profile.scores["best"],
+            "held_out": {k: round(v, 2) for k, v in final.heldout.scores.items()},
+            "seconds_per_epoch": round(statistics.fmean(epoch_s), 1),
+            "features": [(f.index, f.source) for f in final.features],
+        }
+        if not args.json:
+            print(name, json.dumps(results[name]))
+    speed = batched_vs_sequential(rt.engine)
+    if args.json:
+        print(json.dumps({"behaviors": results, "batched_candidates": speed}))
+        return
+    print()
+    print(f"{'behaviour':10s} {'unsteered':>9s} {'prompted':>9s} {'steered':>9s} {'both':>9s} {'s/epoch':>8s}")
+    for name, r in results.items():
+        h = r["held_out"]
+        print(f"{name:10s} {h['unsteered']:9.2f} {h['prompted']:9.2f} {h['steered']:9.2f} {h['prompted_steered']:9.2f} {r['seconds_per_epoch']:8.1f}")
+    print(f"\nK=4 candidates: batched {speed['batched_s']}s vs sequential {speed['sequential_s']}s -> {speed['speedup']}x candidates/s (target >= 2x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The launched app, driven through gradio_client over HTTP on 127.0.0.1 (real model, real SAE)."""
+
+import json
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.model]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    from app_server import AppServer
+
+    server = AppServer(tmp_path_factory.mktemp("app")).wait()
+    yield server
+    server.stop()
+    assert "Traceback" not in server.logs(), server.logs()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    from gradio_client import Client
+
+    return Client(app.url, verbose=False)
+
+
+def test_every_event_has_an_api_name(client):
+    info = client.view_api(return_format="dict", print_info=False)
+    names = set(info["named_endpoints"])
+    assert {"/autosteer", "/stop", "/kids_answer", "/compare", "/search_features", "/vote_steered"} <= names
+    assert not info["unnamed_endpoints"]
+
+
+def test_autosteer_streams_two_epochs_and_returns_a_valid_profile(client):
+    from steering.profile import SteeringProfile
+
+    job = client.submit("Behave like a dog", "What is your favourite food?", 2, 2, "metric", "numeric", "", "", "", api_name="/autosteer")
+    final = job.result(timeout=900)
+    updates = job.outputs()
+    epoch_logs = {u[1].split("\n", 1)[0] for u in updates if u[1].startswith("### Epoch")}
+    assert len(epoch_logs) == 2, [u[0] for u in updates]
+    status, log_md, plot, feats, held, prof, prof_file = final
+    assert "Done" in status
+    profile = SteeringProfile.from_dict(prof)
+    assert profile.behavior == "Behave like a dog" and len(profile.scores["epochs"]) == 2
+    assert all(-1 <= f.weight <= 1 for f in profile.features) and profile.features
+    assert set(h for h in json.dumps(held) .split('"') if h in ("unsteered", "prompted", "steered", "prompted_steered")) == {
+        "unsteered", "prompted", "steered", "prompted_steered"}
+
+
+def test_kids_question_returns_both_answers(client):
+    steered, plain, notice, answer_id, recent = client.predict("Why do cats purr?", "(unsteered)", api_name="/kids_answer")
+    assert "Kid-friendly answer" in steered and "Plain model answer" in plain
+    assert "grade" in steered and "grade" in plain
+    assert answer_id is not None and "Why do cats purr?" in recent
+    assert "Thanks" in client.predict(answer_id, api_name="/vote_steered")
+
+
+def test_empty_behaviour_and_huge_question_get_clear_messages(client):
+    out = client.predict("", "Hi", 2, 2, "metric", "numeric", "", "", "", api_name="/autosteer")
+    assert "describe a behaviour" in out[0].lower()
+    steered, plain, notice, answer_id, _ = client.predict("why " * 12_500, "(unsteered)", api_name="/kids_answer")
+    assert "very long" in notice and steered == "" and answer_id is None
+
+
+def test_llm_judge_without_endpoint_is_a_clear_message(client):
+    out = client.predict("Behave like a dog", "Hi", 2, 2, "llm", "numeric", "", "", "", api_name="/autosteer")
+    assert "endpoint" in out[0]
+
+
+def test_manual_compare(client):
+    steered, plain = client.predict("Tell me about your weekend.", 0, 1.0, 1, 1.0, None, 0, None, 0, None, 0, api_name="/compare")
+    assert steered and plain and steered != plain

@@ -1,0 +1,54 @@
+"""A real browser (Debian's Chromium via Playwright) drives both tabs of the launched app."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.model]
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(os.environ.get("SCREENSHOT_DIR", "")) if os.environ.get("SCREENSHOT_DIR") else None
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is not installed: run `make system-deps` (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    from app_server import AppServer
+
+    server = AppServer(tmp_path_factory.mktemp("browser")).wait()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"],
+        )
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.goto(server.url)
+        yield pg
+        browser.close()
+    server.stop()
+
+
+def test_autosteer_tab_shows_epoch_one_then_stops(page):
+    page.locator("#behavior textarea").fill("Behave like a dog")
+    page.locator("#prompts textarea").fill("What is your favourite food?")
+    page.locator("#start").click()
+    page.get_by_text("Epoch 1:", exact=False).first.wait_for(timeout=300_000)
+    page.locator("#stop").click()
+    page.locator("#status").get_by_text("Done (stopped)").wait_for(timeout=120_000)
+    if SHOTS:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "autosteer.png"), full_page=True)
+
+
+def test_kids_tab_answers_a_question_with_two_answers(page):
+    page.get_by_role("tab", name="Kids' Q&A").click()
+    page.locator("#kids-question textarea").fill("Why is the sky blue?")
+    page.locator("#kids-ask").click()
+    page.locator("#kids-steered").get_by_text("Kid-friendly answer").wait_for(timeout=300_000)
+    page.locator("#kids-plain").get_by_text("Plain model answer").wait_for(timeout=60_000)
+    assert page.locator("#kids-steered .badge").inner_text().startswith("📖")
+    if SHOTS:
+        page.screenshot(path=str(SHOTS / "kids.png"), full_page=True)
