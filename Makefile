@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := wordnet-base fortunes chromium
+APT_PACKAGES := wordnet-base fortunes chromium fonts-noto-color-emoji
 
 .PHONY: setup system-deps run test test-fast bench clean
 

@@ -104,7 +104,8 @@ def start_autosteer(behavior, prompts_text, epochs, n_features, judge, optimiser
     log_md = ""
 
     def out(status, plot=EMPTY_PLOT, feats=None, held=None, prof=None, file=None):
-        return status, log_md, plot, feats if feats is not None else pd.DataFrame(), held if held is not None else pd.DataFrame(), prof, file
+        return (status, log_md, plot, feats if feats is not None else features_frame([]),
+                held if held is not None else pd.DataFrame({"condition": [], "score": []}), prof, file)
 
     prompts = [p.strip() for p in (prompts_text or "").splitlines() if p.strip()]
     try:
@@ -267,7 +268,7 @@ def kids_answer(question, profile_choice):
         return card, "", "🛡️ This question was not answered by the model.", None, recent_md()
     notice = "♻️ Answered before: this is the saved answer." if ans.cached else ""
     return (
-        answer_card(f"Kid-friendly answer ({ans.profile})", ans.steered, "steered"),
+        answer_card(f"Kid-friendly answer ({ans.profile})" if svc.weights else "Answer (no steering profile chosen)", ans.steered, "steered"),
         answer_card("Plain model answer", ans.unsteered, "plain"),
         notice,
         ans.answer_id,
@@ -372,7 +373,7 @@ def build_app() -> gr.Blocks:
                     with gr.Row():
                         ksteer = gr.HTML(elem_id="kids-steered")
                         kplain = gr.HTML(elem_id="kids-plain")
-                    kid = gr.State(None)
+                    kid = gr.Number(value=None, visible=False, precision=0, label="answer id")
                     with gr.Row():
                         vs = gr.Button("👍 Kid-friendly answer helped")
                         vp = gr.Button("👍 Plain answer helped")

@@ -98,41 +98,53 @@ def logit_lens(model, tokenizer, directions: torch.Tensor, top: int = 10, chunk:
 
 
 def collect_top_contexts(model, tokenizer, sae, layer: int, texts: Sequence[str], batch_size: int = 16, progress: Callable | None = None):
-    """Per latent: max activation, active-token frequency and the top contexts (one per text)."""
+    """Per latent: max activation, active-token frequency and the top contexts (one per text).
+
+    Only (row, latent) pairs that beat a latent's current 8th-best value reach Python, and
+    contexts are decoded once at the end, so the cost is the model's forward pass.
+    """
     d_sae = sae.cfg.d_sae
-    heaps: list[list[tuple[float, int, str]]] = [[] for _ in range(d_sae)]
+    heaps: list[list[tuple[float, int, int, int]]] = [[] for _ in range(d_sae)]  # (value, uid, doc, pos)
+    floor = torch.zeros(d_sae)  # value a new context must beat to enter the latent's heap
     counts = torch.zeros(d_sae, dtype=torch.long)
     maxes = torch.zeros(d_sae)
+    docs: list[tuple[torch.Tensor, int]] = []  # (ids, first real position) per text
     n_tokens = 0
     uid = 0
     for batch in residual_batches(model, tokenizer, texts, layer, batch_size):
-        x = batch.hidden
         with torch.no_grad():
-            acts = sae.encode(x.float()) * batch.mask[..., None]  # (B, T, d_sae)
+            acts = sae.encode(batch.hidden.float()) * batch.mask[..., None]  # (B, T, d_sae)
         n_tokens += int(batch.mask.sum())
-        active = acts > 0
-        counts += active.sum((0, 1))
+        counts += (acts > 0).sum((0, 1))
         maxes = torch.maximum(maxes, acts.amax((0, 1)))
-        # Best position per (row, latent): contexts from distinct texts.
-        best_val, best_pos = acts.max(dim=1)  # (B, d_sae)
-        rows, lats = (best_val > 0).nonzero(as_tuple=True)
-        for r, lat in zip(rows.tolist(), lats.tolist()):
-            val = float(best_val[r, lat])
+        best_val, best_pos = acts.max(dim=1)  # (B, d_sae): best position per (row, latent)
+        base = len(docs)
+        for r in range(len(batch.texts)):
+            docs.append((batch.input_ids[r].cpu(), int(batch.attention_mask[r].float().argmax())))
+        rows, lats = ((best_val > floor) & (best_val > 0)).nonzero(as_tuple=True)
+        for r, lat, val, pos in zip(rows.tolist(), lats.tolist(), best_val[rows, lats].tolist(), best_pos[rows, lats].tolist()):
             heap = heaps[lat]
-            if len(heap) < CONTEXTS_PER_LATENT or val > heap[0][0]:
-                ctx = _context(tokenizer, batch.input_ids[r], batch.attention_mask[r], int(best_pos[r, lat]))
-                if any(c == ctx for _, _, c in heap):
-                    continue  # the same passage twice in the corpus is one piece of evidence
-                uid += 1
-                (heapq.heappush if len(heap) < CONTEXTS_PER_LATENT else heapq.heapreplace)(heap, (val, uid, ctx))
+            if len(heap) == CONTEXTS_PER_LATENT and val <= heap[0][0]:
+                continue
+            key = _window(docs[base + r], pos)
+            if any(_window(docs[d], p) == key for _, _, d, p in heap):
+                continue  # the same passage twice in the corpus is one piece of evidence
+            uid += 1
+            (heapq.heappush if len(heap) < CONTEXTS_PER_LATENT else heapq.heapreplace)(heap, (val, uid, base + r, pos))
+            if len(heap) == CONTEXTS_PER_LATENT:
+                floor[lat] = heap[0][0]
         if progress:
             progress(len(batch.texts))
-    contexts = [[c for _, _, c in sorted(h, reverse=True)] for h in heaps]
+    contexts = [[_context(tokenizer, *docs[d], p) for _, _, d, p in sorted(h, reverse=True)] for h in heaps]
     return maxes.tolist(), (counts.float() / max(n_tokens, 1)).tolist(), contexts, n_tokens
 
 
-def _context(tokenizer, ids: torch.Tensor, attn: torch.Tensor, pos: int) -> str:
-    first = int(attn.float().argmax())
+def _window(doc: tuple[torch.Tensor, int], pos: int) -> tuple[int, ...]:
+    ids, first = doc
+    return tuple(ids[max(first, pos - LEFT) : pos + RIGHT + 1].tolist())
+
+
+def _context(tokenizer, ids: torch.Tensor, first: int, pos: int) -> str:
     lo, hi = max(first, pos - LEFT), min(len(ids), pos + RIGHT + 1)
     left = tokenizer.decode(ids[lo:pos], skip_special_tokens=True)
     tok = tokenizer.decode(ids[pos : pos + 1], skip_special_tokens=True)

@@ -27,7 +27,10 @@ class SAEBuildConfig:
     context_size: int = 128
     training_tokens: int = 4_000_000
     train_batch_size_tokens: int = 4096
-    lr: float = 4e-4
+    lr: float = 5e-4
+    # Steps a latent may stay silent before the TopK auxiliary loss starts reviving it. Must be far
+    # below the number of training steps, or the revival never starts (sae-lens default: 1000).
+    dead_feature_window: int = 50
     seed: int = 42
     self_answers: int = 1500  # model answers generated for the corpus
     self_answer_tokens: int = 64
@@ -119,6 +122,8 @@ def build_sae(cfg: SAEBuildConfig, progress: bool = True) -> Path:
         n_batches_in_buffer=128,  # sae-lens: buffer = this x context_size tokens
         lr=cfg.lr,
         lr_warm_up_steps=max(1, total_steps // 50),
+        dead_feature_window=cfg.dead_feature_window,
+        feature_sampling_window=max(cfg.dead_feature_window, 100),
         lr_decay_steps=total_steps // 5,
         seed=cfg.seed,
         device="cpu",
