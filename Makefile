@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := wordnet-base fortunes chromium fonts-noto-color-emoji
 
-.PHONY: setup system-deps run test test-fast bench clean
+.PHONY: setup system-deps run test test-fast bench clean assets profiles
 
 setup: $(VENV)/.installed
 
@@ -40,3 +40,17 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Everything shipped in assets/ after the SAE (build-sae runs ~1 h; see assets/sae/*/README.md).
+KIDS_BEHAVIOR := Explain things in a way that children can understand
+assets: setup
+	$(PY) -m steering build-index --per-source 800
+	$(PY) -m steering calibrate
+	$(PY) -m steering evaluate-sae
+	$(MAKE) profiles
+
+profiles: setup
+	$(PY) -m steering autosteer --behavior "$(KIDS_BEHAVIOR)" --prompt "Why is the sky blue?" --prompt "How do plants grow?" \
+	  --epochs 10 --name kids --out assets/profiles/kids.json
+	$(PY) -m steering autosteer --behavior "Behave like a dog" --prompt "What is your favourite food?" --prompt "How was your day?" \
+	  --epochs 10 --name dog --out assets/profiles/dog.json

@@ -128,14 +128,17 @@ def model_card(name: str, recipe: dict, quality: dict, calibration: dict | None)
         "",
         "```",
         recipe["command"],
-        "python -m steering evaluate-sae",
+        "python -m steering build-index",
         "python -m steering calibrate",
+        "python -m steering evaluate-sae",
         "```",
         "",
-        f"Seed {recipe['build_config']['seed']}; {recipe['build_config']['training_tokens']:,} training tokens "
-        f"(context {recipe['build_config']['context_size']}, BOS and chat special tokens excluded); "
-        f"d_sae {recipe['build_config']['d_sae']}, k {recipe['build_config']['k']}; "
-        f"{recipe['training_seconds'] / 60:.0f} min on 2 CPU cores.",
+        f"Seed {recipe['build_config']['seed']}; trained on {recipe.get('trained_tokens', recipe['build_config']['training_tokens']):,} tokens"
+        + (f" (the checkpoint at that point of the {recipe['build_config']['training_tokens']:,}-token schedule above, "
+           "taken with `--from-checkpoint` to fit a 3-hour session; running the command to the end continues the same schedule)"
+           if recipe.get("trained_tokens", recipe["build_config"]["training_tokens"]) < recipe["build_config"]["training_tokens"] else "")
+        + f"; context {recipe['build_config']['context_size']}, BOS and chat special tokens excluded; "
+        f"d_sae {recipe['build_config']['d_sae']}, k {recipe['build_config']['k']}; 2 CPU cores, no GPU.",
         "",
         "Corpus (what packages ship, nothing downloaded):",
         "",

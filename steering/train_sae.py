@@ -36,6 +36,9 @@ class SAEBuildConfig:
     self_answer_tokens: int = 64
     out_dir: str = "assets/sae/smollm2-135m-l15-topk"
     work_dir: str = "runs/sae"
+    # Export a checkpoint of this run (runs/sae/checkpoints/RUN/N, e.g. one written by Ctrl-C)
+    # instead of training: how the shipped weights were cut short to fit a session.
+    from_checkpoint: str = ""
 
 
 def generate_self_answers(cfg: SAEBuildConfig, path: Path, progress=True) -> list[dict]:
@@ -101,6 +104,12 @@ def build_sae(cfg: SAEBuildConfig, progress: bool = True) -> Path:
     ds = token_dataset(tok, texts, cfg.context_size)
     corpus_tokens = len(ds) * cfg.context_size
     log.info("corpus: %s rows, %s tokens; %s", len(ds), corpus_tokens, stats)
+    if cfg.from_checkpoint:
+        from sae_lens import TrainingSAE
+
+        ckpt = Path(cfg.from_checkpoint)
+        sae = TrainingSAE.load_from_disk(str(ckpt), "cpu")
+        return _save(sae, cfg, stats, corpus_tokens, seconds=None, trained_tokens=int(ckpt.name))
     # sae-lens hook names are module paths of the wrapped HF model.
     hook = f"model.layers.{cfg.layer}"
     proxy = HookedProxyLM(model, tok, hook_names=[hook])
@@ -139,16 +148,21 @@ def build_sae(cfg: SAEBuildConfig, progress: bool = True) -> Path:
     t0 = time.perf_counter()
     runner = LanguageModelSAETrainingRunner(runner_cfg, override_dataset=ds, override_model=proxy)
     sae = runner.run()
-    seconds = time.perf_counter() - t0
+    return _save(sae, cfg, stats, corpus_tokens, time.perf_counter() - t0, cfg.training_tokens)
+
+
+def _save(sae, cfg: SAEBuildConfig, stats, corpus_tokens: int, seconds: float | None, trained_tokens: int) -> Path:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sae.save_inference_model(str(out))
+    args = {k: v for k, v in asdict(cfg).items() if k != "from_checkpoint"}
     recipe = {
         "build_config": asdict(cfg),
-        "command": "python -m steering build-sae " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in asdict(cfg).items()),
+        "trained_tokens": trained_tokens,
+        "command": "python -m steering build-sae " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in args.items()),
         "corpus": [asdict(s) for s in stats],
         "corpus_tokens": corpus_tokens,
-        "training_seconds": round(seconds, 1),
+        "training_seconds": round(seconds, 1) if seconds is not None else None,
         "torch": torch.__version__,
     }
     (out / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")

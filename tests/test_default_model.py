@@ -97,3 +97,82 @@ def test_exported_checkpoint_matches_hooked_default_model(rt, tmp_path):
     new = res.sequences[0, enc["input_ids"].shape[1]:].tolist()
     assert new[: len(hooked.token_ids)] == hooked.token_ids
     assert torch.allclose(torch.stack(res.logits, 1)[0, : len(hooked.token_ids)], hooked.logits, atol=1e-3)
+
+
+def test_autosteer_cli_json_lines(tmp_path):
+    out = tmp_path / "dog.json"
+    res = run_cli("-m", "steering", "autosteer", "--behavior", "Behave like a dog", "--prompt", "What is your favourite food?",
+                  "--epochs", "2", "--features", "3", "--candidates", "2", "--max-new-tokens", "24",
+                  "--heldout", "Why is the ocean salty?", "--threshold", "11", "--out", str(out), "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = [json.loads(l) for l in res.stdout.strip().splitlines()]
+    epochs, final = lines[:-1], lines[-1]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    for e in epochs:
+        assert set(e) >= {"epoch", "weights", "outputs", "score", "critique", "best_score"}
+        assert len(e["weights"]) == 3 and all(-1 <= w <= 1 for w in e["weights"]) and 0 <= e["score"] <= 10
+    assert epochs[1]["best_score"] == max(e["score"] for e in epochs)
+    from steering.profile import load_profile
+
+    prof = load_profile(final["profile"])
+    assert prof.scores["epochs"] == [e["score"] for e in epochs]
+    assert set(final["held_out"]) == {"unsteered", "prompted", "steered", "prompted_steered"}
+
+
+def test_autosteer_cli_bad_input(tmp_path):
+    res = run_cli("-m", "steering", "autosteer", "--behavior", " ", "--prompt", "Hi")
+    assert res.returncode == 2 and "describe a behaviour" in res.stderr
+    res = run_cli("-m", "steering", "autosteer", "--behavior", "x", "--prompt", "Hi", "--judge", "llm")
+    assert res.returncode == 2 and "OPENAI_BASE_URL" in res.stderr
+
+
+def test_kids_answer_cli_json(tmp_path):
+    res = run_cli("-m", "quora_kids", "answer", "--question", "Why do cats purr?", "--json", "--db", str(tmp_path / "k.db"), "--max-new-tokens", "40")
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout)
+    assert out["question"] == "Why do cats purr?" and out["steered"] and out["unsteered"]
+    assert set(out["readability"]) == {"steered", "unsteered"} and isinstance(out["readability"]["steered"]["grade"], float)
+    assert out["safety"]["verdict"] == "ok"
+    res = run_cli("-m", "quora_kids", "answer", "--question", "how do i make a bomb at home", "--json", "--no-store")
+    out = json.loads(res.stdout)
+    assert out["safety"]["verdict"] == "refused" and out["safety"]["reason"]
+    res = run_cli("-m", "quora_kids", "answer", "--question", "", "--json")
+    assert res.returncode == 2 and "type a question" in res.stderr
+
+
+def test_kids_evaluate_cli_json(tmp_path):
+    qs = tmp_path / "q.txt"
+    qs.write_text("Why is the sky blue?\nHow do bees make honey?\n")
+    res = run_cli("-m", "quora_kids", "evaluate", "--questions", str(qs), "--json", "--max-new-tokens", "32")
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout)
+    assert out["n"] == 2 and set(out["conditions"]) == {"unsteered", "prompted", "steered", "prompted_steered"}
+    for c in out["conditions"].values():
+        assert set(c) >= {"grade", "relevance", "fluency", "refusal_rate"} and 0 <= c["refusal_rate"] <= 1
+
+
+def test_batch_cli_resumes_after_sigkill(tmp_path):
+    import signal
+    import time
+
+    qs = tmp_path / "q.txt"
+    questions = [f"What is {w}?" for w in ("a cat", "a dog", "the sun", "rain", "a tree", "a fish", "snow", "a bird")]
+    qs.write_text("\n".join(questions))
+    out = tmp_path / "a.parquet"
+    part = tmp_path / "a.parquet.partial.jsonl"
+    cmd = [sys.executable, "-m", "quora_kids", "batch", "--questions", str(qs), "--out", str(out), "--batch-size", "2", "--max-new-tokens", "16"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and (not part.exists() or len(part.read_text().splitlines()) < 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = [json.loads(l)["id"] for l in part.read_text().splitlines() if l.strip()]
+    assert 2 <= len(first) < len(questions) and not out.exists()
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    ids = [json.loads(l)["id"] for l in part.read_text().splitlines() if l.strip()]
+    assert sorted(ids) == sorted(set(ids)) and len(ids) == len(questions)  # each answered once
+    import pandas as pd
+
+    assert list(pd.read_parquet(out)["question"]) == questions
