@@ -61,15 +61,7 @@ def weights_for(profile: SteeringProfile, engine: SteeringEngine) -> dict[int, f
 
 def blank_profile(rt: Runtime, name: str = "unsteered", behavior: str = "") -> SteeringProfile:
     """An all-zero profile for a runtime: generates exactly the unsteered answer."""
-    return SteeringProfile(
-        name=name,
-        behavior=behavior,
-        model=rt.model_ref,
-        sae=rt.sae_ref,
-        scale=rt.engine.basis.scale,
-        features=[],
-        provenance=provenance(),
-    )
+    return make_profile(rt, name, behavior, {}, provenance=provenance())
 
 
 def make_profile(rt: Runtime, name: str, behavior: str, weights: dict[int, float], labels: dict[int, str] | None = None, **kw) -> SteeringProfile:

@@ -176,3 +176,18 @@ def test_batch_cli_resumes_after_sigkill(tmp_path):
     import pandas as pd
 
     assert list(pd.read_parquet(out)["question"]) == questions
+
+
+def test_features_search_and_show_cli():
+    res = run_cli("-m", "steering", "features", "search", "dogs and puppies", "--k", "5", "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    hits = json.loads(res.stdout)
+    assert len(hits) == 5 and all(set(h) == {"index", "label", "score"} for h in hits)
+    assert hits == sorted(hits, key=lambda h: -h["score"])
+    res = run_cli("-m", "steering", "features", "show", str(hits[0]["index"]), "--json")
+    rec = json.loads(res.stdout)
+    assert rec["index"] == hits[0]["index"] and len(rec["contexts"]) >= 5 and rec["promoted"]
+    res = run_cli("-m", "steering", "features", "show", "999999")
+    assert res.returncode == 2 and "not in this index" in res.stderr
+    res = run_cli("-m", "steering", "features", "search", "  ")
+    assert res.returncode == 2
