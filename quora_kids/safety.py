@@ -129,6 +129,14 @@ class OfflineSafety:
                 self.cv = {"unsafe_refused": float((p[self.labels] >= self.threshold).mean()),
                            "safe_refused": float((p[~self.labels] >= self.threshold).mean())}
                 clf.fit(x, self.labels)
+                # Answers are prose, unlike the question-shaped exemplars: their threshold is the
+                # higher of the question threshold and the 99th percentile over benign chat answers.
+                benign = benign_answer_sentences()
+                if benign:
+                    q99 = float(np.quantile(clf.predict_proba(embed(benign))[:, 1], 0.99))
+                    self.answer_threshold = max(self.threshold, q99)
+                else:
+                    self.answer_threshold = self.threshold
                 topics = [r["topic"] for r in self.rows]
                 self._model = (clf, x, topics)
             return self._model
@@ -162,11 +170,23 @@ class OfflineSafety:
             for (i, _), s in zip(flat, self.probabilities([u for _, u in flat])):
                 if i not in worst or s[0] > worst[i][0]:
                     worst[i] = s
+            limit = self.answer_threshold if kind == "answer" else self.threshold
             for i in todo:
                 p, topic = worst[i]
-                if p >= self.threshold:
+                if p >= limit:
                     verdicts[i] = SafetyVerdict("refused", f"looks like a request about {topic.replace('_', ' ')} (p={p:.2f})", topic, self.name)
         return [v or SafetyVerdict("ok", "", "", self.name) for v in verdicts]
+
+
+def benign_answer_sentences(limit: int = 1500, seed: int = 0) -> list[str]:
+    """Sentences of ordinary chatbot answers (chatterbot-corpus, shipped by pip) for calibration."""
+    import random
+
+    from steering.corpus import chatterbot_pairs
+
+    sents = [s for _, a in chatterbot_pairs() for s in _sentences(a)]
+    random.Random(seed).shuffle(sents)
+    return sents[:limit]
 
 
 def _sentences(text: str) -> list[str]:
