@@ -98,7 +98,7 @@ EMPTY_PLOT = pd.DataFrame({"epoch": [], "score": [], "series": []})
 # ------------------------------------------------------------------ auto-steer tab
 
 
-def start_autosteer(behavior, prompts_text, epochs, n_features, judge, optimiser, base_url, model, key, request: gr.Request):
+def start_autosteer(behavior, prompts_text, epochs, n_features, judge, optimiser, base_url, model, key, threshold=7.0, request: gr.Request = None):
     """Generator: streams (status, log, plot, features, held-out, profile json, profile file)."""
     sid = request.session_hash if request else "local"
     log_md = ""
@@ -111,7 +111,8 @@ def start_autosteer(behavior, prompts_text, epochs, n_features, judge, optimiser
     try:
         if len(behavior or "") > MAX_TEXT or len(prompts_text or "") > 10 * MAX_TEXT:
             raise ValueError(f"that text is too long; keep the behaviour under {MAX_TEXT} characters")
-        cfg = AutoSteerConfig(behavior=behavior or "", prompts=prompts, epochs=int(epochs), features=int(n_features))
+        cfg = AutoSteerConfig(behavior=behavior or "", prompts=prompts, epochs=int(epochs), features=int(n_features),
+                              threshold=float(threshold))
         client = llm_client(base_url, model, key)
         run = make_autosteer(cfg, judge, optimiser, client)
     except (ValueError, LLMError) as exc:
@@ -320,6 +321,7 @@ def build_app() -> gr.Blocks:
                     with gr.Row():
                         epochs = gr.Slider(1, 20, value=6, step=1, label="Epochs")
                         n_feats = gr.Slider(1, 10, value=5, step=1, label="Features")
+                        threshold = gr.Slider(1, 10, value=7, step=0.5, label="Stop early at score")
                     with gr.Row():
                         judge = gr.Radio(["metric", "llm"], value="metric", label="Judge", info="metric works offline")
                         optim = gr.Radio(["numeric", "llm"], value="numeric", label="Optimiser", info="numeric works offline")
@@ -383,7 +385,7 @@ def build_app() -> gr.Blocks:
 
         # -------------------------------------------------------------- events
         run_evt = start.click(
-            start_autosteer, [behavior, prompts, epochs, n_feats, judge, optim, base_url, model, key],
+            start_autosteer, [behavior, prompts, epochs, n_feats, judge, optim, base_url, model, key, threshold],
             [status, epoch_log, plot, feats, held, prof_json, prof_file],
             api_name="autosteer", concurrency_id="generate", concurrency_limit=2,
         )

@@ -34,7 +34,7 @@ def test_every_event_has_an_api_name(client):
 def test_autosteer_streams_two_epochs_and_returns_a_valid_profile(client):
     from steering.profile import SteeringProfile
 
-    job = client.submit("Behave like a dog", "What is your favourite food?", 2, 2, "metric", "numeric", "", "", "", api_name="/autosteer")
+    job = client.submit("Behave like a dog", "What is your favourite food?", 2, 2, "metric", "numeric", "", "", "", 10, api_name="/autosteer")
     final = job.result(timeout=900)
     updates = job.outputs()
     epoch_logs = {u[1].split("\n", 1)[0] for u in updates if u[1].startswith("### Epoch")}
@@ -57,14 +57,14 @@ def test_kids_question_returns_both_answers(client):
 
 
 def test_empty_behaviour_and_huge_question_get_clear_messages(client):
-    out = client.predict("", "Hi", 2, 2, "metric", "numeric", "", "", "", api_name="/autosteer")
+    out = client.predict("", "Hi", 2, 2, "metric", "numeric", "", "", "", 7, api_name="/autosteer")
     assert "describe a behaviour" in out[0].lower()
     steered, plain, notice, answer_id, _ = client.predict("why " * 12_500, "(unsteered)", api_name="/kids_answer")
     assert "very long" in notice and steered == "" and answer_id is None
 
 
 def test_llm_judge_without_endpoint_is_a_clear_message(client):
-    out = client.predict("Behave like a dog", "Hi", 2, 2, "llm", "numeric", "", "", "", api_name="/autosteer")
+    out = client.predict("Behave like a dog", "Hi", 2, 2, "llm", "numeric", "", "", "", 7, api_name="/autosteer")
     assert "endpoint" in out[0]
 
 
