@@ -43,8 +43,8 @@ def main() -> None:
     engine = rt.engine
     feature = 0
     weights = {feature: 0.5}
-    # min_new_tokens-free greedy runs can stop at EOS; count the tokens actually produced.
-    cfg = GenerationConfig(max_new_tokens=args.tokens)
+    # Every call generates exactly --tokens tokens, so batched and sequential runs do the same work.
+    cfg = GenerationConfig(max_new_tokens=args.tokens, min_new_tokens=args.tokens)
     engine.generate(["Hello"], config=GenerationConfig(max_new_tokens=4))  # warm-up
 
     def run(prompts, w):

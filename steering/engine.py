@@ -61,6 +61,7 @@ class SteeringBasis:
 @dataclass
 class GenerationConfig:
     max_new_tokens: int = 96
+    min_new_tokens: int = 0  # >0 suppresses EOS until then (fixed-length benchmarks)
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 0.95
     seed: int | None = None
@@ -215,6 +216,8 @@ class SteeringEngine:
             eos_token_id=self.tokenizer.eos_token_id,
             repetition_penalty=config.repetition_penalty,
         )
+        if config.min_new_tokens:
+            kwargs["min_new_tokens"] = config.min_new_tokens
         if config.temperature > 0:
             kwargs.update(do_sample=True, temperature=config.temperature, top_p=config.top_p)
         else:
