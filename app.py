@@ -384,7 +384,7 @@ def build_app() -> gr.Blocks:
                     krecent = gr.Markdown()
 
         # -------------------------------------------------------------- events
-        run_evt = start.click(
+        start.click(
             start_autosteer, [behavior, prompts, epochs, n_feats, judge, optim, base_url, model, key, threshold],
             [status, epoch_log, plot, feats, held, prof_json, prof_file],
             api_name="autosteer", concurrency_id="generate", concurrency_limit=2,
@@ -409,7 +409,6 @@ def build_app() -> gr.Blocks:
             return gr.update(choices=["All", *categories(ds)]), kids_browse("", "All"), recent_md()
 
         demo.load(on_load, None, [kcat, kpick, krecent], api_name="kids_load")
-        del run_evt
     return demo
 
 

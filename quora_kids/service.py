@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from steering.engine import GenerationConfig
 from steering.metrics import Readability, readability
 
+from .questions import MAX_QUESTION_CHARS
 from .safety import FALLBACK_ANSWER, SafetyVerdict, refusal_for
 from .store import AnswerStore
-
-MAX_QUESTION_CHARS = 500
 
 
 class QuestionError(ValueError):

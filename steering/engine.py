@@ -256,9 +256,9 @@ class SteeringEngine:
         logits = torch.stack(out.logits, dim=1) if config.return_logits else None
         new = sequences[:, enc["input_ids"].shape[1] :]
         cancelled = cancel is not None and cancel.is_set()
-        return [self._finish(row, new[i], logits[i] if logits is not None else None, cancelled) for i, row in enumerate(new)]
+        return [self._finish(new[i], logits[i] if logits is not None else None, cancelled) for i in range(len(new))]
 
-    def _finish(self, _row, ids: torch.Tensor, logits, cancelled: bool) -> Generation:
+    def _finish(self, ids: torch.Tensor, logits, cancelled: bool) -> Generation:
         ids_list = ids.tolist()
         eos = self.tokenizer.eos_token_id
         reason = "cancelled" if cancelled else "length"
