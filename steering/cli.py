@@ -222,9 +222,7 @@ def cmd_evaluate_sae(args) -> int:
     folder = _sae_folder(preset)
     recipe = json.loads((folder / "recipe.json").read_text())
     rt = get_runtime(preset.id)
-    from .models import load_sae
-
-    sae = load_sae(preset)
+    sae = rt.engine.sae  # the runtime already loaded it
     # Questions after the ones the build used for the model's own answers: never in the corpus.
     used = recipe["build_config"]["self_answers"]
     questions = seed_questions(recipe["build_config"]["seed"])[used : used + args.questions]
