@@ -242,18 +242,20 @@ def cmd_evaluate_sae(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from .engine import GenerationConfig
+    from .engine import GenerationConfig, SteeringBasis
     from .features import FeatureIndex
     from .metrics import perplexities
-    from .models import index_dir, load_model, resolve_preset
+    from .models import index_dir, resolve_preset
     from .saes import DEFAULT_SCALE_FACTOR, write_calibration
     from .session import get_runtime
 
     preset = resolve_preset(args.preset)
     _sae_folder(preset)
-    model, tok = load_model(preset)
-    calib = write_calibration(preset, model, tok, preset.sae.layer, args.factor or DEFAULT_SCALE_FACTOR)
     rt = get_runtime(preset.id)
+    engine = rt.engine
+    calib = write_calibration(preset, engine.model, engine.tokenizer, preset.sae.layer, args.factor or DEFAULT_SCALE_FACTOR)
+    # The runtime loaded the previous calibration; steer the examples with the new scale.
+    engine.basis = SteeringBasis.from_sae(engine.sae, engine.basis.layer, calib["scale"])
     index = FeatureIndex.load(index_dir(preset))
     examples = []
     for topic in ("dogs and puppies", "cooking and food", "the ocean"):

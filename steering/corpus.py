@@ -122,11 +122,52 @@ def seed_questions(seed: int = 0, n_wordnet: int = 2000) -> list[str]:
     return qs
 
 
-def build_texts(tokenizer, seed: int = 0, self_answers: list[dict] | None = None) -> tuple[list[str], list[CorpusStats]]:
-    """All corpus documents as strings, shuffled with `seed`, plus per-source statistics."""
+# User turns for WordNet glosses and fortunes rendered as chat (see `as_chat`).
+GLOSS_ASKS = ["What does {} mean?", "Define {}.", "What is {}?", "Can you explain {}?", "Tell me what {} means."]
+FORTUNE_ASKS = ["Tell me something.", "Say something wise.", "Tell me a joke.", "Give me a quote.", "Share a thought."]
+
+
+def as_chat(tokenizer, rng: random.Random, texts: list[str], fraction: float, gloss: bool) -> list[str]:
+    """Render `fraction` of `texts` as an assistant answer in the chat template.
+
+    The model the SAE serves answers in chat, so the residual stream it must reconstruct is the
+    one inside the template (default system prompt, user turn, assistant turn); plain text alone
+    leaves those positions out of the training distribution.
+    """
+    out = []
+    for text in texts:
+        if rng.random() >= fraction:
+            out.append(text)
+            continue
+        if gloss and ": " in text:
+            head, body = text.split(": ", 1)
+            user = rng.choice(GLOSS_ASKS).format(head.split(", ")[0])
+            answer = f"{head.split(', ')[0].capitalize()}: {body}"
+        else:
+            user, answer = rng.choice(FORTUNE_ASKS), text
+        out.append(chat_text(tokenizer, user, answer))
+    return out
+
+
+def build_texts(
+    tokenizer,
+    seed: int = 0,
+    self_answers: list[dict] | None = None,
+    chat_fraction: float = 0.0,
+    wordnet_docs: int | None = None,
+) -> tuple[list[str], list[CorpusStats]]:
+    """All corpus documents as strings, shuffled with `seed`, plus per-source statistics.
+
+    `chat_fraction` of the WordNet glosses and fortunes are wrapped in the chat template;
+    `wordnet_docs` (if set) is a random sample size for the glosses, the largest source.
+    """
+    rng = random.Random(seed)
+    glosses = list(wordnet_glosses())
+    if wordnet_docs is not None and wordnet_docs < len(glosses):
+        glosses = rng.sample(glosses, wordnet_docs)
     sources: dict[str, list[str]] = {
-        "wordnet": list(wordnet_glosses()),
-        "fortunes": list(fortunes()),
+        "wordnet": as_chat(tokenizer, rng, glosses, chat_fraction, gloss=True),
+        "fortunes": as_chat(tokenizer, rng, list(fortunes()), chat_fraction, gloss=False),
         "chatterbot": [chat_text(tokenizer, q, a) for q, a in chatterbot_pairs()],
         "self_answers": [
             chat_text(tokenizer, r["question"], r["answer"], r.get("system")) for r in (self_answers or [])
