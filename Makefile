@@ -44,7 +44,7 @@ clean:
 # Everything shipped in assets/ after the SAE (build-sae runs ~1 h; see assets/sae/*/README.md).
 KIDS_BEHAVIOR := Explain things in a way that children can understand
 assets: setup
-	$(PY) -m steering build-index --per-source 800
+	$(PY) -m steering build-index
 	$(PY) -m steering calibrate
 	$(PY) -m steering evaluate-sae
 	$(MAKE) profiles

@@ -114,6 +114,10 @@ def heldout_texts(engine, tokenizer, questions: Sequence[str], max_new_tokens: i
     return texts
 
 
+def _seconds(parts: dict) -> str:
+    return ", ".join(f"{k.replace('_', ' ')} {v / 60:.0f} min" for k, v in parts.items())
+
+
 def model_card(name: str, recipe: dict, quality: dict, calibration: dict | None) -> str:
     """Markdown model card for an SAE folder."""
     q = quality
@@ -137,8 +141,16 @@ def model_card(name: str, recipe: dict, quality: dict, calibration: dict | None)
         + (f" (the checkpoint at that point of the {recipe['build_config']['training_tokens']:,}-token schedule above, "
            "taken with `--from-checkpoint` to fit a 3-hour session; running the command to the end continues the same schedule)"
            if recipe.get("trained_tokens", recipe["build_config"]["training_tokens"]) < recipe["build_config"]["training_tokens"] else "")
-        + f"; context {recipe['build_config']['context_size']}, BOS and chat special tokens excluded; "
+        + f"; context {recipe['build_config']['context_size']}, BOS, chat special tokens and attention-sink positions excluded; "
         f"d_sae {recipe['build_config']['d_sae']}, k {recipe['build_config']['k']}; 2 CPU cores, no GPU.",
+        "",
+        "How: the residual stream is computed once up to the SAE's layer in bfloat16 and cached as float16 "
+        "in sae-lens' activation-cache format; sae-lens' `LanguageModelSAETrainingRunner` trains from the cache "
+        "(`use_cached_activations`) with activations normalised to mean norm sqrt(d_in) (folded into the weights "
+        "at the end) and the decoder bias initialised at the mean activation. Positions whose norm is over "
+        "4x the median (the \"massive activation\" right after BOS: ~0.1% of positions, ~88% of the variance) "
+        "are left out of training like BOS."
+        + (f" Time: {_seconds(recipe['seconds'])}." if isinstance(recipe.get("seconds"), dict) else ""),
         "",
         "Corpus (what packages ship, nothing downloaded):",
         "",
@@ -172,10 +184,8 @@ def model_card(name: str, recipe: dict, quality: dict, calibration: dict | None)
     if missed:
         lines += [
             "",
-            f"**Targets missed: {', '.join(missed)}.** Most latents that go silent early in TopK training are only "
-            "revived by the auxiliary loss over many more steps than this CPU run had; the live latents "
-            "still carry most of the signal (see CE loss recovered). Training longer (the full schedule, or "
-            "more tokens on a GPU) is the fix.",
+            f"**Targets missed: {', '.join(missed)}.** Train on more tokens (a larger `--training-tokens`, "
+            "or a GPU) and rebuild the index.",
         ]
     if calibration:
         c = calibration

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from steering import models
 from steering.models import OfflineError, PresetError, layer_from_hook_name, resolve_preset
@@ -75,3 +76,24 @@ def test_layer_from_bad_hook_name():
 def test_cache_dir_env(monkeypatch, tmp_path):
     monkeypatch.setenv("STEERING_CACHE", str(tmp_path))
     assert models.cache_dir() == tmp_path
+
+
+def test_small_batch_linear_matches_the_usual_kernel(tiny_tokenizer):
+    from conftest import build_model
+
+    from steering.models import SMALL_BATCH_ROWS, use_small_batch_linear
+
+    lin = torch.nn.Linear(64, 48)
+    plain = torch.nn.Linear(64, 48)
+    plain.load_state_dict(lin.state_dict())
+    assert use_small_batch_linear(torch.nn.Sequential(lin)) == 1
+    for shape in [(1, 64), (2, 64), (2, 1, 64), (3, 2, 64), (SMALL_BATCH_ROWS + 1, 64), (4, 7, 64)]:
+        x = torch.randn(*shape)
+        torch.testing.assert_close(lin(x), plain(x), rtol=1e-5, atol=1e-5)
+    # A whole model: same greedy tokens with and without it.
+    a, b = build_model(len(tiny_tokenizer)), build_model(len(tiny_tokenizer))
+    use_small_batch_linear(b)
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
+    out_a = a.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False)
+    out_b = b.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False)
+    assert torch.equal(out_a, out_b)
