@@ -141,8 +141,9 @@ def as_chat(tokenizer, rng: random.Random, texts: list[str], fraction: float, gl
             continue
         if gloss and ": " in text:
             head, body = text.split(": ", 1)
-            user = rng.choice(GLOSS_ASKS).format(head.split(", ")[0])
-            answer = f"{head.split(', ')[0].capitalize()}: {body}"
+            word = head.split(", ")[0]
+            user = rng.choice(GLOSS_ASKS).format(word)
+            answer = f"{word.capitalize()}: {body}"
         else:
             user, answer = rng.choice(FORTUNE_ASKS), text
         out.append(chat_text(tokenizer, user, answer))

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .activations import layer_output
+from .activations import layer_output, special_ids
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ class SAEBuildConfig:
     cache_dtype: str = "bfloat16"  # dtype of the forward pass that fills the activation cache
     out_dir: str = "assets/sae/smollm2-135m-l15-topk"
     work_dir: str = "runs/sae"
-    # Export a checkpoint of this run (runs/sae/checkpoints/RUN/N, e.g. one written by Ctrl-C)
-    # instead of training: how the shipped weights were cut short to fit a session.
+    # Export a checkpoint of a run (runs/sae/checkpoints/RUN/N, e.g. one written by Ctrl-C)
+    # instead of training, to ship weights from a run cut short.
     from_checkpoint: str = ""
 
 
@@ -110,7 +110,7 @@ def mark_sinks(acts: torch.Tensor, token_ids: torch.Tensor, bos_id: int, ratio: 
     """`token_ids` with attention-sink positions replaced by BOS, so training skips them like BOS.
 
     The token right after BOS often carries a "massive activation" (norm 14,000-25,000 against a
-    median of ~170 in SmolLM2's layer 15): 0.05% of positions holding ~88% of the variance, which
+    median of ~170 in SmolLM2's layer 15): ~0.1% of positions holding ~88% of the variance, which
     would dominate the SAE's squared-error loss. A position counts as a sink when its norm is over
     `ratio` times the median norm of the (non-BOS) positions in the same block.
     """
@@ -186,7 +186,10 @@ def build_sae(cfg: SAEBuildConfig, progress: bool = True) -> Path:
     work = Path(cfg.work_dir)
     answers = generate_self_answers(cfg, work / "self_answers.jsonl", progress)
     preset = resolve_preset(cfg.preset)
+    # One copy of the model, in the cache's dtype: it fills the activation cache, and afterwards the
+    # trainer only reads the tokenizer through it (training runs from the cache).
     model, tok = load_model(preset)
+    model.to(getattr(torch, cfg.cache_dtype))
     texts, stats = build_texts(tok, cfg.seed, answers, chat_fraction=cfg.chat_fraction, wordnet_docs=cfg.wordnet_docs)
     ds = token_dataset(tok, texts, cfg.context_size)
     corpus_tokens = len(ds) * cfg.context_size
@@ -196,12 +199,9 @@ def build_sae(cfg: SAEBuildConfig, progress: bool = True) -> Path:
     # sae-lens hook names are module paths of the wrapped HF model.
     hook = f"model.layers.{cfg.layer}"
     t0 = time.perf_counter()
-    cacher, _ = load_model(preset)
     cache = cache_activations(
-        cacher.to(getattr(torch, cfg.cache_dtype)), ds, cfg.layer, hook, work / "activations" / _cache_key(cfg, len(ds)),
-        bos_id=tok.bos_token_id, progress=progress,
+        model, ds, cfg.layer, hook, work / "activations" / _cache_key(cfg, len(ds)), bos_id=tok.bos_token_id, progress=progress
     )
-    del cacher
     cache_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
     sae = train_from_cache(cfg, model, tok, ds, cache, preset.hub_id, progress)
@@ -277,8 +277,7 @@ def _mean_init(cache: Path, hook: str, tokenizer, normalized: bool, rows: int = 
 
     block = datasets.load_from_disk(str(cache)).with_format("torch")[:rows]
     x = block[hook].float().reshape(-1, block[hook].shape[-1])
-    special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
-    x = x[~torch.isin(block["token_ids"].reshape(-1).long(), special)]
+    x = x[~torch.isin(block["token_ids"].reshape(-1).long(), special_ids(tokenizer))]
     mean = x.mean(0)
     if normalized:  # same factor as sae-lens' "expected_average_only_in": mean norm -> sqrt(d_in)
         mean = mean * (x.shape[1] ** 0.5) / x.norm(dim=-1).mean()
