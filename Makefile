@@ -49,8 +49,15 @@ assets: setup
 	$(PY) -m steering evaluate-sae
 	$(MAKE) profiles
 
+# The kids' profile is tuned at the Q&A site's answer length (96 tokens) on ten varied questions
+# (none of them in assets/questions/eval_questions.txt).
+KIDS_PROMPTS := --prompt "Why is the sky blue?" --prompt "How do plants grow?" --prompt "What is a rainbow?" \
+  --prompt "Why do we have to brush our teeth?" --prompt "How do fish breathe underwater?" --prompt "What are clouds made of?" \
+  --prompt "Why do cats have whiskers?" --prompt "Why do we get hiccups?" --prompt "What is a museum for?" --prompt "How do trains stay on the tracks?"
+DOG_PROMPTS := --prompt "What is your favourite food?" --prompt "How was your day?" --prompt "What do you do at the weekend?" \
+  --prompt "Tell me about your family."
 profiles: setup
-	$(PY) -m steering autosteer --behavior "$(KIDS_BEHAVIOR)" --prompt "Why is the sky blue?" --prompt "How do plants grow?" \
+	$(PY) -m steering autosteer --behavior "$(KIDS_BEHAVIOR)" $(KIDS_PROMPTS) --max-new-tokens 96 \
 	  --epochs 10 --name kids --out assets/profiles/kids.json
-	$(PY) -m steering autosteer --behavior "Behave like a dog" --prompt "What is your favourite food?" --prompt "How was your day?" \
+	$(PY) -m steering autosteer --behavior "Behave like a dog" $(DOG_PROMPTS) \
 	  --epochs 10 --name dog --out assets/profiles/dog.json

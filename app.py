@@ -20,7 +20,7 @@ import pandas as pd
 from quora_kids.questions import QuestionSearch, categories, load_questions
 from quora_kids.service import AnswerService, QuestionError, default_safety
 from quora_kids.store import AnswerStore
-from steering.autosteer import AutoSteerConfig, EpochResult, make_autosteer
+from steering.autosteer import AutoSteerConfig, EpochResult, ScreenResult, make_autosteer
 from steering.engine import GenerationConfig
 from steering.features import FeatureIndex
 from steering.llm import LLMClient, LLMError
@@ -81,6 +81,11 @@ def progress_html(done: int, total: int, text: str) -> str:
     )
 
 
+def md_cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return html.escape(text).replace("|", "\\|").replace("\n", " ")
+
+
 def features_frame(feats: list[FeatureCandidate], weights: list[float] | None = None) -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -120,11 +125,22 @@ def start_autosteer(behavior, prompts_text, epochs, n_features, judge, optimiser
         return
     with _runs_lock:
         _runs[sid] = run
-    yield out(progress_html(0, cfg.epochs, "Finding features for this behaviour..."))
+    yield out(progress_html(0, cfg.epochs, "Finding candidate features and trying each one alone (a minute or two on CPU)..."))
     rows = []
     feats_df = None
     try:
         for event in run.run():
+            if isinstance(event, ScreenResult):
+                kept = event.candidates[: event.kept]
+                lines = "\n".join(
+                    f"| {c.index} | {md_cell(c.label[:80])} | {c.source} | {s:.2f} | {'kept' if i < event.kept else ''} |"
+                    for i, (c, s) in enumerate(zip(event.candidates, event.scores))
+                )
+                log_md = (f"### Screening: {len(event.candidates)} candidate features, each steered alone\n\n"
+                          f"| feature | label | source | score alone | |\n|---|---|---|---|---|\n{lines}\n\n---\n")
+                feats_df = features_frame(kept)
+                yield out(progress_html(0, cfg.epochs, f"Kept the {len(kept)} best features; tuning their weights..."), feats=feats_df)
+                continue
             if isinstance(event, EpochResult):
                 rows += [{"epoch": event.epoch, "score": event.score, "series": "epoch score"},
                          {"epoch": event.epoch, "score": event.best_score, "series": "best so far"}]
@@ -321,7 +337,7 @@ def build_app() -> gr.Blocks:
                     with gr.Row():
                         epochs = gr.Slider(1, 20, value=6, step=1, label="Epochs")
                         n_feats = gr.Slider(1, 10, value=5, step=1, label="Features")
-                        threshold = gr.Slider(1, 10, value=7, step=0.5, label="Stop early at score")
+                        threshold = gr.Slider(1, 10, value=7, step=0.5, label="Stop early at score", elem_id="threshold")
                     with gr.Row():
                         judge = gr.Radio(["metric", "llm"], value="metric", label="Judge", info="metric works offline")
                         optim = gr.Radio(["numeric", "llm"], value="numeric", label="Optimiser", info="numeric works offline")

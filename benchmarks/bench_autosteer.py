@@ -3,7 +3,8 @@
     python benchmarks/bench_autosteer.py [--epochs 6] [--behaviors kids dog pirate cheerful] [--json]
 
 For each behaviour: held-out score (0-10, metric judge) of unsteered, prompted (behaviour as a
-system prompt), steered and prompted+steered answers, and seconds per epoch. Then K=4 candidate
+system prompt), steered and prompted+steered answers, seconds per epoch and seconds before the
+first epoch (baseline answers, retrieval, screening). Then K=4 candidate
 weight vectors generated in one batch vs one at a time (target: >= 2x candidates per second).
 """
 
@@ -61,8 +62,12 @@ def main() -> None:
         run = make_autosteer(cfg)
         epoch_s = []
         final = None
+        before_s = None
+        t0 = time.perf_counter()
         for ev in run.run():
             if isinstance(ev, EpochResult):
+                if before_s is None:  # baseline answers, retrieval and screening
+                    before_s = time.perf_counter() - t0 - sum(ev.seconds.values())
                 epoch_s.append(sum(ev.seconds.values()))
             else:
                 final = ev
@@ -71,6 +76,7 @@ def main() -> None:
             "best_train_score": final.profile.scores["best"],
             "held_out": {k: round(v, 2) for k, v in final.heldout.scores.items()},
             "seconds_per_epoch": round(statistics.fmean(epoch_s), 1),
+            "before_first_epoch_s": round(before_s or 0.0, 1),
             "features": [(f.index, f.source) for f in final.features],
         }
         if not args.json:
@@ -80,10 +86,11 @@ def main() -> None:
         print(json.dumps({"behaviors": results, "batched_candidates": speed}))
         return
     print()
-    print(f"{'behaviour':10s} {'unsteered':>9s} {'prompted':>9s} {'steered':>9s} {'both':>9s} {'s/epoch':>8s}")
+    print(f"{'behaviour':10s} {'unsteered':>9s} {'prompted':>9s} {'steered':>9s} {'both':>9s} {'s/epoch':>8s} {'start s':>8s}")
     for name, r in results.items():
         h = r["held_out"]
-        print(f"{name:10s} {h['unsteered']:9.2f} {h['prompted']:9.2f} {h['steered']:9.2f} {h['prompted_steered']:9.2f} {r['seconds_per_epoch']:8.1f}")
+        print(f"{name:10s} {h['unsteered']:9.2f} {h['prompted']:9.2f} {h['steered']:9.2f} {h['prompted_steered']:9.2f} "
+              f"{r['seconds_per_epoch']:8.1f} {r['before_first_epoch_s']:8.1f}")
     print(f"\nK=4 candidates: batched {speed['batched_s']}s vs sequential {speed['sequential_s']}s -> {speed['speedup']}x candidates/s (target >= 2x)")
 
 

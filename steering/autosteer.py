@@ -1,8 +1,14 @@
 """The auto-steering loop: behaviour -> candidate features -> epochs of generate/judge/optimise.
 
-`AutoSteer.run()` is a generator: one `EpochResult` per epoch (stream it to a screen), then one
-`FinalResult` with the held-out check (unsteered / prompted / steered / prompted+steered) and the
-profile. All K candidates x P prompts of an epoch come out of one batched generate call.
+`AutoSteer.run()` is a generator: one `ScreenResult` when it has retrieved and screened candidate
+features, one `EpochResult` per epoch (stream it to a screen), then one `FinalResult` with the
+held-out check (unsteered / prompted / steered / prompted+steered) and the profile. All K candidates
+x P prompts of an epoch come out of one batched generate call.
+
+Screening: retrieval proposes `features x screen` candidates; each is tried alone at
+`SCREEN_WEIGHT` (its suggested sign) on the training prompts, in batched generates, and the
+judge's best `features` go on to the loop. Labels and activation differences say what a latent is
+about; only steering with it says whether it moves the answers the right way without derailing them.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 from .engine import GenerationConfig
-from .judges import JudgeContext, Judgement
+from .judges import JudgeContext, JudgeError, Judgement
 from .optimisers import Trial
 from .profile import SteeringProfile, provenance
 from .retrieve import FeatureCandidate
@@ -29,12 +35,19 @@ DEFAULT_HELDOUT = [
 ]
 
 
+SCREEN_WEIGHT = 0.3  # single-feature strength for screening (calibrated units)
+SCREEN_PROMPTS = 4  # screening uses at most this many of the training prompts
+SCREEN_BATCH = 128  # rows per screening generate
+NUMERIC_BOUND = 0.5  # the numeric optimiser searches [-0.5, 0.5] per weight (see NumericOptimiser)
+
+
 @dataclass
 class AutoSteerConfig:
     behavior: str
     prompts: list[str]
     epochs: int = 8
     features: int = 5
+    screen: int = 6  # retrieve features x screen candidates, keep the best `features` (1 = no screening)
     candidates: int = 4  # weight vectors per epoch (numeric optimiser)
     threshold: float = 7.0  # early stop when the best score reaches this
     max_new_tokens: int = 64
@@ -57,6 +70,8 @@ class AutoSteerConfig:
             raise ValueError("epochs must be between 1 and 100")
         if not 1 <= self.features <= 32:
             raise ValueError("features must be between 1 and 32")
+        if not 1 <= self.screen <= 8:
+            raise ValueError("screen must be between 1 and 8")
         if not 1 <= self.candidates <= 16:
             raise ValueError("candidates must be between 1 and 16")
         train = set(self.prompts)
@@ -68,6 +83,25 @@ def _slug(text: str) -> str:
     import re
 
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "profile"
+
+
+@dataclass
+class ScreenResult:
+    """Every retrieved candidate with its score when steered alone; `kept` go on to the loop."""
+
+    candidates: list[FeatureCandidate]  # best first
+    scores: list[float]
+    critiques: list[str]
+    kept: int
+    seconds: float
+    outputs: list[list[str]] = field(default_factory=list)  # per candidate, one answer per screening prompt
+
+    def to_json(self) -> dict:
+        return {
+            "screened": [{"index": c.index, "label": c.label, "source": c.source, "sign": c.sign, "score": s}
+                         for c, s in zip(self.candidates, self.scores)],
+            "kept": self.kept, "seconds": self.seconds,
+        }
 
 
 @dataclass
@@ -103,6 +137,7 @@ class FinalResult:
     features: list[FeatureCandidate]
     heldout: HeldOutResult | None
     stopped: str  # "threshold" | "epochs" | "cancelled"
+    screened: ScreenResult | None = None
 
 
 class AutoSteer:
@@ -133,19 +168,81 @@ class AutoSteer:
     def _weights(self, vec: Sequence[float]) -> dict[int, float]:
         return {f.index: float(w) for f, w in zip(self.features, vec)}
 
-    def run(self) -> Iterator[EpochResult | FinalResult]:
-        from .retrieve import retrieve
+    def screen(self, pool: Sequence[FeatureCandidate], ctx: JudgeContext) -> ScreenResult | None:
+        """Each candidate alone at SCREEN_WEIGHT on the first SCREEN_PROMPTS training prompts
+        (batched generates of up to SCREEN_BATCH rows). None if cancelled meanwhile.
+
+        Its scores are on those prompts only, so they guide the choice of features and the
+        optimiser's first guesses but are not compared with the epochs' scores."""
+        t0 = time.perf_counter()
+        ctx = JudgeContext(ctx.behavior, ctx.prompts[:SCREEN_PROMPTS], ctx.baseline[:SCREEN_PROMPTS])
+        P = len(ctx.prompts)
+        rows = [{c.index: c.sign * SCREEN_WEIGHT} for c in pool for _ in range(P)]
+        prompts = list(ctx.prompts) * len(pool)
+        texts: list[str] = []
+        for start in range(0, len(rows), SCREEN_BATCH):  # bounded memory for large pools
+            if self.cancelled:
+                return None
+            texts += self._gen(prompts[start : start + SCREEN_BATCH], rows[start : start + SCREEN_BATCH])
+        if self.cancelled:
+            return None
+        per_cand = [texts[i * P : (i + 1) * P] for i in range(len(pool))]
+        try:
+            js = self.judge.judge_many(ctx, per_cand)
+        except JudgeError:
+            # One unparseable verdict should not sink the run: judge one by one, 0 for failures.
+            js = [self._judge_or_zero(ctx, outs) for outs in per_cand]
+        order = sorted(range(len(pool)), key=lambda i: -js[i].score)
+        return ScreenResult([pool[i] for i in order], [js[i].score for i in order], [js[i].critique for i in order],
+                            min(self.cfg.features, len(pool)), round(time.perf_counter() - t0, 2),
+                            [per_cand[i] for i in order])
+
+    def _judge_or_zero(self, ctx: JudgeContext, outs: list[str]) -> Judgement:
+        try:
+            return self.judge.judge_many(ctx, [outs])[0]
+        except JudgeError as exc:
+            return Judgement(0.0, f"not judged: {exc}")
+
+    def run(self) -> Iterator[ScreenResult | EpochResult | FinalResult]:
+        from .retrieve import probe_prompts, retrieve
 
         cfg = self.cfg
-        if self.features is None:
-            self.features = retrieve(self.engine, self.index, cfg.behavior, cfg.prompts, cfg.features, self.client)
-        if not self.features:
-            raise RuntimeError("no candidate features were found for this behaviour")
-        k = len(self.features)
-        optimiser = self.optimiser_factory(self.features)
         P = len(cfg.prompts)
         baseline = self._gen(cfg.prompts, [None] * P)
         ctx = JudgeContext(cfg.behavior, cfg.prompts, baseline)
+        screened: ScreenResult | None = None
+        if self.features is None:
+            pool = [] if self.cancelled else retrieve(
+                self.engine, self.index, cfg.behavior, probe_prompts(cfg.prompts, exclude=cfg.heldout),
+                cfg.features * cfg.screen, self.client)
+            if len(pool) > cfg.features and not self.cancelled:
+                screened = self.screen(pool, ctx)
+                if screened is not None:
+                    yield screened
+                    pool = screened.candidates
+            self.features = pool[: cfg.features]
+        if not self.features:
+            if self.cancelled:
+                from .session import make_profile
+
+                profile = make_profile(self.rt, cfg.name, cfg.behavior, {}, prompts=cfg.prompts,
+                                       scores={"epochs": [], "best": None, "held_out": None},
+                                       provenance=provenance(getattr(self.judge, "name", "?"), stopped="cancelled"))
+                yield FinalResult(profile, [], None, "cancelled")
+                return
+            raise RuntimeError("no candidate features were found for this behaviour")
+        k = len(self.features)
+        optimiser = self.optimiser_factory(self.features)
+        if screened is not None and hasattr(optimiser, "observe"):
+            # What each kept feature scored alone is evidence the optimiser can use.
+            pos = {c.index: i for i, c in enumerate(self.features)}
+            singles = []
+            for c, score, critique, outs in zip(screened.candidates, screened.scores, screened.critiques, screened.outputs):
+                if c.index in pos:
+                    w = [0.0] * k
+                    w[pos[c.index]] = c.sign * SCREEN_WEIGHT
+                    singles.append(Trial(w, score, critique, tuple(outs)))
+            optimiser.observe(singles)
         best: tuple[float, list[float], list[str], str] = (float("-inf"), [0.0] * k, baseline, "")
         history: list[float] = []
         stopped = "epochs"
@@ -189,6 +286,8 @@ class AutoSteer:
                 break
         best_weights = self._weights(best[1]) if best[0] > float("-inf") else {}
         heldout = None if self.cancelled or not cfg.heldout else self.heldout_check(best_weights)
+        if self.cancelled:  # stopped during the held-out check: its answers are cut short
+            heldout = None
         from .session import make_profile
 
         labels = {f.index: f.label for f in self.features}
@@ -199,9 +298,10 @@ class AutoSteer:
             provenance=provenance(
                 getattr(self.judge, "name", "?"), self.optimiser_name(optimiser),
                 stopped=stopped, sources={str(f.index): f.source for f in self.features},
+                **({"screened": {str(c.index): sc for c, sc in zip(screened.candidates, screened.scores)}} if screened else {}),
             ),
         )
-        yield FinalResult(profile, self.features, heldout, stopped if not self.cancelled else "cancelled")
+        yield FinalResult(profile, self.features, heldout, stopped if not self.cancelled else "cancelled", screened)
 
     @staticmethod
     def optimiser_name(optimiser) -> str:
@@ -250,9 +350,13 @@ def make_autosteer(config: AutoSteerConfig, judge: str = "metric", optimiser: st
     j = LLMJudge(client) if judge == "llm" else MetricJudge(rt.engine)
 
     def factory(cands: Sequence[FeatureCandidate]):
-        initial = [c.sign * 0.5 for c in cands]
+        # Candidates come best first (screened): start from the best few together, gently.
+        def top(n: int, w: float) -> list[float]:
+            return [c.sign * w if i < n else 0.0 for i, c in enumerate(cands)]
+
+        k = len(cands)
         if optimiser == "llm":
-            return LLMOptimiser(client, config.behavior, [c.label for c in cands], initial, seed=config.seed)
-        return NumericOptimiser(len(cands), [initial, [c.sign * 0.25 for c in cands]], seed=config.seed)
+            return LLMOptimiser(client, config.behavior, [c.label for c in cands], top(2, 0.2), seed=config.seed)
+        return NumericOptimiser(k, [top(2, 0.2), top(k, 0.15), top(3, 0.2), top(k, 0.25)], seed=config.seed, bound=NUMERIC_BOUND)
 
     return AutoSteer(rt, config, j, factory, index=index, client=client, features=features)

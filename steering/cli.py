@@ -300,6 +300,7 @@ def _add_autosteer(sub):
     p.add_argument("--heldout", action="append", default=None, help="held-out prompt (repeat); default: a built-in set")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--features", type=int, default=5)
+    p.add_argument("--screen", type=int, default=6, help="retrieve FEATURES x SCREEN candidates and keep those that score best alone")
     p.add_argument("--candidates", type=int, default=4, help="weight vectors per epoch (numeric optimiser)")
     p.add_argument("--threshold", type=float, default=7.0, help="stop early when the best score reaches this")
     p.add_argument("--max-new-tokens", type=int, default=64)
@@ -316,13 +317,14 @@ def _add_autosteer(sub):
 
 
 def cmd_autosteer(args) -> int:
-    from .autosteer import DEFAULT_HELDOUT, AutoSteerConfig, EpochResult, make_autosteer
+    from .autosteer import DEFAULT_HELDOUT, SCREEN_WEIGHT, AutoSteerConfig, EpochResult, ScreenResult, make_autosteer
+    from .judges import JudgeError
     from .llm import LLMClient, LLMError
 
     try:
         cfg = AutoSteerConfig(
             behavior=args.behavior, prompts=args.prompt, epochs=args.epochs, features=args.features,
-            candidates=args.candidates, threshold=args.threshold, max_new_tokens=args.max_new_tokens,
+            candidates=args.candidates, screen=args.screen, threshold=args.threshold, max_new_tokens=args.max_new_tokens,
             heldout=args.heldout or list(DEFAULT_HELDOUT), name=args.name, seed=args.seed,
         )
         client = None
@@ -339,6 +341,13 @@ def cmd_autosteer(args) -> int:
         bar = tqdm(total=cfg.epochs, desc="epochs", unit="epoch", file=sys.stderr)
     try:
         for event in run.run():
+            if isinstance(event, ScreenResult):
+                if not args.json:  # --json keeps one line per epoch; the screening goes in the final line
+                    bar.write(f"screened {len(event.candidates)} candidate features in {event.seconds:.0f}s (score alone at weight +-{SCREEN_WEIGHT}):")
+                    for i, (c, score) in enumerate(zip(event.candidates, event.scores)):
+                        mark = "keep" if i < event.kept else "    "
+                        bar.write(f"  {mark} {c.index:5d} {c.sign:+.0f} {c.source:11s} {score:5.2f}  {c.label[:70]}")
+                continue
             if isinstance(event, EpochResult):
                 if args.json:
                     print(json.dumps(event.to_json(run.features)), flush=True)
@@ -352,7 +361,8 @@ def cmd_autosteer(args) -> int:
             path = event.profile.save(out)
             final = {"profile": str(path), "stopped": event.stopped,
                      "features": [{"index": f.index, "label": f.label, "source": f.source} for f in event.features],
-                     "held_out": event.heldout.scores if event.heldout else None}
+                     "held_out": event.heldout.scores if event.heldout else None,
+                     "screened": event.screened.to_json()["screened"] if event.screened else None}
             if args.json:
                 print(json.dumps(final), flush=True)
             else:
@@ -361,7 +371,7 @@ def cmd_autosteer(args) -> int:
                 if event.heldout:
                     for cond, score in event.heldout.scores.items():
                         print(f"  held-out {cond:18s} {score:.2f}")
-    except LLMError as exc:
+    except (LLMError, JudgeError) as exc:
         raise UsageError(str(exc)) from exc
     finally:
         if bar is not None:

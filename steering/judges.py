@@ -66,6 +66,7 @@ def _clip(x: float) -> float:
 # How much better than the unsteered answer counts as "fully there".
 CONCEPT_GAIN = 0.25  # cosine similarity to the behaviour description
 GRADE_GAIN = 4.0  # Flesch-Kincaid grades lower
+REL_ZERO, REL_FULL = 0.6, 0.95  # answer-question similarity x unsteered: zero at 0.6x, full marks from 0.95x
 PPL_SLACK, PPL_ZERO = 1.5, 15.0  # perplexity x unsteered: full marks up to 1.5x, zero at 15x
 
 
@@ -74,7 +75,9 @@ class MetricJudge:
 
     - concept: gain in embedding similarity of the answer to the behaviour description
       (averaged with readability gain when the behaviour asks for simplicity);
-    - relevance: answer-prompt similarity as a fraction of the unsteered answer's;
+    - relevance: answer-prompt similarity as a fraction of the unsteered answer's, mapped so that
+      0.95x or more is full marks and 0.6x is zero (an answer that drifts off the question is a failure,
+      however well it shows the behaviour);
     - fluency: perplexity under the unsteered model, against the unsteered answer's.
     """
 
@@ -116,7 +119,8 @@ class MetricJudge:
                 grade = readability(flat[r]).grade
                 if simple:
                     concept = 0.5 * concept + 0.5 * _clip((base_grade[j] - grade) / GRADE_GAIN)
-                relevance = _clip(rel_sim[r] / max(base_rel[j], 1e-3))
+                rel_ratio = rel_sim[r] / max(base_rel[j], 1e-3)
+                relevance = _clip((rel_ratio - REL_ZERO) / (REL_FULL - REL_ZERO))
                 ratio = ppl[r] / max(base_ppl[j], 1e-6)
                 fluency = _clip(1 - math.log(max(ratio, 1e-9) / PPL_SLACK) / math.log(PPL_ZERO / PPL_SLACK)) if math.isfinite(ppl[r]) else 0.0
                 parts_per_prompt.append({"concept": concept, "relevance": relevance, "fluency": fluency, "grade": grade, "perplexity": ppl[r]})

@@ -36,31 +36,47 @@ class Optimiser(Protocol):
         """Scores for the vectors from the last `ask`."""
         ...
 
+    def observe(self, trials: Sequence[Trial]) -> None:
+        """Scores for vectors it did not propose (e.g. the screening of single features)."""
+        ...
 
-def clamp(weights: Sequence[float]) -> list[float]:
-    return [max(-1.0, min(1.0, float(w))) for w in weights]
+
+def clamp(weights: Sequence[float], bound: float = 1.0) -> list[float]:
+    return [max(-bound, min(bound, float(w))) for w in weights]
 
 
 class NumericOptimiser:
-    """Optuna TPE over k weights. The first ask includes the retriever's suggested directions."""
+    """Optuna TPE over k weights in [-bound, bound]. The first asks are the `initial` vectors.
+
+    On the calibrated scale one feature at 0.3 already changes the text a lot and several at 0.6
+    garble it, so `make_autosteer` searches [-0.5, 0.5]: random draws from [-1, 1]^k waste most
+    epochs on gibberish.
+    """
 
     name = "numeric"
 
-    def __init__(self, k: int, initial: Sequence[Sequence[float]] = (), seed: int = 0):
+    def __init__(self, k: int, initial: Sequence[Sequence[float]] = (), seed: int = 0, bound: float = 1.0):
         import optuna
 
+        if not 0 < bound <= 1:
+            raise ValueError("bound must be in (0, 1]")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.k = k
+        self.bound = bound
         self.study = optuna.create_study(
             direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=6, multivariate=True)
         )
+        seen = set()
         for w in initial:
-            self.study.enqueue_trial({f"w{i}": v for i, v in enumerate(clamp(w))})
+            w = clamp(w, bound)
+            if tuple(w) not in seen:  # e.g. "top 2" and "top 3" are the same vector when k = 2
+                seen.add(tuple(w))
+                self.study.enqueue_trial({f"w{i}": v for i, v in enumerate(w)})
         self._pending: list = []
 
     def ask(self, n: int) -> list[list[float]]:
         self._pending = [self.study.ask() for _ in range(n)]
-        return [[t.suggest_float(f"w{i}", -1.0, 1.0) for i in range(self.k)] for t in self._pending]
+        return [[t.suggest_float(f"w{i}", -self.bound, self.bound) for i in range(self.k)] for t in self._pending]
 
     def tell(self, trials: Sequence[Trial]) -> None:
         if len(trials) != len(self._pending):
@@ -68,6 +84,15 @@ class NumericOptimiser:
         for t, trial in zip(self._pending, trials):
             self.study.tell(t, trial.score)
         self._pending = []
+
+    def observe(self, trials: Sequence[Trial]) -> None:
+        import optuna
+
+        dist = optuna.distributions.FloatDistribution(-self.bound, self.bound)
+        for trial in trials:
+            w = clamp(trial.weights, self.bound)
+            self.study.add_trial(optuna.trial.create_trial(
+                params={f"w{i}": v for i, v in enumerate(w)}, distributions={f"w{i}": dist for i in range(self.k)}, value=trial.score))
 
 
 OPTIMISER_PROMPT = """You tune a language model's behaviour by setting weights on its internal features.
@@ -116,7 +141,7 @@ class LLMOptimiser:
         self.k = len(self.labels)
         self.max_history = max_history
         self.history: list[Trial] = []
-        self._next_initial = clamp(initial) if initial is not None else [0.0] * self.k
+        self._next_initial = clamp(initial) if initial is not None else None  # tried first, before asking the LLM
         self._rng = random.Random(seed)
 
     def _prompt(self) -> str:
@@ -146,8 +171,9 @@ class LLMOptimiser:
     def ask(self, n: int) -> list[list[float]]:
         out = []
         for _ in range(n):
-            if not self.history and self._next_initial is not None and not out:
-                out.append(self._next_initial)
+            if self._next_initial is not None:
+                out.append(self._novel(self._next_initial))
+                self._next_initial = None
                 continue
             text = self.client.chat([{"role": "user", "content": self._prompt()}], temperature=0.7, max_tokens=500)
             w = parse_weights(text, self.k)
@@ -167,3 +193,5 @@ class LLMOptimiser:
 
     def tell(self, trials: Sequence[Trial]) -> None:
         self.history.extend(trials)
+
+    observe = tell

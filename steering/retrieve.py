@@ -28,6 +28,30 @@ class FeatureCandidate:
     score: float  # source-specific strength (similarity, or activation difference)
 
 
+# Fixed extra questions for the contrastive source: its activation differences are averaged over
+# these as well as the user's training prompts, so a handful of similar prompts (or one topic's
+# vocabulary, e.g. colours for "What is a rainbow?") does not decide which latents look relevant.
+# Kept apart from the held-out set.
+PROBE_PROMPTS = [
+    "What is the moon?",
+    "How do birds fly?",
+    "Why do leaves change colour in autumn?",
+    "What makes thunder?",
+    "How do computers work?",
+    "Tell me about your weekend.",
+    "What is a volcano?",
+    "Why do we need to sleep?",
+]
+
+
+def probe_prompts(prompts: Sequence[str], max_prompts: int = 8, exclude: Sequence[str] = ()) -> list[str]:
+    """Up to `max_prompts` of the training prompts, then every PROBE_PROMPTS question (no repeats,
+    never one of `exclude`)."""
+    out = list(dict.fromkeys(prompts))[:max_prompts]
+    skip = set(out) | set(exclude)
+    return out + [p for p in PROBE_PROMPTS if p not in skip]
+
+
 def semantic_candidates(index, query: str, k: int, source: str = "semantic", sign: float = 1.0) -> list[FeatureCandidate]:
     return [FeatureCandidate(h.index, h.label, source, sign, h.score) for h in index.search(query, k=k)]
 
@@ -35,8 +59,12 @@ def semantic_candidates(index, query: str, k: int, source: str = "semantic", sig
 def contrastive_candidates(
     engine, index, behavior: str, prompts: Sequence[str], k: int, max_new_tokens: int = 48
 ) -> list[FeatureCandidate]:
-    """Latents whose mean activation on answer tokens differs most between answers written with
-    the behaviour as a system prompt and plain answers. Needs no labels."""
+    """Latents whose activation on answer tokens differs most, and most consistently, between
+    answers written with the behaviour as a system prompt and plain answers. Needs no labels.
+
+    Score: |mean difference| x the fraction of prompts whose difference has the mean's sign, so a
+    latent that moves on every prompt beats one that jumps on a single topic (e.g. "colours" for
+    "What is a rainbow?")."""
     from .engine import GenerationConfig
 
     n = len(prompts)
@@ -46,13 +74,20 @@ def contrastive_candidates(
     # Read both answers in the same plain context, so only the answer differs.
     contexts = [engine.tokenizer(engine.chat_prompt(p), add_special_tokens=False)["input_ids"] for p in prompts]
     means = mean_answer_activations(engine, [contexts[i % n] for i in range(2 * n)], [g.token_ids for g in gens])
-    diff = means[:n].mean(0) - means[n:].mean(0)
-    top = diff.abs().topk(min(k, diff.numel()))
+    diff, score = contrastive_scores(means[:n] - means[n:])
+    top = score.topk(min(k, diff.numel()))
     return [
         FeatureCandidate(int(i), index.label(int(i)) if index is not None else "", "contrastive", 1.0 if diff[i] > 0 else -1.0, float(v))
         for v, i in zip(top.values, top.indices)
         if v > 0
     ]
+
+
+def contrastive_scores(per_prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean difference, score) per latent from (prompts, d_sae) activation differences."""
+    diff = per_prompt.mean(0)
+    agree = (torch.sign(per_prompt) == torch.sign(diff)).float().mean(0)
+    return diff, diff.abs() * agree
 
 
 def mean_answer_activations(engine, contexts: list[list[int]], answers: list[list[int]], batch_size: int = 16) -> torch.Tensor:

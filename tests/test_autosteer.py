@@ -4,10 +4,10 @@ import threading
 
 import pytest
 
-from steering.autosteer import AutoSteer, AutoSteerConfig, EpochResult, FinalResult
+from steering.autosteer import SCREEN_WEIGHT, AutoSteer, AutoSteerConfig, EpochResult, FinalResult, ScreenResult
 from steering.judges import Judgement, MetricJudge, JudgeContext, harmonic_mean
 from steering.optimisers import NumericOptimiser, Trial
-from steering.retrieve import FeatureCandidate, contrastive_candidates, merge
+from steering.retrieve import PROBE_PROMPTS, FeatureCandidate, contrastive_candidates, contrastive_scores, merge, probe_prompts
 
 FEATS = [FeatureCandidate(5, "five", "manual", 1.0, 1.0), FeatureCandidate(9, "nine", "manual", -1.0, 1.0)]
 
@@ -106,6 +106,138 @@ def test_numeric_candidates_come_from_one_batched_generate(tiny_runtime, monkeyp
     assert events[0].candidates == 3 and events[0].score == 3
 
 
+def test_screening_keeps_the_candidates_that_score_best_alone(tiny_runtime, monkeypatch):
+    import steering.retrieve as retrieve_mod
+
+    pool = [FeatureCandidate(i, f"f{i}", "semantic", s, 1.0) for i, s in ((3, 1.0), (7, -1.0), (11, 1.0), (20, -1.0))]
+    asked = {}
+
+    def fake_retrieve(engine, index, behavior, prompts, k, client=None):
+        asked.update(prompts=list(prompts), k=k)
+        return pool
+
+    monkeypatch.setattr(retrieve_mod, "retrieve", fake_retrieve)
+    calls = []
+    real = tiny_runtime.engine.generate
+    monkeypatch.setattr(tiny_runtime.engine, "generate", lambda p, w=None, **kw: calls.append(list(w or [])) or real(p, w, **kw))
+    cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi", "Hello"], max_new_tokens=4, epochs=1, features=2, screen=2, candidates=1, heldout=[])
+    opt = NumericOptimiser(2, seed=0)
+    # Screening scores (pool order): 1, 5, 3, 0 -> keep 7 then 11. Then one epoch with one candidate.
+    judge = ScriptedJudge([1.0, 5.0, 3.0, 0.0, 2.0])
+    events = list(AutoSteer(tiny_runtime, cfg, judge, lambda c: opt, features=None).run())
+    screen = events[0]
+    assert isinstance(screen, ScreenResult)
+    assert [c.index for c in screen.candidates] == [7, 11, 3, 20] and screen.scores == [5.0, 3.0, 1.0, 0.0]
+    assert screen.kept == 2
+    assert [f.index for f in events[-1].features] == [7, 11]
+    assert events[-1].screened is screen
+    # Retrieval asked for features x screen candidates over the training prompts plus probe questions.
+    assert asked["k"] == 4 and asked["prompts"][:2] == ["Hi", "Hello"] and len(asked["prompts"]) == 2 + len(PROBE_PROMPTS)
+    # One batched generate for the screening: each candidate alone at its sign, once per prompt.
+    assert calls[1] == [{c.index: c.sign * SCREEN_WEIGHT} for c in pool for _ in range(2)]
+    # The optimiser saw the kept features' single scores as trials (one-hot vectors, kept order).
+    told = sorted((t.params["w0"], t.params["w1"], t.value) for t in opt.study.trials if t.value is not None)
+    assert (-SCREEN_WEIGHT, 0.0, 5.0) in told and (0.0, SCREEN_WEIGHT, 3.0) in told
+    assert events[-1].profile.provenance["screened"] == {"7": 5.0, "11": 3.0, "3": 1.0, "20": 0.0}
+
+
+def _spy_generate(monkeypatch, engine, calls, before=None):
+    real = engine.generate
+
+    def spy(prompts, weights=None, **kw):
+        calls.append(list(prompts))
+        if before:
+            before(len(calls))
+        return real(prompts, weights, **kw)
+
+    monkeypatch.setattr(engine, "generate", spy)
+
+
+def test_screening_chunks_rows_and_uses_at_most_four_prompts(tiny_runtime, monkeypatch):
+    import steering.autosteer as autosteer_mod
+    import steering.retrieve as retrieve_mod
+
+    pool = [FeatureCandidate(i, "", "semantic", 1.0, 1.0) for i in (1, 2, 3)]
+    monkeypatch.setattr(retrieve_mod, "retrieve", lambda *a, **kw: pool)
+    monkeypatch.setattr(autosteer_mod, "SCREEN_BATCH", 5)
+    calls = []
+    _spy_generate(monkeypatch, tiny_runtime.engine, calls)
+    prompts = ["a?", "b?", "c?", "d?", "e?", "f?"]
+    cfg = AutoSteerConfig(behavior="b", prompts=prompts, max_new_tokens=3, epochs=1, features=2, screen=2, candidates=1, heldout=[])
+    judge = ScriptedJudge([1.0, 2.0, 3.0, 0.0])
+    events = list(AutoSteer(tiny_runtime, cfg, judge, lambda c: NumericOptimiser(2, seed=0), features=None).run())
+    screen = events[0]
+    # baseline (6 rows); 3 candidates x 4 prompts = 12 rows in chunks of 5, 5, 2; then the epoch.
+    assert [len(c) for c in calls] == [6, 5, 5, 2, 6]
+    assert calls[1] + calls[2] + calls[3] == prompts[:4] * 3
+    assert judge.calls[0][0].prompts == prompts[:4] and len(judge.calls[0][1]) == 3
+    assert [c.index for c in screen.candidates] == [3, 2, 1] and [len(o) for o in screen.outputs] == [4, 4, 4]
+    assert screen.outputs[0] == judge.calls[0][1][2]
+
+
+def test_cancel_during_screening_stops_before_any_epoch(tiny_runtime, monkeypatch):
+    import steering.autosteer as autosteer_mod
+    import steering.retrieve as retrieve_mod
+
+    monkeypatch.setattr(retrieve_mod, "retrieve", lambda *a, **kw: [FeatureCandidate(i, "", "semantic", 1.0, 1.0) for i in range(4)])
+    monkeypatch.setattr(autosteer_mod, "SCREEN_BATCH", 2)
+    cfg = AutoSteerConfig(behavior="b", prompts=["Hi"], max_new_tokens=3, epochs=3, features=2, screen=2, heldout=["Why?"])
+    judge = ScriptedJudge([1.0] * 20)
+    loop = AutoSteer(tiny_runtime, cfg, judge, lambda c: NumericOptimiser(2, seed=0), features=None)
+    calls = []
+    _spy_generate(monkeypatch, tiny_runtime.engine, calls, before=lambda n: n == 2 and loop.cancel())
+    events = list(loop.run())
+    assert [type(e).__name__ for e in events] == ["FinalResult"]
+    final = events[0]
+    assert final.stopped == "cancelled" and final.heldout is None and final.profile.features == []
+    assert len(calls) == 2 and not judge.calls  # the first screening chunk, then nothing
+
+
+class FlakyJudge:
+    """Fails on any batch of several candidates; one at a time, follows a script (None = fail)."""
+
+    name = "flaky"
+
+    def __init__(self, script):
+        self.script = list(script)
+
+    def judge_many(self, ctx, candidates):
+        from steering.judges import JudgeError
+
+        if len(candidates) > 1:
+            raise JudgeError("no score")
+        score = self.script.pop(0)
+        if score is None:
+            raise JudgeError("no 'Score: N' line")
+        return [Judgement(score, "fine")]
+
+
+def test_screening_survives_a_judge_that_fails_on_one_candidate(tiny_runtime, monkeypatch):
+    import steering.retrieve as retrieve_mod
+
+    monkeypatch.setattr(retrieve_mod, "retrieve", lambda *a, **kw: [FeatureCandidate(i, "", "semantic", 1.0, 1.0) for i in (4, 5, 6)])
+    cfg = AutoSteerConfig(behavior="b", prompts=["Hi"], max_new_tokens=3, epochs=1, features=2, screen=2, candidates=1, heldout=[])
+    events = list(AutoSteer(tiny_runtime, cfg, FlakyJudge([2.0, None, 1.0, 3.0]), lambda c: NumericOptimiser(2, seed=0), features=None).run())
+    screen = events[0]
+    assert [c.index for c in screen.candidates] == [4, 6, 5] and screen.scores == [2.0, 1.0, 0.0]
+    assert "not judged" in screen.critiques[2]
+    assert events[1].score == 3.0 and [f.index for f in events[-1].features] == [4, 6]
+
+
+def test_numeric_optimiser_skips_repeated_initial_vectors():
+    opt = NumericOptimiser(2, initial=[[0.2, 0.0], [0.2, 0.0], [0.1, 0.1]], bound=0.5)
+    assert opt.ask(2) == [[0.2, 0.0], [0.1, 0.1]]
+    assert all(-0.5 <= x <= 0.5 for w in opt.ask(4) for x in w)
+
+
+def test_numeric_optimiser_observe_adds_known_trials():
+    opt = NumericOptimiser(2, seed=0)
+    opt.observe([Trial([0.3, 0.0], 4.0), Trial([0.0, -2.0], 1.0)])
+    assert opt.study.best_value == 4.0 and opt.study.best_params == {"w0": 0.3, "w1": 0.0}
+    assert sorted(t.params["w1"] for t in opt.study.trials) == [-1.0, 0.0]  # clamped
+    assert len(opt.ask(3)) == 3
+
+
 @pytest.mark.parametrize(
     "kw, msg",
     [
@@ -114,6 +246,7 @@ def test_numeric_candidates_come_from_one_batched_generate(tiny_runtime, monkeyp
         ({"prompts": ["", " "]}, "training prompt"),
         ({"epochs": 0}, "epochs"),
         ({"features": 99}, "features"),
+        ({"screen": 0}, "screen"),
     ],
 )
 def test_config_validation(kw, msg):
@@ -158,7 +291,7 @@ def test_merge_round_robins_and_dedupes():
     assert [c.index for c in merge([a, []], 10)] == [1, 2, 3]
 
 
-def test_contrastive_candidates_rank_latents_by_activation_difference(tiny_runtime, monkeypatch):
+def test_contrastive_candidates_rank_latents_by_consistent_activation_difference(tiny_runtime, monkeypatch):
     from steering.engine import Generation
     from steering.retrieve import mean_answer_activations
 
@@ -181,6 +314,26 @@ def test_contrastive_candidates_rank_latents_by_activation_difference(tiny_runti
     assert cands[0].score == pytest.approx(float(diff.abs().max()), rel=1e-5)
 
 
+def test_contrastive_score_prefers_consistent_latents():
+    import torch
+
+    # latent 0 jumps on one prompt only; latent 1 moves a little on every prompt; latent 2 is mixed.
+    per_prompt = torch.tensor([[4.0, 1.0, 2.0], [0.0, 1.0, -2.5], [0.0, 1.0, 1.0], [0.0, 1.0, 0.0]])
+    diff, score = contrastive_scores(per_prompt)
+    assert diff.tolist() == pytest.approx([1.0, 1.0, 0.125])
+    assert score.tolist() == pytest.approx([0.25, 1.0, 0.125 * 0.5])
+
+
+def test_probe_prompts_add_the_fixed_probes_without_heldout_or_repeats():
+    from steering.retrieve import PROBE_PROMPTS
+
+    out = probe_prompts(["A?", "A?", "B?", PROBE_PROMPTS[1]], exclude=[PROBE_PROMPTS[0]])
+    assert out[:3] == ["A?", "B?", PROBE_PROMPTS[1]] and PROBE_PROMPTS[0] not in out
+    assert len(out) == len(set(out)) == 3 + len(PROBE_PROMPTS) - 2
+    many = probe_prompts([f"q{i}" for i in range(12)], max_prompts=8)
+    assert many == [f"q{i}" for i in range(8)] + PROBE_PROMPTS
+
+
 def test_harmonic_mean_is_zero_if_any_part_is_zero():
     assert harmonic_mean([1, 1, 0]) == 0
     assert harmonic_mean([1, 1, 1]) == 1
@@ -198,3 +351,13 @@ def test_metric_judge_scores_baseline_zero_and_behaviour_above(tiny_runtime):
     assert garbage.score < doggy.score or doggy.score == 0
     assert empty.score == 0
     assert 0 <= doggy.score <= 10
+
+
+def test_metric_judge_relevance_is_zero_off_topic_and_full_near_the_baseline(tiny_runtime):
+    judge = MetricJudge(tiny_runtime.engine)
+    ctx = JudgeContext("Explain things in a way that children can understand", ["How do plants grow?"],
+                       ["Plants grow from seeds. They take in water through their roots and use sunlight to make food."])
+    same, off_topic = judge.judge_many(ctx, [ctx.baseline, ["My favourite football team won the cup yesterday after a penalty shootout."]])
+    assert same.parts["relevance"] == 1.0
+    assert off_topic.parts["relevance"] == 0.0 and off_topic.score == 0.0
+

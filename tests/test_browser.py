@@ -34,6 +34,10 @@ def page(tmp_path_factory):
 def test_autosteer_tab_shows_epoch_one_then_stops(page):
     page.locator("#behavior textarea").fill("Behave like a dog")
     page.locator("#prompts textarea").fill("What is your favourite food?")
+    # No early stop at a good score: this test is about the Stop button.
+    page.locator("#threshold input[type=number]").fill("10")
+    page.locator("#threshold input[type=number]").press("Enter")
+    assert page.locator("#threshold input[type=number]").input_value() == "10"
     page.locator("#start").click()
     page.get_by_text("Epoch 1:", exact=False).first.wait_for(timeout=300_000)
     page.locator("#stop").click()

@@ -117,6 +117,11 @@ def test_autosteer_cli_json_lines(tmp_path):
     prof = load_profile(final["profile"])
     assert prof.scores["epochs"] == [e["score"] for e in epochs]
     assert set(final["held_out"]) == {"unsteered", "prompted", "steered", "prompted_steered"}
+    # Screening: up to 3 x 6 retrieved candidates, best first; the kept 3 are the profile's features.
+    screened = final["screened"]
+    assert 3 < len(screened) <= 18 and len({c["index"] for c in screened}) == len(screened)
+    assert [c["score"] for c in screened] == sorted((c["score"] for c in screened), reverse=True)
+    assert [f.index for f in prof.features] == [c["index"] for c in screened[:3]]
 
 
 def test_autosteer_cli_bad_input(tmp_path):

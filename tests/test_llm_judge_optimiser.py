@@ -91,7 +91,7 @@ def test_optimiser_avoids_repeats_and_reasks_on_unparseable(fake_openai, llm_cli
 
 
 def test_optimiser_fails_clearly_when_the_llm_never_gives_weights(fake_openai, llm_client):
-    opt = LLMOptimiser(llm_client, "b", ["a", "b"])
+    opt = LLMOptimiser(llm_client, "b", ["a", "b"], initial=[0.0, 0.0])
     opt.ask(1)
     opt.tell([Trial([0.0, 0.0], 1.0)])
     fake_openai.script = ["no idea", "still none"]
@@ -109,6 +109,16 @@ def test_optimiser_history_is_bounded_but_keeps_the_best(fake_openai, llm_client
     opt.ask(1)
     prompt = fake_openai.requests[0]["body"]["messages"][0]["content"]
     assert "best one" in prompt and "c9" in prompt and "c2" not in prompt
+
+
+def test_optimiser_tries_its_initial_first_even_after_observing_other_trials(fake_openai, llm_client):
+    opt = LLMOptimiser(llm_client, "b", ["a", "b"], initial=[0.2, 0.0])
+    opt.observe([Trial([0.3, 0.0], 4.0, "a alone"), Trial([0.0, -0.3], 2.0, "b alone")])
+    assert opt.ask(1) == [[0.2, 0.0]] and not fake_openai.requests
+    fake_openai.script = ["Weights: [0.4, -0.1]"]
+    assert opt.ask(1) == [[0.4, -0.1]]
+    prompt = fake_openai.requests[0]["body"]["messages"][0]["content"]
+    assert "a alone" in prompt and "b alone" in prompt
 
 
 @pytest.mark.parametrize(
