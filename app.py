@@ -20,7 +20,7 @@ import pandas as pd
 from quora_kids.questions import QuestionSearch, categories, load_questions
 from quora_kids.service import AnswerService, QuestionError, default_safety
 from quora_kids.store import AnswerStore
-from steering.autosteer import AutoSteerConfig, EpochResult, ScreenResult, make_autosteer
+from steering.autosteer import AutoSteerConfig, EpochResult, PhaseEvent, ScreenResult, make_autosteer
 from steering.engine import GenerationConfig
 from steering.features import FeatureIndex
 from steering.llm import LLMClient, LLMError
@@ -130,6 +130,11 @@ def start_autosteer(behavior, prompts_text, epochs, n_features, judge, optimiser
     feats_df = None
     try:
         for event in run.run():
+            if isinstance(event, PhaseEvent):
+                done = 0 if not rows else rows[-1]["epoch"]
+                yield out(progress_html(done, cfg.epochs, f"{event.phase}: {event.message}..."),
+                          pd.DataFrame(rows) if rows else EMPTY_PLOT, feats_df)
+                continue
             if isinstance(event, ScreenResult):
                 kept = event.candidates[: event.kept]
                 lines = "\n".join(
@@ -146,9 +151,11 @@ def start_autosteer(behavior, prompts_text, epochs, n_features, judge, optimiser
                          {"epoch": event.epoch, "score": event.best_score, "series": "best so far"}]
                 feats_df = features_frame(run.features, event.best_weights)
                 answers = "\n".join(f"> **{html.escape(p)}**  \n> {html.escape(o) or '(empty)'}\n" for p, o in zip(cfg.prompts, event.outputs))
+                free = (f" + a free direction (**not an SAE feature**, {event.free_share:.0%} of the steering norm)"
+                        if event.free_share else "")
                 log_md = (
                     f"### Epoch {event.epoch}: score {event.score:.2f} (best {event.best_score:.2f})\n"
-                    f"weights `{event.weights}` · {event.seconds['generate']:.1f}s generating\n\n{answers}\n"
+                    f"weights `{event.weights}`{free} · {event.seconds['generate']:.1f}s generating\n\n{answers}\n"
                     f"*Critique:* {html.escape(event.critique)}\n\n---\n" + log_md
                 )
                 yield out(progress_html(event.epoch, cfg.epochs, f"Epoch {event.epoch} of {cfg.epochs} done"), pd.DataFrame(rows), feats_df)
@@ -160,8 +167,12 @@ def start_autosteer(behavior, prompts_text, epochs, n_features, judge, optimiser
             held = None
             if event.heldout:
                 held = pd.DataFrame({"condition": list(event.heldout.scores), "score": [round(s, 2) for s in event.heldout.scores.values()]})
-            verdict = {"threshold": "reached the target score", "epochs": "ran every epoch", "cancelled": "stopped"}[event.stopped]
-            status = progress_html(cfg.epochs, cfg.epochs, f"Done ({verdict}). Profile saved: {path.name}")
+            verdict = {"threshold": "reached the target score", "epochs": "ran every epoch", "cancelled": "stopped"}.get(
+                event.stopped, f"stopped early: {event.stopped}")
+            mode = "with the behaviour as a system prompt too" if event.profile.mode == "prompted_steered" else "steering only"
+            free = (f"; {event.profile.free_share:.0%} of the steering is a learned direction that is not an SAE feature"
+                    if event.profile.free_share else "")
+            status = progress_html(cfg.epochs, cfg.epochs, f"Done ({verdict}). Answers {mode}{free}. Profile saved: {path.name}")
             yield out(status, pd.DataFrame(rows) if rows else EMPTY_PLOT, feats_df if feats_df is not None else features_frame(run.features), held,
                       event.profile.to_dict(), str(path))
     except (LLMError, RuntimeError, ValueError) as exc:
@@ -340,7 +351,7 @@ def build_app() -> gr.Blocks:
                         threshold = gr.Slider(1, 10, value=7, step=0.5, label="Stop early at score", elem_id="threshold")
                     with gr.Row():
                         judge = gr.Radio(["metric", "llm"], value="metric", label="Judge", info="metric works offline")
-                        optim = gr.Radio(["numeric", "llm"], value="numeric", label="Optimiser", info="numeric works offline")
+                        optim = gr.Radio(["gradient", "numeric", "llm"], value="gradient", label="Optimiser", info="gradient and numeric work offline; llm needs an endpoint")
                     with gr.Accordion("LLM endpoint (optional, OpenAI-compatible)", open=False):
                         base_url = gr.Textbox(label="Base URL", placeholder="http://localhost:8000/v1")
                         model = gr.Textbox(label="Model", placeholder="gpt-4o-mini")

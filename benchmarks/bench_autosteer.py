@@ -1,6 +1,6 @@
 """Auto-steering on the default model with the metric judge: held-out scores per condition.
 
-    python benchmarks/bench_autosteer.py [--epochs 6] [--behaviors kids dog pirate cheerful] [--json]
+    python benchmarks/bench_autosteer.py [--epochs 6] [--behaviors kids dog ...] [--optimizer gradient|numeric] [--out F] [--json]
 
 For each behaviour: held-out score (0-10, metric judge) of unsteered, prompted (behaviour as a
 system prompt), steered and prompted+steered answers, seconds per epoch and seconds before the
@@ -23,9 +23,14 @@ BEHAVIORS = {
     "kids": "Explain things in a way that children can understand",
     "dog": "Behave like a dog",
     "pirate": "Talk like a pirate",
-    "cheerful": "Be very cheerful and enthusiastic",
+    "coach": "Be cheerful and encouraging, like a sports coach",
+    "polite": "Be extremely polite and formal",
+    "ocean": "Always talk about the ocean",
+    "grumpy": "Act like a grumpy old man",
+    "food": "Talk about food and cooking",
 }
-PROMPTS = ["Why is the sky blue?", "How do plants grow?"]
+PROMPTS = ["What is your favourite food?", "How do I stay healthy?", "Tell me about your job."]
+HELDOUT = ["How do airplanes stay in the air?", "What should I do this weekend?", "Why is the ocean salty?", "How does the heart work?"]
 
 
 def batched_vs_sequential(engine, k: int = 4, tokens: int = 48) -> dict:
@@ -50,21 +55,26 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--behaviors", nargs="*", default=list(BEHAVIORS))
+    ap.add_argument("--optimizer", default="gradient", choices=["gradient", "numeric"])
+    ap.add_argument("--out", default=None, help="also write every held-out answer here (JSON), for reading")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    from steering.autosteer import AutoSteerConfig, EpochResult, make_autosteer
+    from steering.autosteer import AutoSteerConfig, EpochResult, PhaseEvent, make_autosteer
+    from steering.metrics import degeneration
     from steering.session import get_runtime
 
     rt = get_runtime()
     results = {}
     for name in args.behaviors:
-        cfg = AutoSteerConfig(behavior=BEHAVIORS[name], prompts=PROMPTS, epochs=args.epochs, threshold=11)
-        run = make_autosteer(cfg)
+        cfg = AutoSteerConfig(behavior=BEHAVIORS[name], prompts=PROMPTS, epochs=args.epochs, heldout=list(HELDOUT))
+        run = make_autosteer(cfg, optimiser=args.optimizer)
         epoch_s = []
         final = None
         before_s = None
         t0 = time.perf_counter()
         for ev in run.run():
+            if isinstance(ev, PhaseEvent):
+                continue
             if isinstance(ev, EpochResult):
                 if before_s is None:  # baseline answers, retrieval and screening
                     before_s = time.perf_counter() - t0 - sum(ev.seconds.values())
@@ -78,19 +88,30 @@ def main() -> None:
             "seconds_per_epoch": round(statistics.fmean(epoch_s), 1),
             "before_first_epoch_s": round(before_s or 0.0, 1),
             "features": [(f.index, f.source) for f in final.features],
+            "total_s": round(time.perf_counter() - t0, 1),
+            "mode": final.profile.mode,
+            "free_share": final.profile.free_share,
+            "degenerate_held_out": {c: sum(degeneration(o).degenerate for o in outs) for c, outs in final.heldout.outputs.items()},
+            "held_out_outputs": final.heldout.outputs,
         }
         if not args.json:
-            print(name, json.dumps(results[name]))
+            print(name, json.dumps({k: v for k, v in results[name].items() if k != "held_out_outputs"}), flush=True)
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=1, ensure_ascii=False))
     speed = batched_vs_sequential(rt.engine)
     if args.json:
         print(json.dumps({"behaviors": results, "batched_candidates": speed}))
         return
     print()
-    print(f"{'behaviour':10s} {'unsteered':>9s} {'prompted':>9s} {'steered':>9s} {'both':>9s} {'s/epoch':>8s} {'start s':>8s}")
+    print(f"{'behaviour':10s} {'unsteered':>9s} {'prompted':>9s} {'steered':>9s} {'both':>9s} {'s/epoch':>8s} {'start s':>8s} {'total s':>8s} {'free':>5s}")
+    wins = 0
     for name, r in results.items():
         h = r["held_out"]
+        wins += max(h["steered"], h["prompted_steered"]) > h["prompted"]
         print(f"{name:10s} {h['unsteered']:9.2f} {h['prompted']:9.2f} {h['steered']:9.2f} {h['prompted_steered']:9.2f} "
-              f"{r['seconds_per_epoch']:8.1f} {r['before_first_epoch_s']:8.1f}")
+              f"{r['seconds_per_epoch']:8.1f} {r['before_first_epoch_s']:8.1f} {r['total_s']:8.1f} {r['free_share']:5.0%}")
+    print(f"steered or prompted+steered beats prompting on {wins} of {len(results)}; degenerate held-out answers (steered, both): "
+          f"{sum(r['degenerate_held_out']['steered'] + r['degenerate_held_out']['prompted_steered'] for r in results.values())}")
     print(f"\nK=4 candidates: batched {speed['batched_s']}s vs sequential {speed['sequential_s']}s -> {speed['speedup']}x candidates/s (target >= 2x)")
 
 

@@ -13,10 +13,9 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from steering.autosteer import CONDITIONS, four_conditions
 from steering.engine import GenerationConfig
 from steering.metrics import perplexities, readability, similarities
-
-CONDITIONS = ("unsteered", "prompted", "steered", "prompted_steered")
 SELF_REFUSAL = re.compile(r"^\s*(i'?m sorry|i am sorry|i can(?:'|no)t|i cannot|as an ai)\b", re.I)
 
 
@@ -45,12 +44,8 @@ def evaluate(runtime, profile, questions: Sequence[str], safety=None, batch_size
     for start in range(0, len(questions), batch_size):
         qs = list(questions[start : start + batch_size])
         n = len(qs)
-        gens = engine.generate(
-            qs * 4,
-            [None] * (2 * n) + [weights] * (2 * n),
-            system=[None] * n + [behavior] * n + [None] * n + [behavior] * n,
-            config=cfg,
-        )
+        prompts, rows, systems = four_conditions(qs, weights, behavior)
+        gens = engine.generate(prompts, rows, system=systems, config=cfg)
         for i, c in enumerate(CONDITIONS):
             outputs[c] += [g.text for g in gens[i * n : (i + 1) * n]]
         if progress:

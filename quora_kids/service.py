@@ -112,6 +112,12 @@ class AnswerService:
             self._weights = weights_for(self.profile, self.rt.engine)
         return self._weights
 
+    @property
+    def system(self) -> str | None:
+        from steering.session import system_for
+
+        return system_for(self.profile)
+
     def _check(self, text: str, kind: str) -> SafetyVerdict:
         return self.safety.check(text, kind)
 
@@ -131,7 +137,8 @@ class AnswerService:
                     verdict, hit.id, cached=True,
                 )
         cfg = GenerationConfig(max_new_tokens=self.max_new_tokens)
-        steered, unsteered = self.rt.engine.generate([q, q], [self.weights, None], config=cfg, cancel=cancel)
+        # The steered side answers in the profile's mode (with its system prompt if it says so).
+        steered, unsteered = self.rt.engine.generate([q, q], [self.weights, None], system=[self.system, None], config=cfg, cancel=cancel)
         sides = [self._checked_side(q, g.text, w, cancel) for g, w in ((steered, self.weights), (unsteered, None))]
         ans = Answer(q, self.profile.name, sides[0], sides[1], verdict)
         if self.store is not None and not (cancel is not None and cancel.is_set()):
@@ -147,7 +154,7 @@ class AnswerService:
         while not verdict.ok and tries < self.retries:
             tries += 1
             cfg = GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=0.8, seed=1000 + tries)
-            [g] = self.rt.engine.generate([q], [weights], config=cfg, cancel=cancel)
+            [g] = self.rt.engine.generate([q], [weights], system=self.system if weights is not None else None, config=cfg, cancel=cancel)
             text, verdict = g.text, self._check(g.text, "answer")
         if not verdict.ok:
             return AnswerSide(FALLBACK_ANSWER, readability(FALLBACK_ANSWER), verdict, tries, fallback=True)

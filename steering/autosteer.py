@@ -18,11 +18,22 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
-from .engine import GenerationConfig
+import logging
+
+from .engine import GenerationConfig, Steer
 from .judges import JudgeContext, JudgeError, Judgement
 from .optimisers import Trial
 from .profile import SteeringProfile, provenance
-from .retrieve import FeatureCandidate
+from . import retrieve as retrieval
+from .retrieve import FeatureCandidate, probe_prompts
+from .features import FeatureIndex
+from .gradient import GradientOptimiser
+from .judges import FallbackJudge, LLMJudge, MetricJudge
+from .models import index_dir
+from .optimisers import LLMOptimiser, NumericOptimiser
+from .session import get_runtime, make_profile
+
+log = logging.getLogger(__name__)
 
 # Questions the loop never trains on, for the held-out check (general, child-askable topics).
 DEFAULT_HELDOUT = [
@@ -115,9 +126,11 @@ class EpochResult:
     best_weights: list[float]
     candidates: int
     seconds: dict[str, float]  # generate / judge / optimise
+    free_share: float = 0.0  # share of the steering norm that is not an SAE feature
 
     def to_json(self, features: Sequence[FeatureCandidate]) -> dict:
         d = asdict(self)
+        d["weights"], d["best_weights"] = [float(w) for w in self.weights], [float(w) for w in self.best_weights]
         d["features"] = [f.index for f in features]
         return d
 
@@ -140,18 +153,44 @@ class FinalResult:
     screened: ScreenResult | None = None
 
 
+@dataclass
+class PhaseEvent:
+    """What the loop is doing now (shown by the app and the CLI; not part of --json)."""
+
+    phase: str  # "baseline" | "retrieve" | "screen" | "seed" | "epochs" | "held-out" | "profile"
+    message: str
+
+
+@dataclass
+class Best:
+    score: float
+    weights: list[float]
+    outputs: list[str]
+    critique: str
+
+
+GRADIENT_PROMPTS = 4  # the gradient optimiser's objective uses at most this many training prompts
+
+
 class AutoSteer:
-    """One run of the loop. Create, then iterate `run()`; `cancel()` stops after the current step."""
+    """One run of the loop. Create, then iterate `run()`; `cancel()` stops after the current step.
+
+    Phases, each a method a test can call alone: `baseline`, `retrieve`, `screen`, `seed`
+    (make the optimiser and give it the screening results), `epochs`, `heldout_check`,
+    `make_profile`. Whatever happens in an epoch (a judge or optimiser that fails), the run ends
+    with a FinalResult holding the best weights found so far."""
 
     def __init__(self, runtime, config: AutoSteerConfig, judge, optimiser_factory, index=None, client=None, features: Sequence[FeatureCandidate] | None = None):
         self.rt = runtime
         self.engine = runtime.engine
         self.cfg = config
         self.judge = judge
-        self.optimiser_factory = optimiser_factory  # (candidates) -> Optimiser
+        self.optimiser_factory = optimiser_factory  # (candidates, answers) -> Optimiser
         self.index = index
         self.client = client
         self.features = list(features) if features else None
+        self.answers = None  # retrieve.DistillAnswers, shared by retrieval and the gradient optimiser
+        self.notes: list[str] = []
         self._cancel = threading.Event()
 
     def cancel(self) -> None:
@@ -161,12 +200,26 @@ class AutoSteer:
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
-    def _gen(self, prompts: list[str], weights: list[dict | None], system=None) -> list[str]:
+    def _gen(self, prompts: list[str], weights: list, system=None) -> list[str]:
         cfg = GenerationConfig(max_new_tokens=self.cfg.max_new_tokens)
         return [g.text for g in self.engine.generate(prompts, weights, system=system, config=cfg, cancel=self._cancel)]
 
-    def _weights(self, vec: Sequence[float]) -> dict[int, float]:
-        return {f.index: float(w) for f, w in zip(self.features, vec)}
+    def _weights(self, vec: Sequence[float]) -> Steer:
+        return Steer({f.index: float(w) for f, w in zip(self.features, vec)}, getattr(vec, "free", None))
+
+    # ------------------------------------------------------------------ phases
+
+    def baseline(self) -> JudgeContext:
+        P = len(self.cfg.prompts)
+        return JudgeContext(self.cfg.behavior, self.cfg.prompts, self._gen(self.cfg.prompts, [None] * P))
+
+    def retrieve(self) -> list[FeatureCandidate]:
+        cfg = self.cfg
+        prompts = probe_prompts(cfg.prompts, exclude=cfg.heldout)
+        self.answers = retrieval.distill_answers(self.engine, cfg.behavior, prompts, cancel=self._cancel)
+        if self.cancelled:
+            return []
+        return retrieval.retrieve(self.engine, self.index, cfg.behavior, prompts, cfg.features * cfg.screen, self.client, answers=self.answers)
 
     def screen(self, pool: Sequence[FeatureCandidate], ctx: JudgeContext) -> ScreenResult | None:
         """Each candidate alone at SCREEN_WEIGHT on the first SCREEN_PROMPTS training prompts
@@ -203,19 +256,106 @@ class AutoSteer:
         except JudgeError as exc:
             return Judgement(0.0, f"not judged: {exc}")
 
-    def run(self) -> Iterator[ScreenResult | EpochResult | FinalResult]:
-        from .retrieve import probe_prompts, retrieve
+    def seed(self, screened: ScreenResult | None):
+        """The optimiser for the kept features, told what each scored alone in screening."""
+        optimiser = self.optimiser_factory(self.features, self.answers)
+        if screened is not None:
+            pos = {c.index: i for i, c in enumerate(self.features)}
+            singles = []
+            for c, score, critique, outs in zip(screened.candidates, screened.scores, screened.critiques, screened.outputs):
+                if c.index in pos:
+                    w = [0.0] * len(self.features)
+                    w[pos[c.index]] = c.sign * SCREEN_WEIGHT
+                    singles.append(Trial(w, score, critique, tuple(outs)))
+            optimiser.observe(singles)
+        return optimiser
 
+    def epoch(self, epoch: int, optimiser, ctx: JudgeContext, best: Best) -> tuple[EpochResult, Best]:
+        """Ask the optimiser, generate every candidate x prompt in ONE batch, judge, tell."""
+        P = len(ctx.prompts)
+        t0 = time.perf_counter()
+        vectors = optimiser.ask(self.cfg.candidates if optimiser.batched else 1)
+        t1 = time.perf_counter()
+        rows = [self._weights(v) for v in vectors for _ in range(P)]
+        texts = self._gen(list(ctx.prompts) * len(vectors), rows)
+        t2 = time.perf_counter()
+        per_cand = [texts[i * P : (i + 1) * P] for i in range(len(vectors))]
+        judgements: list[Judgement] = self.judge.judge_many(ctx, per_cand)
+        t3 = time.perf_counter()
+        optimiser.tell([Trial(v, j.score, j.critique, tuple(o)) for v, j, o in zip(vectors, judgements, per_cand)])
+        i_best = max(range(len(vectors)), key=lambda i: judgements[i].score)
+        j = judgements[i_best]
+        if j.score > best.score:
+            best = Best(j.score, vectors[i_best], per_cand[i_best], j.critique)
+        result = EpochResult(
+            epoch=epoch, weights=[round(w, 4) for w in vectors[i_best]], outputs=per_cand[i_best], score=j.score,
+            critique=j.critique, best_score=best.score, best_weights=[round(w, 4) for w in best.weights],
+            candidates=len(vectors),
+            seconds={"optimise": round(t1 - t0, 2), "generate": round(t2 - t1, 2), "judge": round(t3 - t2, 2)},
+            free_share=self.free_share(vectors[i_best]),
+        )
+        return result, best
+
+    def free_share(self, vec: Sequence[float]) -> float:
+        """|free vector| / (|SAE part| + |free|) for a proposal (0 when it has none)."""
+        free = getattr(vec, "free", None)
+        if free is None:
+            return 0.0
+        sae = self.engine.steering_vectors([Steer({f.index: float(w) for f, w in zip(self.features, vec)})])[0]
+        f = float(free.norm()) * self.engine.basis.scale
+        return round(f / max(float(sae.norm()) + f, 1e-9), 4)
+
+    def heldout_check(self, weights: Steer) -> HeldOutResult:
+        """Four conditions on prompts never trained on, in one batched generate."""
+        H = list(self.cfg.heldout)
+        b = self.cfg.behavior
+        n = len(H)
+        prompts, rows, systems = four_conditions(H, weights, b)
+        texts = self._gen(prompts, rows, system=systems)
+        outs = {c: texts[i * n : (i + 1) * n] for i, c in enumerate(CONDITIONS)}
+        ctx = JudgeContext(b, H, outs["unsteered"])
+        js = self.judge.judge_many(ctx, [outs[c] for c in CONDITIONS])
+        return HeldOutResult(
+            H, {c: j.score for c, j in zip(CONDITIONS, js)}, outs, {c: j.critique for c, j in zip(CONDITIONS, js)},
+            {c: j.parts for c, j in zip(CONDITIONS, js)},
+        )
+
+    def make_profile(self, best: Best, history: list[float], heldout: HeldOutResult | None, stopped: str,
+                     screened: ScreenResult | None, optimiser_name: str) -> SteeringProfile:
         cfg = self.cfg
-        P = len(cfg.prompts)
-        baseline = self._gen(cfg.prompts, [None] * P)
-        ctx = JudgeContext(cfg.behavior, cfg.prompts, baseline)
+        steer = self._weights(best.weights) if best.score > float("-inf") else Steer()
+        # The held-out check decides whether the profile answers with the behaviour as a system prompt too.
+        mode = "steered"
+        if heldout is not None and heldout.scores["prompted_steered"] > heldout.scores["steered"]:
+            mode = "prompted_steered"
+        free = getattr(best.weights, "free", None) if best.score > float("-inf") else None
+        labels = {f.index: f.label for f in self.features}
+        return make_profile(
+            self.rt, cfg.name, cfg.behavior, {i: round(w, 4) for i, w in steer.items()}, labels,
+            prompts=cfg.prompts,
+            scores={"epochs": history, "best": best.score if history else None, "held_out": heldout.scores if heldout else None},
+            provenance=provenance(
+                getattr(self.judge, "name", "?"), optimiser_name, stopped=stopped,
+                sources={str(f.index): f.source for f in self.features}, notes=self.notes,
+                **({"screened": {str(c.index): sc for c, sc in zip(screened.candidates, screened.scores)}} if screened else {}),
+            ),
+            mode=mode, system_prompt=cfg.behavior,
+            free_direction=[round(float(x), 6) for x in free] if free is not None else None,
+            free_share=self.free_share(best.weights) if free is not None else 0.0,
+        )
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self) -> Iterator[PhaseEvent | ScreenResult | EpochResult | FinalResult]:
+        cfg = self.cfg
+        yield PhaseEvent("baseline", "answering the training prompts without steering")
+        ctx = self.baseline()
         screened: ScreenResult | None = None
         if self.features is None:
-            pool = [] if self.cancelled else retrieve(
-                self.engine, self.index, cfg.behavior, probe_prompts(cfg.prompts, exclude=cfg.heldout),
-                cfg.features * cfg.screen, self.client)
+            yield PhaseEvent("retrieve", "finding candidate features: answers with and without the behaviour, gradient attribution, contrastive activations, label search")
+            pool = [] if self.cancelled else self.retrieve()
             if len(pool) > cfg.features and not self.cancelled:
+                yield PhaseEvent("screen", f"steering with each of {len(pool)} candidates alone")
                 screened = self.screen(pool, ctx)
                 if screened is not None:
                     yield screened
@@ -223,123 +363,118 @@ class AutoSteer:
             self.features = pool[: cfg.features]
         if not self.features:
             if self.cancelled:
-                from .session import make_profile
-
                 profile = make_profile(self.rt, cfg.name, cfg.behavior, {}, prompts=cfg.prompts,
                                        scores={"epochs": [], "best": None, "held_out": None},
                                        provenance=provenance(getattr(self.judge, "name", "?"), stopped="cancelled"))
                 yield FinalResult(profile, [], None, "cancelled")
                 return
             raise RuntimeError("no candidate features were found for this behaviour")
-        k = len(self.features)
-        optimiser = self.optimiser_factory(self.features)
-        if screened is not None and hasattr(optimiser, "observe"):
-            # What each kept feature scored alone is evidence the optimiser can use.
-            pos = {c.index: i for i, c in enumerate(self.features)}
-            singles = []
-            for c, score, critique, outs in zip(screened.candidates, screened.scores, screened.critiques, screened.outputs):
-                if c.index in pos:
-                    w = [0.0] * k
-                    w[pos[c.index]] = c.sign * SCREEN_WEIGHT
-                    singles.append(Trial(w, score, critique, tuple(outs)))
-            optimiser.observe(singles)
-        best: tuple[float, list[float], list[str], str] = (float("-inf"), [0.0] * k, baseline, "")
+        yield PhaseEvent("seed", f"preparing the optimiser for {len(self.features)} features")
+        if self.answers is None and self.optimiser_needs_answers:
+            self.answers = retrieval.distill_answers(self.engine, cfg.behavior, cfg.prompts[:GRADIENT_PROMPTS], cancel=self._cancel)
+        optimiser = self.seed(screened)
+        best = Best(float("-inf"), [0.0] * len(self.features), ctx.baseline, "")
         history: list[float] = []
         stopped = "epochs"
         for epoch in range(1, cfg.epochs + 1):
             if self.cancelled:
                 stopped = "cancelled"
                 break
-            t0 = time.perf_counter()
-            n = cfg.candidates if getattr(optimiser, "name", "") == "numeric" else 1
-            vectors = optimiser.ask(n)
-            t1 = time.perf_counter()
-            # K candidates x P prompts in ONE batched generate.
-            rows = [self._weights(v) for v in vectors for _ in range(P)]
-            texts = self._gen(cfg.prompts * len(vectors), rows)
+            yield PhaseEvent("epochs", f"epoch {epoch} of {cfg.epochs}")
+            try:
+                result, best = self.epoch(epoch, optimiser, ctx, best)
+            except Exception as exc:  # noqa: BLE001 - keep what the run has and say why it stopped
+                if self.cancelled:
+                    stopped = "cancelled"
+                    break
+                log.warning("epoch %d failed: %s", epoch, exc)
+                self.notes.append(f"epoch {epoch} failed: {exc}")
+                stopped = f"error: {exc}"
+                break
             if self.cancelled:
                 stopped = "cancelled"
                 break
-            t2 = time.perf_counter()
-            per_cand = [texts[i * P : (i + 1) * P] for i in range(len(vectors))]
-            judgements: list[Judgement] = self.judge.judge_many(ctx, per_cand)
-            t3 = time.perf_counter()
-            optimiser.tell([Trial(v, j.score, j.critique, tuple(o)) for v, j, o in zip(vectors, judgements, per_cand)])
-            i_best = max(range(len(vectors)), key=lambda i: judgements[i].score)
-            j = judgements[i_best]
-            if j.score > best[0]:
-                best = (j.score, vectors[i_best], per_cand[i_best], j.critique)
-            history.append(j.score)
-            yield EpochResult(
-                epoch=epoch,
-                weights=[round(w, 4) for w in vectors[i_best]],
-                outputs=per_cand[i_best],
-                score=j.score,
-                critique=j.critique,
-                best_score=best[0],
-                best_weights=[round(w, 4) for w in best[1]],
-                candidates=len(vectors),
-                seconds={"optimise": round(t1 - t0, 2), "generate": round(t2 - t1, 2), "judge": round(t3 - t2, 2)},
-            )
-            if best[0] >= cfg.threshold:
+            history.append(result.score)
+            yield result
+            if best.score >= cfg.threshold:
                 stopped = "threshold"
                 break
-        best_weights = self._weights(best[1]) if best[0] > float("-inf") else {}
-        heldout = None if self.cancelled or not cfg.heldout else self.heldout_check(best_weights)
+        heldout = None
+        if not self.cancelled and cfg.heldout and best.score > float("-inf"):
+            yield PhaseEvent("held-out", f"checking on {len(cfg.heldout)} prompts it never saw: unsteered, prompted, steered, prompted + steered")
+            try:
+                heldout = self.heldout_check(self._weights(best.weights))
+            except Exception as exc:  # noqa: BLE001
+                if not self.cancelled:
+                    self.notes.append(f"held-out check failed: {exc}")
         if self.cancelled:  # stopped during the held-out check: its answers are cut short
             heldout = None
-        from .session import make_profile
-
-        labels = {f.index: f.label for f in self.features}
-        profile = make_profile(
-            self.rt, cfg.name, cfg.behavior, {i: round(w, 4) for i, w in best_weights.items()}, labels,
-            prompts=cfg.prompts,
-            scores={"epochs": history, "best": best[0] if history else None, "held_out": heldout.scores if heldout else None},
-            provenance=provenance(
-                getattr(self.judge, "name", "?"), self.optimiser_name(optimiser),
-                stopped=stopped, sources={str(f.index): f.source for f in self.features},
-                **({"screened": {str(c.index): sc for c, sc in zip(screened.candidates, screened.scores)}} if screened else {}),
-            ),
-        )
+        profile = self.make_profile(best, history, heldout, stopped if not self.cancelled else "cancelled", screened,
+                                    self.optimiser_name(optimiser))
         yield FinalResult(profile, self.features, heldout, stopped if not self.cancelled else "cancelled", screened)
+
+    @property
+    def optimiser_needs_answers(self) -> bool:
+        return bool(getattr(self.optimiser_factory, "needs_answers", False))
 
     @staticmethod
     def optimiser_name(optimiser) -> str:
         return getattr(optimiser, "name", type(optimiser).__name__)
 
-    def heldout_check(self, weights: dict[int, float]) -> HeldOutResult:
-        """Four conditions on prompts never trained on, in one batched generate."""
-        H = list(self.cfg.heldout)
-        b = self.cfg.behavior
-        n = len(H)
-        conds = ["unsteered", "prompted", "steered", "prompted_steered"]
-        prompts = H * 4
-        systems = [None] * n + [b] * n + [None] * n + [b] * n
-        rows = [None] * (2 * n) + [weights] * (2 * n)
-        texts = self._gen(prompts, rows, system=systems)
-        outs = {c: texts[i * n : (i + 1) * n] for i, c in enumerate(conds)}
-        ctx = JudgeContext(b, H, outs["unsteered"])
-        js = self.judge.judge_many(ctx, [outs[c] for c in conds])
-        return HeldOutResult(
-            H, {c: j.score for c, j in zip(conds, js)}, outs, {c: j.critique for c, j in zip(conds, js)},
-            {c: j.parts for c, j in zip(conds, js)},
-        )
+
+CONDITIONS = ("unsteered", "prompted", "steered", "prompted_steered")
 
 
-def make_autosteer(config: AutoSteerConfig, judge: str = "metric", optimiser: str = "numeric", client=None, preset: str | None = None, features: Sequence[FeatureCandidate] | None = None) -> AutoSteer:
+def four_conditions(prompts: Sequence[str], weights, behavior: str) -> tuple[list[str], list, list[str | None]]:
+    """The batch layout of the four conditions (prompts, steering rows, system prompts), in
+    CONDITIONS order, for one batched generate (shared with quora_kids.evaluate)."""
+    n = len(prompts)
+    return (list(prompts) * 4, [None] * (2 * n) + [weights] * (2 * n),
+            [None] * n + [behavior] * n + [None] * n + [behavior] * n)
+
+
+JUDGES = ("metric", "llm")
+OPTIMISERS = ("gradient", "numeric", "llm")
+
+
+@dataclass
+class OptimiserFactory:
+    """Makes the named optimiser for the kept features (best first, from screening)."""
+
+    kind: str
+    behavior: str
+    seed: int = 0
+    client: object = None
+    engine: object = None
+
+    @property
+    def needs_answers(self) -> bool:
+        return self.kind == "gradient"
+
+    def __call__(self, cands: Sequence[FeatureCandidate], answers=None):
+        # Start from the best few together, gently.
+        def top(n: int, w: float) -> list[float]:
+            return [c.sign * w if i < n else 0.0 for i, c in enumerate(cands)]
+
+        k = len(cands)
+        if self.kind == "llm":
+            return LLMOptimiser(self.client, self.behavior, [c.label for c in cands], top(2, 0.2), seed=self.seed)
+        if self.kind == "gradient":
+            n = min(GRADIENT_PROMPTS, len(answers.prompts))
+            return GradientOptimiser(self.engine, answers.prompts[:n], answers.targets[:n], answers.plains[:n],
+                                     [c.index for c in cands], top(2, 0.1))
+        return NumericOptimiser(k, [top(2, 0.2), top(k, 0.15), top(3, 0.2), top(k, 0.25)], seed=self.seed, bound=NUMERIC_BOUND)
+
+
+def make_autosteer(config: AutoSteerConfig, judge: str = "metric", optimiser: str = "gradient", client=None, preset: str | None = None, features: Sequence[FeatureCandidate] | None = None) -> AutoSteer:
     """An AutoSteer on the shared runtime with the named judge and optimiser.
 
     `client` (an llm.LLMClient) is required for judge="llm" or optimiser="llm"; when given it also
-    adds LLM-written sub-queries to retrieval.
+    adds LLM-written sub-queries to retrieval. The LLM judge falls back to the metric judge for
+    any candidate it cannot score.
     """
-    from .features import FeatureIndex
-    from .judges import LLMJudge, MetricJudge
-    from .models import index_dir
-    from .optimisers import LLMOptimiser, NumericOptimiser
-    from .session import get_runtime
-
-    if judge not in ("metric", "llm") or optimiser not in ("numeric", "llm"):
-        raise ValueError("judge is 'metric' or 'llm'; optimiser is 'numeric' or 'llm'")
+    if judge not in JUDGES or optimiser not in OPTIMISERS:
+        raise ValueError(f"judge is one of {', '.join(JUDGES)}; optimiser is one of {', '.join(OPTIMISERS)}")
     if (judge == "llm" or optimiser == "llm") and client is None:
         raise ValueError("the LLM judge and optimiser need an OpenAI-compatible endpoint (base URL and model)")
     rt = get_runtime(preset)
@@ -347,16 +482,7 @@ def make_autosteer(config: AutoSteerConfig, judge: str = "metric", optimiser: st
         index = FeatureIndex.load(index_dir(rt.preset))
     except FileNotFoundError:
         index = None
-    j = LLMJudge(client) if judge == "llm" else MetricJudge(rt.engine)
-
-    def factory(cands: Sequence[FeatureCandidate]):
-        # Candidates come best first (screened): start from the best few together, gently.
-        def top(n: int, w: float) -> list[float]:
-            return [c.sign * w if i < n else 0.0 for i, c in enumerate(cands)]
-
-        k = len(cands)
-        if optimiser == "llm":
-            return LLMOptimiser(client, config.behavior, [c.label for c in cands], top(2, 0.2), seed=config.seed)
-        return NumericOptimiser(k, [top(2, 0.2), top(k, 0.15), top(3, 0.2), top(k, 0.25)], seed=config.seed, bound=NUMERIC_BOUND)
-
+    metric = MetricJudge(rt.engine)
+    j = FallbackJudge(LLMJudge(client), metric) if judge == "llm" else metric
+    factory = OptimiserFactory(optimiser, config.behavior, config.seed, client, rt.engine)
     return AutoSteer(rt, config, j, factory, index=index, client=client, features=features)

@@ -31,7 +31,7 @@ def _add_generate(sub):
 def cmd_generate(args) -> int:
     from .engine import GenerationConfig
     from .profile import ProfileError, load_profile
-    from .session import engine_for_profile, weights_for
+    from .session import engine_for_profile, system_for, weights_for
 
     prompt = args.prompt.strip()
     if not prompt:
@@ -43,11 +43,11 @@ def cmd_generate(args) -> int:
         raise UsageError(str(exc)) from exc
     cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
     if args.json:
-        [gen] = engine.generate([prompt], [weights_for(profile, engine)], config=cfg)
+        [gen] = engine.generate([prompt], [weights_for(profile, engine)], system=system_for(profile), config=cfg)
         print(json.dumps({"text": gen.text, "finish_reason": gen.finish_reason, "profile": profile.name}))
         return 0
     last = ""
-    for texts in engine.stream([prompt], [weights_for(profile, engine)], config=cfg):
+    for texts in engine.stream([prompt], [weights_for(profile, engine)], system=system_for(profile), config=cfg):
         sys.stdout.write(texts[0][len(last) :] if texts[0].startswith(last) else "\n" + texts[0])
         sys.stdout.flush()
         last = texts[0]
@@ -304,8 +304,10 @@ def _add_autosteer(sub):
     p.add_argument("--candidates", type=int, default=4, help="weight vectors per epoch (numeric optimiser)")
     p.add_argument("--threshold", type=float, default=7.0, help="stop early when the best score reaches this")
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--judge", choices=["metric", "llm"], default="metric")
-    p.add_argument("--optimizer", choices=["numeric", "llm"], default="numeric")
+    p.add_argument("--judge", choices=["metric", "llm"], default="metric",
+                   help="metric: offline; llm: an OpenAI-compatible endpoint (falls back to metric for any answer it cannot score)")
+    p.add_argument("--optimizer", "--optimiser", dest="optimizer", choices=["gradient", "numeric", "llm"], default="gradient",
+                   help="gradient (default): Adam on a prompt-distillation objective; numeric: Optuna; llm: textual gradients")
     p.add_argument("--llm-base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
     p.add_argument("--llm-model", default=None, help="model name at the endpoint (default: $STEERING_LLM_MODEL)")
     p.add_argument("--name", default="")
@@ -317,7 +319,7 @@ def _add_autosteer(sub):
 
 
 def cmd_autosteer(args) -> int:
-    from .autosteer import DEFAULT_HELDOUT, SCREEN_WEIGHT, AutoSteerConfig, EpochResult, ScreenResult, make_autosteer
+    from .autosteer import DEFAULT_HELDOUT, SCREEN_WEIGHT, AutoSteerConfig, EpochResult, PhaseEvent, ScreenResult, make_autosteer
     from .judges import JudgeError
     from .llm import LLMClient, LLMError
 
@@ -341,6 +343,11 @@ def cmd_autosteer(args) -> int:
         bar = tqdm(total=cfg.epochs, desc="epochs", unit="epoch", file=sys.stderr)
     try:
         for event in run.run():
+            if isinstance(event, PhaseEvent):
+                if not args.json:
+                    bar.set_description(event.phase)
+                    bar.write(f"[{event.phase}] {event.message}")
+                continue
             if isinstance(event, ScreenResult):
                 if not args.json:  # --json keeps one line per epoch; the screening goes in the final line
                     bar.write(f"screened {len(event.candidates)} candidate features in {event.seconds:.0f}s (score alone at weight +-{SCREEN_WEIGHT}):")
@@ -353,7 +360,8 @@ def cmd_autosteer(args) -> int:
                     print(json.dumps(event.to_json(run.features)), flush=True)
                 else:
                     bar.update(1)
-                    bar.write(f"epoch {event.epoch}: score {event.score:.2f} (best {event.best_score:.2f}) weights {event.weights}")
+                    free = f" + free direction ({event.free_share:.0%} of the norm, not an SAE feature)" if event.free_share else ""
+                    bar.write(f"epoch {event.epoch}: score {event.score:.2f} (best {event.best_score:.2f}) weights {event.weights}{free}")
                     bar.write(f"  critique: {event.critique}")
                     for prompt, text in zip(cfg.prompts, event.outputs):
                         bar.write(f"  [{prompt[:40]}] {text[:200]!r}")
@@ -362,12 +370,18 @@ def cmd_autosteer(args) -> int:
             final = {"profile": str(path), "stopped": event.stopped,
                      "features": [{"index": f.index, "label": f.label, "source": f.source} for f in event.features],
                      "held_out": event.heldout.scores if event.heldout else None,
+                     "held_out_outputs": event.heldout.outputs if event.heldout else None,
+                     "mode": event.profile.mode, "free_share": event.profile.free_share,
+                     "notes": event.profile.provenance.get("notes", []),
                      "screened": event.screened.to_json()["screened"] if event.screened else None}
             if args.json:
                 print(json.dumps(final), flush=True)
             else:
                 bar.close()
-                print(f"saved {path} ({event.stopped})")
+                print(f"saved {path} ({event.stopped}; answers {event.profile.mode.replace('_', ' + ')}"
+                      + (f"; {event.profile.free_share:.0%} of the steering is a free direction, not an SAE feature" if event.profile.free_share else "") + ")")
+                for note in event.profile.provenance.get("notes", []):
+                    print(f"  note: {note}")
                 if event.heldout:
                     for cond, score in event.heldout.scores.items():
                         print(f"  held-out {cond:18s} {score:.2f}")

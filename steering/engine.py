@@ -23,6 +23,18 @@ log = logging.getLogger(__name__)
 Weights = Mapping[int, float]  # SAE latent index -> weight in [-1, 1]
 
 
+class Steer(dict):
+    """Feature weights (latent index -> weight) plus an optional free vector that is not an SAE
+    feature, in units of the basis scale (so it means the same after a recalibration)."""
+
+    def __init__(self, weights: Mapping[int, float] = (), free: torch.Tensor | None = None):
+        super().__init__(weights)
+        self.free = free
+
+    def __bool__(self) -> bool:
+        return len(self) > 0 or self.free is not None
+
+
 @dataclass(frozen=True)
 class SteeringBasis:
     """The directions steering moves along: unit-norm SAE decoder rows at one layer.
@@ -48,13 +60,18 @@ class SteeringBasis:
         """(B, d_model) steering vectors, `sum_i w_i * scale * d_i` per row; None is a zero row."""
         out = torch.zeros(len(weights), self.directions.shape[1])
         for row, w in enumerate(weights):
-            if not w:
+            free = getattr(w, "free", None)
+            if free is not None:
+                if free.shape != (self.directions.shape[1],):
+                    raise ValueError(f"free steering vector has shape {tuple(free.shape)}, the model's hidden size is {self.directions.shape[1]}")
+                out[row] += self.scale * free.float()
+            if not w or not len(w):
                 continue
             idx = torch.tensor(list(w.keys()), dtype=torch.long)
             if idx.min() < 0 or idx.max() >= self.d_sae:
                 raise IndexError(f"feature index out of range 0..{self.d_sae - 1}: {sorted(w)}")
             vals = torch.tensor([float(v) for v in w.values()])
-            out[row] = self.scale * (vals @ self.directions[idx])
+            out[row] += self.scale * (vals @ self.directions[idx])
         return out
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .metrics import perplexities, readability, similarities
+from .metrics import coherence, degeneration, perplexities, readability, relevance_similarities, similarities
 
 
 @dataclass
@@ -68,20 +68,37 @@ CONCEPT_GAIN = 0.25  # cosine similarity to the behaviour description
 GRADE_GAIN = 4.0  # Flesch-Kincaid grades lower
 REL_ZERO, REL_FULL = 0.6, 0.95  # answer-question similarity x unsteered: zero at 0.6x, full marks from 0.95x
 PPL_SLACK, PPL_ZERO = 1.5, 15.0  # perplexity x unsteered: full marks up to 1.5x, zero at 15x
+PMI_GAIN = 0.5  # nats per token: log-likelihood gain from being told the behaviour, over the unsteered answer's
+NO_EFFECT_SCORE = 0.1  # (x10) a fluent, on-question answer with no behaviour
+
+
+def _pmi(ppl_plain: float, ppl_told: float) -> float:
+    """log p(answer | told the behaviour) - log p(answer | not told), per token."""
+    if not (math.isfinite(ppl_plain) and math.isfinite(ppl_told)):
+        return 0.0
+    return math.log(ppl_plain) - math.log(ppl_told)
 
 
 class MetricJudge:
     """Offline judge. Each part is in [0, 1] relative to the unsteered answer:
 
-    - concept: gain in embedding similarity of the answer to the behaviour description
-      (averaged with readability gain when the behaviour asks for simplicity);
-    - relevance: answer-prompt similarity as a fraction of the unsteered answer's, mapped so that
-      0.95x or more is full marks and 0.6x is zero (an answer that drifts off the question is a failure,
-      however well it shows the behaviour);
-    - fluency: perplexity under the unsteered model, against the unsteered answer's.
+    - concept: gain over the unsteered answer in (a) embedding similarity to the behaviour
+      description and (b) how much likelier the model finds the answer when told the behaviour
+      as a system prompt (pointwise mutual information per token); averaged with readability gain
+      when the behaviour asks for simplicity;
+    - relevance: answer-question similarity (whole answer and two-sentence chunks, so drift
+      counts) as a fraction of the unsteered answer's, mapped so that 0.95x or more is full marks
+      and 0.6x is zero: an answer that leaves the question is a failure, however well it shows the
+      behaviour;
+    - fluency: perplexity under the unsteered model, against the unsteered answer's;
+    - coherence: repetition and degeneration (seq-rep-4, distinct-2, repeated sentences) against
+      the unsteered answer. A degenerate answer (loops, stutter, empty) scores 0 overall.
+
+    Score = 10 x the harmonic mean of the four parts per prompt (0 if any part is 0), averaged.
     """
 
     name = "metric"
+    PARTS = ("concept", "relevance", "fluency", "coherence")
 
     def __init__(self, engine):
         self.engine = engine
@@ -92,9 +109,10 @@ class MetricJudge:
         if key not in self._cache:
             self._cache[key] = (
                 similarities(ctx.baseline, [ctx.behavior] * len(ctx.baseline)),
-                similarities(ctx.baseline, ctx.prompts),
+                relevance_similarities(ctx.baseline, ctx.prompts),
                 perplexities(self.engine, ctx.prompts, ctx.baseline),
                 [readability(b).grade for b in ctx.baseline],
+                perplexities(self.engine, ctx.prompts, ctx.baseline, system=ctx.behavior),
             )
         return self._cache[key]
 
@@ -103,48 +121,70 @@ class MetricJudge:
 
     def judge_many(self, ctx: JudgeContext, candidates: Sequence[Sequence[str]]) -> list[Judgement]:
         """Judge several candidates' answers at once (embeddings are batched)."""
-        base_concept, base_rel, base_ppl, base_grade = self._baseline_stats(ctx)
+        base_concept, base_rel, base_ppl, base_grade, base_ppl_b = self._baseline_stats(ctx)
+        base_pmi = [_pmi(a, b) for a, b in zip(base_ppl, base_ppl_b)]
         n = len(ctx.prompts)
         flat = [o for outs in candidates for o in outs]
         concept_sim = similarities(flat, [ctx.behavior] * len(flat))
-        rel_sim = similarities(flat, list(ctx.prompts) * len(candidates))
+        rel_sim = relevance_similarities(flat, list(ctx.prompts) * len(candidates))
         ppl = perplexities(self.engine, list(ctx.prompts) * len(candidates), flat)
+        # How much likelier each answer is when the model is told the behaviour (its own reading).
+        pmi = [_pmi(a, b) for a, b in zip(ppl, perplexities(self.engine, list(ctx.prompts) * len(candidates), flat, system=ctx.behavior))]
         simple = asks_for_simplicity(ctx.behavior)
         results = []
-        for c, outs in enumerate(candidates):
-            rows = range(c * n, (c + 1) * n)
-            parts_per_prompt = []
-            for j, r in zip(range(n), rows):
-                concept = _clip((concept_sim[r] - base_concept[j]) / CONCEPT_GAIN)
-                grade = readability(flat[r]).grade
-                if simple:
-                    concept = 0.5 * concept + 0.5 * _clip((base_grade[j] - grade) / GRADE_GAIN)
-                rel_ratio = rel_sim[r] / max(base_rel[j], 1e-3)
-                relevance = _clip((rel_ratio - REL_ZERO) / (REL_FULL - REL_ZERO))
-                ratio = ppl[r] / max(base_ppl[j], 1e-6)
-                fluency = _clip(1 - math.log(max(ratio, 1e-9) / PPL_SLACK) / math.log(PPL_ZERO / PPL_SLACK)) if math.isfinite(ppl[r]) else 0.0
-                parts_per_prompt.append({"concept": concept, "relevance": relevance, "fluency": fluency, "grade": grade, "perplexity": ppl[r]})
-            parts = {k: sum(p[k] for p in parts_per_prompt) / n for k in ("concept", "relevance", "fluency")}
-            score = 10 * sum(harmonic_mean([p["concept"], p["relevance"], p["fluency"]]) for p in parts_per_prompt) / n
+        for c in range(len(candidates)):
+            per_prompt = [
+                self._parts(flat[r], ctx.baseline[j], concept_sim[r] - base_concept[j], pmi[r] - base_pmi[j], rel_sim[r] / max(base_rel[j], 1e-3),
+                            ppl[r] / max(base_ppl[j], 1e-6) if math.isfinite(ppl[r]) else math.inf, base_grade[j], simple)
+                for j, r in zip(range(n), range(c * n, (c + 1) * n))
+            ]
+            parts = {k: sum(p[k] for p in per_prompt) / n for k in self.PARTS}
+            score = 10 * sum(p["score"] for p in per_prompt) / n
             detail = {
-                "grade": sum(p["grade"] for p in parts_per_prompt) / n,
-                "perplexity": sum(min(p["perplexity"], 1e4) for p in parts_per_prompt) / n,
+                "grade": sum(p["grade"] for p in per_prompt) / n,
+                "perplexity": sum(min(ppl[r], 1e4) for r in range(c * n, (c + 1) * n)) / n,
+                "degenerate": sum(p["degenerate"] for p in per_prompt) / n,
+                "concept_similarity": sum(p["concept_similarity"] for p in per_prompt) / n,
+                "concept_pmi": sum(p["concept_pmi"] for p in per_prompt) / n,
             }
             results.append(Judgement(round(score, 3), self._critique(parts, detail, base_grade, base_ppl, simple), {**parts, **detail}))
         return results
 
     @staticmethod
-    def _critique(parts: dict, detail: dict, base_grade, base_ppl, simple: bool) -> str:
-        weakest = min(("concept", "relevance", "fluency"), key=lambda k: parts[k])
+    def _parts(answer: str, baseline: str, concept_gain: float, pmi_gain: float, rel_ratio: float, ppl_ratio: float,
+               base_grade: float, simple: bool) -> dict:
+        by_text, by_model = _clip(concept_gain / CONCEPT_GAIN), _clip(pmi_gain / PMI_GAIN)
+        concept = math.sqrt(by_text * by_model)  # both must agree
+        grade = readability(answer).grade
+        if simple:
+            concept = 0.5 * concept + 0.5 * _clip((base_grade - grade) / GRADE_GAIN)
+        relevance = _clip((rel_ratio - REL_ZERO) / (REL_FULL - REL_ZERO))
+        fluency = _clip(1 - math.log(max(ppl_ratio, 1e-9) / PPL_SLACK) / math.log(PPL_ZERO / PPL_SLACK)) if math.isfinite(ppl_ratio) else 0.0
+        degenerate = degeneration(answer).degenerate
+        coh = 0.0 if degenerate else coherence(answer, baseline)
+        score = harmonic_mean([concept, relevance, fluency, coh])
+        if score == 0 and not degenerate:
+            # A fluent answer to the question that merely lacks the behaviour ranks above a broken
+            # one (the rubric's 0-1 band): at most NO_EFFECT_SCORE.
+            score = NO_EFFECT_SCORE * min(relevance, fluency, coh)
+        return {"concept": concept, "concept_similarity": by_text, "concept_pmi": by_model,
+                "relevance": relevance, "fluency": fluency, "coherence": coh, "grade": grade,
+                "degenerate": float(degenerate), "score": score}
+
+    @classmethod
+    def _critique(cls, parts: dict, detail: dict, base_grade, base_ppl, simple: bool) -> str:
+        weakest = min(cls.PARTS, key=lambda k: parts[k])
         bg, bp = sum(base_grade) / len(base_grade), sum(base_ppl) / len(base_ppl)
         advice = {
             "concept": "the behaviour barely shows; push the behaviour's features harder"
             + (f" (reading grade {detail['grade']:.1f} vs {bg:.1f} unsteered)" if simple else ""),
             "relevance": "the answers drift away from the question; lower the strongest weights",
             "fluency": f"the text is getting garbled (perplexity {detail['perplexity']:.0f} vs {bp:.0f} unsteered); lower the weights",
+            "coherence": "the answers repeat themselves or loop; lower the weights",
         }[weakest]
-        summary = ", ".join(f"{k} {parts[k]:.2f}" for k in ("concept", "relevance", "fluency"))
-        return f"Weakest part: {weakest} - {advice}. Parts: {summary}."
+        summary = ", ".join(f"{k} {parts[k]:.2f}" for k in cls.PARTS)
+        loops = f" {detail['degenerate']:.0%} of the answers are degenerate (loops or stutter)." if detail["degenerate"] else ""
+        return f"Weakest part: {weakest} - {advice}. Parts: {summary}.{loops}"
 
 
 # ---------------------------------------------------------------- LLM judge
@@ -193,3 +233,31 @@ class LLMJudge:
 
     def judge_many(self, ctx: JudgeContext, candidates: Sequence[Sequence[str]]) -> list[Judgement]:
         return [self.judge(ctx, outs) for outs in candidates]
+
+
+class FallbackJudge:
+    """A primary judge (an LLM endpoint) that never throws a run away: when it cannot score a
+    candidate (off-format answer, timeout, endpoint down), the offline metric judge scores that
+    candidate instead and the critique says so."""
+
+    def __init__(self, primary, fallback):
+        self.primary = primary
+        self.fallback = fallback
+        self.name = f"{primary.name} (falls back to {fallback.name})"
+        self.fallbacks = 0  # how many candidates the fallback judged
+
+    def judge(self, ctx: JudgeContext, outputs: Sequence[str]) -> Judgement:
+        return self.judge_many(ctx, [outputs])[0]
+
+    def judge_many(self, ctx: JudgeContext, candidates: Sequence[Sequence[str]]) -> list[Judgement]:
+        out = []
+        for outs in candidates:
+            try:
+                out.append(self.primary.judge_many(ctx, [outs])[0])
+            except Exception as exc:  # noqa: BLE001 - any failure of the endpoint, reported in the critique
+                self.fallbacks += 1
+                j = self.fallback.judge_many(ctx, [outs])[0]
+                reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+                out.append(Judgement(j.score, f"[{self.primary.name} judge failed ({reason}); scored by the {self.fallback.name} judge] {j.critique}",
+                                     {**j.parts, "fallback": 1.0}))
+        return out

@@ -107,3 +107,95 @@ def similarities(a: Sequence[str], b: Sequence[str]) -> list[float]:
 
     ea, eb = embed([x or " " for x in a]), embed([x or " " for x in b])
     return [0.0 if not (x.strip() and y.strip()) else float(u @ v) for x, y, u, v in zip(a, b, ea, eb)]
+
+
+def relevance_similarities(answers: Sequence[str], questions: Sequence[str]) -> list[float]:
+    """How much each answer is about its question: the mean of the whole answer's similarity to
+    the question and its two-sentence chunks' mean similarity. An answer that starts on the
+    question and then wanders off ("Breathing is not just about breathing...") loses on the chunks
+    although its whole-text embedding still looks on-topic."""
+    whole = similarities(answers, questions)
+    chunks = [sentence_chunks(a) for a in answers]
+    flat = [c for cs in chunks for c in cs]
+    qs = [q for q, cs in zip(questions, chunks) for _ in cs]
+    sims = similarities(flat, qs)
+    out, pos = [], 0
+    for w, cs in zip(whole, chunks):
+        part = sims[pos : pos + len(cs)]
+        pos += len(cs)
+        out.append(0.5 * w + 0.5 * sum(part) / len(part))
+    return out
+
+
+# ---------------------------------------------------------------- degeneration (no model needed)
+
+_TOKENS = re.compile(r"\w+|[^\w\s]")
+
+
+@dataclass(frozen=True)
+class Degeneration:
+    """Repetition measures of one answer (Shaib et al. 2024; Welleck et al. 2019; Li et al. 2016).
+
+    rep4: share of word 4-grams that already occurred earlier in the answer (seq-rep-4);
+    compression: raw bytes / zlib bytes (loops compress well); distinct2: unique / all bigrams;
+    repeated_sentences: share of sentences that repeat an earlier one.
+    """
+
+    rep4: float
+    compression: float
+    distinct2: float
+    repeated_sentences: float
+    words: int
+
+    @property
+    def degenerate(self) -> bool:
+        """Loops or stutter a reader would call broken, whatever else the answer does."""
+        if self.words == 0:
+            return True
+        return self.rep4 >= DEGENERATE_REP4 or self.repeated_sentences >= 0.34 or (self.words >= 20 and self.distinct2 < 0.5)
+
+
+DEGENERATE_REP4 = 0.3  # human answers of this length: ~0.0-0.05
+
+
+def degeneration(text: str) -> Degeneration:
+    import zlib
+
+    words = [w.lower() for w in _TOKENS.findall(text)]
+    grams4 = [tuple(words[i : i + 4]) for i in range(len(words) - 3)]
+    seen: set = set()
+    repeats = 0
+    for g in grams4:
+        repeats += g in seen
+        seen.add(g)
+    bigrams = list(zip(words, words[1:]))
+    raw = text.encode("utf-8")
+    sentences = [s.strip().lower() for s in re.split(r"(?<=[.!?])\s+|\n+", text) if len(s.strip()) > 3]
+    dup = sum(1 for i, s in enumerate(sentences) if s in sentences[:i])
+    return Degeneration(
+        rep4=repeats / len(grams4) if grams4 else 0.0,
+        compression=len(raw) / len(zlib.compress(raw, 9)) if raw else 1.0,
+        distinct2=len(set(bigrams)) / len(bigrams) if bigrams else 1.0,
+        repeated_sentences=dup / len(sentences) if sentences else 0.0,
+        words=len([w for w in words if w.isalnum()]),
+    )
+
+
+def coherence(answer: str, baseline: str = "") -> float:
+    """0-1: 1 when the answer repeats itself no more than the unsteered answer (or a human) does,
+    0 when it is degenerate (loops, stutter, empty)."""
+    d = degeneration(answer)
+    if d.degenerate:
+        return 0.0
+    b = degeneration(baseline) if baseline else None
+    slack = max(0.05, b.rep4 if b is not None and not b.degenerate else 0.0)
+    excess = max(0.0, d.rep4 - slack) / max(DEGENERATE_REP4 - slack, 1e-6)
+    dslack = min(0.9, b.distinct2 if b is not None and not b.degenerate else 0.9)
+    dexcess = max(0.0, dslack - d.distinct2) / 0.4
+    return max(0.0, 1.0 - excess - dexcess - d.repeated_sentences)
+
+
+def sentence_chunks(text: str, size: int = 2) -> list[str]:
+    """The answer in chunks of `size` sentences (drift shows as chunks unrelated to the question)."""
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", text) if _WORDS.search(s)]
+    return [" ".join(sentences[i : i + size]) for i in range(0, len(sentences), size)] or [text]

@@ -54,6 +54,7 @@ class NumericOptimiser:
     """
 
     name = "numeric"
+    batched = True  # proposes several candidates per epoch
 
     def __init__(self, k: int, initial: Sequence[Sequence[float]] = (), seed: int = 0, bound: float = 1.0):
         import optuna
@@ -133,6 +134,7 @@ class LLMOptimiser:
     """
 
     name = "llm"
+    batched = False
 
     def __init__(self, client, behavior: str, labels: Sequence[str], initial: Sequence[float] | None = None, max_history: int = 6, seed: int = 0):
         self.client = client

@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 has no system prompt, mode or free direction
+MODES = ("steered", "prompted_steered")
 
 
 class ProfileError(ValueError):
@@ -53,6 +55,14 @@ class SteeringProfile:
     prompts: list[str] = field(default_factory=list)
     scores: dict[str, Any] = field(default_factory=dict)  # {"epochs": [...], "held_out": {...}}
     provenance: dict[str, Any] = field(default_factory=dict)
+    # How to answer: "steered" (vector only) or "prompted_steered" (the behaviour as a system
+    # prompt as well); the held-out check picks the better one.
+    mode: str = "steered"
+    system_prompt: str = ""
+    # A learned vector that is NOT an SAE feature (units of `scale`, one float per hidden unit),
+    # and its share of the total steering norm; None when every bit of steering is labelled.
+    free_direction: list[float] | None = None
+    free_share: float = 0.0
     schema_version: int = SCHEMA_VERSION
 
     def weights(self) -> dict[int, float]:
@@ -110,8 +120,8 @@ def _parse(data: Any) -> SteeringProfile:
     if not isinstance(data, dict):
         raise ProfileError("profile: expected a JSON object")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ProfileError(f"profile: schema_version {version!r} is not supported (expected {SCHEMA_VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise ProfileError(f"profile: schema_version {version!r} is not supported (expected one of {READABLE_VERSIONS})")
     m = _req(data, "model", dict, "profile")
     s = _req(data, "sae", dict, "profile")
     feats = _req(data, "features", list, "profile")
@@ -132,13 +142,33 @@ def _parse(data: Any) -> SteeringProfile:
         prompts=[str(p) for p in data.get("prompts", [])],
         scores=data.get("scores", {}) or {},
         provenance=data.get("provenance", {}) or {},
+        mode=str(data.get("mode", "steered")),
+        system_prompt=str(data.get("system_prompt", "") or ""),
+        free_direction=_free_direction(data.get("free_direction")),
+        free_share=float(data.get("free_share", 0.0) or 0.0),
     )
     validate(profile)
     return profile
 
 
+def _free_direction(value: Any) -> list[float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
+        raise ProfileError("profile: free_direction should be a list of numbers (one per hidden unit) or null")
+    return [float(x) for x in value]
+
+
 def validate(profile: SteeringProfile, model: ModelRef | None = None, sae: SAERef | None = None) -> None:
     """Raise ProfileError if the profile is malformed or does not fit `model`/`sae`."""
+    if profile.mode not in MODES:
+        raise ProfileError(f"profile: mode {profile.mode!r} should be one of {', '.join(MODES)}")
+    if profile.mode == "prompted_steered" and not profile.system_prompt.strip():
+        raise ProfileError("profile: mode 'prompted_steered' needs a system_prompt")
+    if profile.free_direction is not None and not all(math.isfinite(x) for x in profile.free_direction):
+        raise ProfileError("profile: free_direction holds a value that is not a finite number")
+    if not 0.0 <= profile.free_share <= 1.0:
+        raise ProfileError(f"profile: free_share {profile.free_share} outside [0, 1]")
     if not math.isfinite(profile.scale) or profile.scale <= 0:
         raise ProfileError(f"profile: scale must be a positive number, got {profile.scale}")
     seen = set()

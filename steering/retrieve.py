@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 class FeatureCandidate:
     index: int
     label: str
-    source: str  # "contrastive" | "semantic" | "llm" | "llm-opposite" | "manual"
+    source: str  # "attribution" | "contrastive" | "semantic" | "llm" | "llm-opposite" | "manual"
     sign: float  # suggested initial direction, +1 or -1
     score: float  # source-specific strength (similarity, or activation difference)
 
@@ -56,28 +56,67 @@ def semantic_candidates(index, query: str, k: int, source: str = "semantic", sig
     return [FeatureCandidate(h.index, h.label, source, sign, h.score) for h in index.search(query, k=k)]
 
 
-def contrastive_candidates(
-    engine, index, behavior: str, prompts: Sequence[str], k: int, max_new_tokens: int = 48
-) -> list[FeatureCandidate]:
+@dataclass
+class DistillAnswers:
+    """Answers to the same prompts written with the behaviour as a system prompt (targets) and
+    without (plain): the contrastive source, the attribution source and the gradient optimiser
+    all read them, so they are generated once per run."""
+
+    prompts: list[str]
+    targets: list[list[int]]
+    plains: list[list[int]]
+    target_texts: list[str]
+    plain_texts: list[str]
+
+
+def distill_answers(engine, behavior: str, prompts: Sequence[str], max_new_tokens: int = 48, cancel=None) -> DistillAnswers:
+    """One batched generate: every prompt with and without the behaviour as a system prompt."""
+    from .engine import GenerationConfig
+
+    n = len(prompts)
+    gens = engine.generate(list(prompts) * 2, system=[behavior] * n + [None] * n,
+                           config=GenerationConfig(max_new_tokens=max_new_tokens), cancel=cancel)
+    return DistillAnswers(list(prompts), [g.token_ids for g in gens[:n]], [g.token_ids for g in gens[n:]],
+                          [g.text for g in gens[:n]], [g.text for g in gens[n:]])
+
+
+def contrastive_candidates(engine, index, answers: DistillAnswers, k: int) -> list[FeatureCandidate]:
     """Latents whose activation on answer tokens differs most, and most consistently, between
     answers written with the behaviour as a system prompt and plain answers. Needs no labels.
 
     Score: |mean difference| x the fraction of prompts whose difference has the mean's sign, so a
     latent that moves on every prompt beats one that jumps on a single topic (e.g. "colours" for
     "What is a rainbow?")."""
-    from .engine import GenerationConfig
-
+    prompts = answers.prompts
     n = len(prompts)
-    gens = engine.generate(
-        list(prompts) * 2, system=[behavior] * n + [None] * n, config=GenerationConfig(max_new_tokens=max_new_tokens)
-    )
     # Read both answers in the same plain context, so only the answer differs.
     contexts = [engine.tokenizer(engine.chat_prompt(p), add_special_tokens=False)["input_ids"] for p in prompts]
-    means = mean_answer_activations(engine, [contexts[i % n] for i in range(2 * n)], [g.token_ids for g in gens])
+    means = mean_answer_activations(engine, [contexts[i % n] for i in range(2 * n)], answers.targets + answers.plains)
     diff, score = contrastive_scores(means[:n] - means[n:])
     top = score.topk(min(k, diff.numel()))
     return [
         FeatureCandidate(int(i), index.label(int(i)) if index is not None else "", "contrastive", 1.0 if diff[i] > 0 else -1.0, float(v))
+        for v, i in zip(top.values, top.indices)
+        if v > 0
+    ]
+
+
+def attribution_candidates(engine, index, answers: DistillAnswers, k: int) -> list[FeatureCandidate]:
+    """Latents ranked by gradient attribution: the first-order change of the distillation
+    objective (steering.gradient) per unit weight, from one backward pass at v = 0. The sign says
+    whether adding or suppressing the latent moves the plain model towards the behaviour's answers.
+    Latents the index knows to be dead are skipped (their labels say nothing)."""
+    from .gradient import attribution, build_objective
+
+    obj = build_objective(engine, answers.prompts, answers.targets, answers.plains)
+    attr = attribution(engine, obj)
+    if index is not None:
+        dead = torch.tensor([r.dead for r in index.records]) if len(index) == attr.numel() else None
+        if dead is not None:
+            attr = attr.masked_fill(dead, 0.0)
+    top = attr.abs().topk(min(k, attr.numel()))
+    return [
+        FeatureCandidate(int(i), index.label(int(i)) if index is not None else "", "attribution", -1.0 if attr[i] > 0 else 1.0, float(v))
         for v, i in zip(top.values, top.indices)
         if v > 0
     ]
@@ -149,14 +188,19 @@ def merge(lists: Sequence[Sequence[FeatureCandidate]], k: int) -> list[FeatureCa
     return chosen
 
 
-def retrieve(engine, index, behavior: str, prompts: Sequence[str], k: int = 5, client=None) -> list[FeatureCandidate]:
-    """k candidates for a behaviour from every available source, merged and deduped."""
+def retrieve(engine, index, behavior: str, prompts: Sequence[str], k: int = 5, client=None,
+             answers: DistillAnswers | None = None) -> list[FeatureCandidate]:
+    """k candidates for a behaviour from every available source, merged and deduped: gradient
+    attribution and contrastive activations (both from `answers`, generated here if not given),
+    label search, and LLM-written sub-queries when a client is given."""
     behavior = behavior.strip()
     if not behavior:
         raise ValueError("describe a behaviour to steer towards")
     sources: list[list[FeatureCandidate]] = []
     if engine is not None and prompts:
-        sources.append(contrastive_candidates(engine, index, behavior, prompts, 2 * k))
+        answers = answers or distill_answers(engine, behavior, prompts)
+        sources.append(attribution_candidates(engine, index, answers, 2 * k))
+        sources.append(contrastive_candidates(engine, index, answers, 2 * k))
     if index is not None:
         sources.append(semantic_candidates(index, behavior, 2 * k))
     if client is not None and index is not None:

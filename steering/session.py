@@ -9,9 +9,11 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from .engine import SteeringEngine
+import torch
+
+from .engine import Steer, SteeringEngine
 from .models import ModelPreset, load_model, load_sae, resolve_preset
-from .profile import FeatureWeight, ModelRef, SAERef, SteeringProfile, provenance, validate
+from .profile import FeatureWeight, ModelRef, ProfileError, SAERef, SteeringProfile, provenance, validate
 from .saes import load_basis
 
 
@@ -52,11 +54,22 @@ def engine_for_profile(profile: SteeringProfile) -> SteeringEngine:
     return rt.engine
 
 
-def weights_for(profile: SteeringProfile, engine: SteeringEngine) -> dict[int, float]:
-    """The profile's weights in the engine's units: a profile keeps meaning what it meant when
-    saved even if the SAE's strength scale was recalibrated since."""
+def weights_for(profile: SteeringProfile, engine: SteeringEngine) -> Steer:
+    """The profile's weights (and free direction) in the engine's units: a profile keeps meaning
+    what it meant when saved even if the SAE's strength scale was recalibrated since."""
     ratio = profile.scale / engine.basis.scale if engine.basis is not None else 1.0
-    return {i: w * ratio for i, w in profile.weights().items()}
+    free = None
+    if profile.free_direction is not None:
+        d_model = engine.model.config.hidden_size
+        if len(profile.free_direction) != d_model:
+            raise ProfileError(f"profile {profile.name!r}: free_direction has {len(profile.free_direction)} values, the model's hidden size is {d_model}")
+        free = torch.tensor(profile.free_direction) * ratio
+    return Steer({i: w * ratio for i, w in profile.weights().items()}, free)
+
+
+def system_for(profile: SteeringProfile) -> str | None:
+    """The system prompt the profile answers with (its mode), or None."""
+    return profile.system_prompt if profile.mode == "prompted_steered" and profile.system_prompt else None
 
 
 def blank_profile(rt: Runtime, name: str = "unsteered", behavior: str = "") -> SteeringProfile:

@@ -4,12 +4,17 @@ import threading
 
 import pytest
 
-from steering.autosteer import SCREEN_WEIGHT, AutoSteer, AutoSteerConfig, EpochResult, FinalResult, ScreenResult
+from steering.autosteer import SCREEN_WEIGHT, AutoSteer, AutoSteerConfig, EpochResult, FinalResult, PhaseEvent, ScreenResult
 from steering.judges import Judgement, MetricJudge, JudgeContext, harmonic_mean
 from steering.optimisers import NumericOptimiser, Trial
 from steering.retrieve import PROBE_PROMPTS, FeatureCandidate, contrastive_candidates, contrastive_scores, merge, probe_prompts
 
 FEATS = [FeatureCandidate(5, "five", "manual", 1.0, 1.0), FeatureCandidate(9, "nine", "manual", -1.0, 1.0)]
+
+
+def events_of(loop):
+    """The loop's results, without its phase announcements."""
+    return [e for e in loop.run() if not isinstance(e, PhaseEvent)]
 
 
 class ScriptedJudge:
@@ -28,6 +33,7 @@ class ScriptedJudge:
 
 class ListOptimiser:
     name = "list"
+    batched = False
 
     def __init__(self, proposals):
         self.proposals = list(proposals)
@@ -44,8 +50,8 @@ def run_loop(rt, scores, proposals, **cfg):
     cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi", "Hello"], max_new_tokens=6, heldout=["Why?"], **cfg)
     judge = ScriptedJudge(scores)
     opt = ListOptimiser(proposals)
-    loop = AutoSteer(rt, cfg, judge, lambda cands: opt, features=FEATS)
-    events = list(loop.run())
+    loop = AutoSteer(rt, cfg, judge, lambda cands, answers=None: opt, features=FEATS)
+    events = events_of(loop)
     return events, judge, opt
 
 
@@ -77,10 +83,11 @@ def test_early_stop_at_threshold(tiny_runtime):
 
 def test_cancel_stops_the_loop_and_skips_the_heldout_check(tiny_runtime):
     cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi"], max_new_tokens=6, epochs=10, threshold=99)
-    loop = AutoSteer(tiny_runtime, cfg, ScriptedJudge([1.0] * 20), lambda c: ListOptimiser([[0.1, 0.1]] * 20), features=FEATS)
+    loop = AutoSteer(tiny_runtime, cfg, ScriptedJudge([1.0] * 20), lambda c, answers=None: ListOptimiser([[0.1, 0.1]] * 20), features=FEATS)
     seen = []
     for event in loop.run():
-        seen.append(event)
+        if not isinstance(event, PhaseEvent):
+            seen.append(event)
         if isinstance(event, EpochResult) and event.epoch == 2:
             loop.cancel()
     assert [type(e).__name__ for e in seen] == ["EpochResult", "EpochResult", "FinalResult"]
@@ -98,7 +105,7 @@ def test_numeric_candidates_come_from_one_batched_generate(tiny_runtime, monkeyp
     monkeypatch.setattr(tiny_runtime.engine, "generate", spy)
     cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi", "Hello"], max_new_tokens=4, epochs=1, candidates=3, heldout=[])
     opt = NumericOptimiser(2, seed=1)
-    events = list(AutoSteer(tiny_runtime, cfg, ScriptedJudge([1, 2, 3]), lambda c: opt, features=FEATS).run())
+    events = events_of(AutoSteer(tiny_runtime, cfg, ScriptedJudge([1, 2, 3]), lambda c, answers=None: opt, features=FEATS))
     # baseline call, then ONE call with 3 candidates x 2 prompts.
     assert len(calls) == 2
     assert len(calls[1][0]) == 6 and calls[1][0] == ["Hi", "Hello"] * 3
@@ -112,10 +119,11 @@ def test_screening_keeps_the_candidates_that_score_best_alone(tiny_runtime, monk
     pool = [FeatureCandidate(i, f"f{i}", "semantic", s, 1.0) for i, s in ((3, 1.0), (7, -1.0), (11, 1.0), (20, -1.0))]
     asked = {}
 
-    def fake_retrieve(engine, index, behavior, prompts, k, client=None):
+    def fake_retrieve(engine, index, behavior, prompts, k, client=None, answers=None):
         asked.update(prompts=list(prompts), k=k)
         return pool
 
+    _no_distill(monkeypatch)
     monkeypatch.setattr(retrieve_mod, "retrieve", fake_retrieve)
     calls = []
     real = tiny_runtime.engine.generate
@@ -124,7 +132,7 @@ def test_screening_keeps_the_candidates_that_score_best_alone(tiny_runtime, monk
     opt = NumericOptimiser(2, seed=0)
     # Screening scores (pool order): 1, 5, 3, 0 -> keep 7 then 11. Then one epoch with one candidate.
     judge = ScriptedJudge([1.0, 5.0, 3.0, 0.0, 2.0])
-    events = list(AutoSteer(tiny_runtime, cfg, judge, lambda c: opt, features=None).run())
+    events = events_of(AutoSteer(tiny_runtime, cfg, judge, lambda c, answers=None: opt, features=None))
     screen = events[0]
     assert isinstance(screen, ScreenResult)
     assert [c.index for c in screen.candidates] == [7, 11, 3, 20] and screen.scores == [5.0, 3.0, 1.0, 0.0]
@@ -139,6 +147,13 @@ def test_screening_keeps_the_candidates_that_score_best_alone(tiny_runtime, monk
     told = sorted((t.params["w0"], t.params["w1"], t.value) for t in opt.study.trials if t.value is not None)
     assert (-SCREEN_WEIGHT, 0.0, 5.0) in told and (0.0, SCREEN_WEIGHT, 3.0) in told
     assert events[-1].profile.provenance["screened"] == {"7": 5.0, "11": 3.0, "3": 1.0, "20": 0.0}
+
+
+def _no_distill(monkeypatch):
+    """Skip the answers with/without the behaviour that real retrieval reads (retrieval is faked)."""
+    import steering.retrieve as retrieve_mod
+
+    monkeypatch.setattr(retrieve_mod, "distill_answers", lambda engine, behavior, prompts, **kw: retrieve_mod.DistillAnswers(list(prompts), [], [], [], []))
 
 
 def _spy_generate(monkeypatch, engine, calls, before=None):
@@ -158,6 +173,7 @@ def test_screening_chunks_rows_and_uses_at_most_four_prompts(tiny_runtime, monke
     import steering.retrieve as retrieve_mod
 
     pool = [FeatureCandidate(i, "", "semantic", 1.0, 1.0) for i in (1, 2, 3)]
+    _no_distill(monkeypatch)
     monkeypatch.setattr(retrieve_mod, "retrieve", lambda *a, **kw: pool)
     monkeypatch.setattr(autosteer_mod, "SCREEN_BATCH", 5)
     calls = []
@@ -165,7 +181,7 @@ def test_screening_chunks_rows_and_uses_at_most_four_prompts(tiny_runtime, monke
     prompts = ["a?", "b?", "c?", "d?", "e?", "f?"]
     cfg = AutoSteerConfig(behavior="b", prompts=prompts, max_new_tokens=3, epochs=1, features=2, screen=2, candidates=1, heldout=[])
     judge = ScriptedJudge([1.0, 2.0, 3.0, 0.0])
-    events = list(AutoSteer(tiny_runtime, cfg, judge, lambda c: NumericOptimiser(2, seed=0), features=None).run())
+    events = events_of(AutoSteer(tiny_runtime, cfg, judge, lambda c, answers=None: NumericOptimiser(2, seed=0), features=None))
     screen = events[0]
     # baseline (6 rows); 3 candidates x 4 prompts = 12 rows in chunks of 5, 5, 2; then the epoch.
     assert [len(c) for c in calls] == [6, 5, 5, 2, 6]
@@ -179,14 +195,15 @@ def test_cancel_during_screening_stops_before_any_epoch(tiny_runtime, monkeypatc
     import steering.autosteer as autosteer_mod
     import steering.retrieve as retrieve_mod
 
+    _no_distill(monkeypatch)
     monkeypatch.setattr(retrieve_mod, "retrieve", lambda *a, **kw: [FeatureCandidate(i, "", "semantic", 1.0, 1.0) for i in range(4)])
     monkeypatch.setattr(autosteer_mod, "SCREEN_BATCH", 2)
     cfg = AutoSteerConfig(behavior="b", prompts=["Hi"], max_new_tokens=3, epochs=3, features=2, screen=2, heldout=["Why?"])
     judge = ScriptedJudge([1.0] * 20)
-    loop = AutoSteer(tiny_runtime, cfg, judge, lambda c: NumericOptimiser(2, seed=0), features=None)
+    loop = AutoSteer(tiny_runtime, cfg, judge, lambda c, answers=None: NumericOptimiser(2, seed=0), features=None)
     calls = []
     _spy_generate(monkeypatch, tiny_runtime.engine, calls, before=lambda n: n == 2 and loop.cancel())
-    events = list(loop.run())
+    events = events_of(loop)
     assert [type(e).__name__ for e in events] == ["FinalResult"]
     final = events[0]
     assert final.stopped == "cancelled" and final.heldout is None and final.profile.features == []
@@ -215,9 +232,10 @@ class FlakyJudge:
 def test_screening_survives_a_judge_that_fails_on_one_candidate(tiny_runtime, monkeypatch):
     import steering.retrieve as retrieve_mod
 
+    _no_distill(monkeypatch)
     monkeypatch.setattr(retrieve_mod, "retrieve", lambda *a, **kw: [FeatureCandidate(i, "", "semantic", 1.0, 1.0) for i in (4, 5, 6)])
     cfg = AutoSteerConfig(behavior="b", prompts=["Hi"], max_new_tokens=3, epochs=1, features=2, screen=2, candidates=1, heldout=[])
-    events = list(AutoSteer(tiny_runtime, cfg, FlakyJudge([2.0, None, 1.0, 3.0]), lambda c: NumericOptimiser(2, seed=0), features=None).run())
+    events = events_of(AutoSteer(tiny_runtime, cfg, FlakyJudge([2.0, None, 1.0, 3.0]), lambda c, answers=None: NumericOptimiser(2, seed=0), features=None))
     screen = events[0]
     assert [c.index for c in screen.candidates] == [4, 6, 5] and screen.scores == [2.0, 1.0, 0.0]
     assert "not judged" in screen.critiques[2]
@@ -292,17 +310,15 @@ def test_merge_round_robins_and_dedupes():
 
 
 def test_contrastive_candidates_rank_latents_by_consistent_activation_difference(tiny_runtime, monkeypatch):
-    from steering.engine import Generation
-    from steering.retrieve import mean_answer_activations
+    from steering.retrieve import DistillAnswers, mean_answer_activations
 
     eng = tiny_runtime.engine
     tok = eng.tokenizer
     dog = tok("Dogs like bones and walks. Dogs like bones.", add_special_tokens=False)["input_ids"]
     sky = tok("The quick brown fox jumps over the lazy dog.", add_special_tokens=False)["input_ids"]
     # The tiny random model ignores system prompts; script its answers: behaviour rows talk about bones.
-    monkeypatch.setattr(eng, "generate", lambda prompts, weights=None, system=None, **kw: [
-        Generation("", dog if s else sky, "eos") for s in system])
-    cands = contrastive_candidates(eng, None, "Behave like a dog", ["Why is the sky blue?"], k=6)
+    answers = DistillAnswers(["Why is the sky blue?"], [dog], [sky], ["", ""], ["", ""])
+    cands = contrastive_candidates(eng, None, answers, k=6)
     assert len(cands) == 6 and len({c.index for c in cands}) == 6
     assert [c.score for c in cands] == sorted([c.score for c in cands], reverse=True)
     ctx = tok(eng.chat_prompt("Why is the sky blue?"), add_special_tokens=False)["input_ids"]
@@ -346,8 +362,9 @@ def test_metric_judge_scores_baseline_zero_and_behaviour_above(tiny_runtime):
     same, doggy, garbage, empty = judge.judge_many(
         ctx, [["I like to eat pasta with tomato sauce."], ["Woof! As a dog I like to eat bones and kibble, woof woof!"], ["zx qj vv kk pp"], [""]]
     )
-    assert same.score == 0 and "concept" in same.critique
-    assert doggy.parts["concept"] > 0.5
+    # No behaviour but fluent and on the question: the rubric's 0-1 band, never more.
+    assert same.score <= 1.0 and "concept" in same.critique
+    assert doggy.parts["concept_similarity"] > 0.5  # (the likelihood half needs a real model)
     assert garbage.score < doggy.score or doggy.score == 0
     assert empty.score == 0
     assert 0 <= doggy.score <= 10
@@ -361,3 +378,26 @@ def test_metric_judge_relevance_is_zero_off_topic_and_full_near_the_baseline(tin
     assert same.parts["relevance"] == 1.0
     assert off_topic.parts["relevance"] == 0.0 and off_topic.score == 0.0
 
+
+
+LOOP = "The sky is made up of lots of things that make it blue. " * 5
+
+
+def test_metric_judge_gives_zero_to_a_looping_answer(tiny_runtime):
+    judge = MetricJudge(tiny_runtime.engine)
+    ctx = JudgeContext("Explain things in a way that children can understand", ["Why is the sky blue?"],
+                       ["The sky looks blue because air scatters blue sunlight more than red light."])
+    [loop] = judge.judge_many(ctx, [[LOOP]])
+    assert loop.score == 0.0 and loop.parts["coherence"] == 0.0 and loop.parts["degenerate"] == 1.0
+    assert "degenerate" in loop.critique
+
+
+def test_metric_judge_gives_zero_to_an_answer_that_leaves_the_question(tiny_runtime):
+    # The kids' profile's drift, quoted in the issue: brushing teeth -> breathing and "why I'm here".
+    judge = MetricJudge(tiny_runtime.engine)
+    ctx = JudgeContext("Explain things in a way that children can understand", ["Why do we have to brush our teeth?"],
+                       ["We brush our teeth to remove food and plaque, which stops tooth decay and gum disease."])
+    drift = ("Breathing is not just about breathing. It's also about the environment. So let me tell you something. "
+             "You're right. That's why I'm here today.")
+    [j] = judge.judge_many(ctx, [[drift]])
+    assert j.parts["relevance"] == 0.0 and j.score == 0.0

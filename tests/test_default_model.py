@@ -117,6 +117,13 @@ def test_autosteer_cli_json_lines(tmp_path):
     prof = load_profile(final["profile"])
     assert prof.scores["epochs"] == [e["score"] for e in epochs]
     assert set(final["held_out"]) == {"unsteered", "prompted", "steered", "prompted_steered"}
+    outs = final["held_out_outputs"]
+    assert set(outs) == set(final["held_out"]) and all(len(v) == 1 and isinstance(v[0], str) for v in outs.values())
+    assert outs["unsteered"] != outs["prompted"]  # the system prompt changes the answer
+    # The default optimiser is the gradient one; the held-out check picked the answering mode.
+    assert prof.provenance["optimiser"] == "gradient" and final["mode"] == prof.mode
+    better = max(("steered", "prompted_steered"), key=lambda c: final["held_out"][c])
+    assert prof.mode == better or final["held_out"]["steered"] == final["held_out"]["prompted_steered"]
     # Screening: up to 3 x 6 retrieved candidates, best first; the kept 3 are the profile's features.
     screened = final["screened"]
     assert 3 < len(screened) <= 18 and len({c["index"] for c in screened}) == len(screened)

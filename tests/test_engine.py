@@ -206,3 +206,21 @@ def test_basis_from_sae_normalises_decoder_rows(tiny_sae):
     b = SteeringBasis.from_sae(tiny_sae, layer=2, scale=3.0)
     assert b.d_sae == tiny_sae.cfg.d_sae
     assert torch.allclose(b.directions.norm(dim=-1), torch.ones(b.d_sae), atol=1e-5)
+
+
+def test_a_free_vector_adds_scale_times_itself_and_changes_the_answer(tiny_engine):
+    from steering.engine import Steer
+
+    d = tiny_engine.basis.directions.shape[1]
+    free = torch.zeros(d)
+    free[3] = 0.5
+    vec = tiny_engine.steering_vectors([Steer({7: 0.2}, free), Steer({7: 0.2}), Steer(free=free), None])
+    assert torch.allclose(vec[0] - vec[1], tiny_engine.basis.scale * free)
+    assert torch.allclose(vec[2], tiny_engine.basis.scale * free) and float(vec[3].abs().sum()) == 0
+    assert bool(Steer(free=free)) and not bool(Steer())
+    cfg = GenerationConfig(max_new_tokens=8, repetition_penalty=1.0)
+    big = torch.randn(d)
+    a, b = tiny_engine.generate(["Why is the sky blue?"] * 2, [Steer(free=big), None], config=cfg)
+    assert a.token_ids != b.token_ids
+    with pytest.raises(ValueError, match="hidden size"):
+        tiny_engine.steering_vectors([Steer(free=torch.zeros(d + 1))])

@@ -165,3 +165,55 @@ def test_llm_retrieval_failure_falls_back_to_offline_sources(fake_openai, llm_cl
     fake_openai.script = [(500, {"error": "x"})]
     cands = retrieve(None, idx, "Behave like a dog", [], k=2, client=llm_client)
     assert [c.source for c in cands] == ["semantic", "semantic"]
+
+
+class OneScoreJudge:
+    """Offline stand-in for the metric judge: a fixed score (unit test of the fallback only)."""
+
+    name = "metric"
+
+    def judge_many(self, ctx, candidates):
+        from steering.judges import Judgement
+
+        return [Judgement(4.0, "metric critique", {"concept": 0.4}) for _ in candidates]
+
+
+def test_fallback_judge_uses_the_metric_judge_when_the_llm_answers_off_format(fake_openai, llm_client):
+    from steering.judges import FallbackJudge
+
+    # candidate 1: off-format twice (no score); candidate 2: a proper verdict
+    fake_openai.script = ["Looks fine.", "Really fine.", "Very doggy. Score: 8"]
+    judge = FallbackJudge(LLMJudge(llm_client), OneScoreJudge())
+    a, b = judge.judge_many(CTX, [["Hello"], ["Woof"]])
+    assert a.score == 4.0 and "llm judge failed" in a.critique and "metric judge" in a.critique and a.parts["fallback"] == 1.0
+    assert b.score == 8.0 and "failed" not in b.critique
+    assert judge.fallbacks == 1
+
+
+def test_fallback_judge_survives_a_timeout(fake_openai):
+    from steering.judges import FallbackJudge
+
+    client = LLMClient(base_url=fake_openai.base_url, model="m", api_key="k", timeout=0.5, max_retries=0)
+    fake_openai.script = [("sleep", 2.0, "Score: 9")]
+    [j] = FallbackJudge(LLMJudge(client), OneScoreJudge()).judge_many(CTX, [["Woof"]])
+    assert j.score == 4.0 and "did not answer" in j.critique
+
+
+def test_a_run_with_a_broken_llm_judge_still_ends_with_a_profile(fake_openai, llm_client, tiny_runtime):
+    """Every verdict off-format: screening and epochs fall back to the metric judge, the run
+    completes and saves weights (it used to end at epoch 1 with nothing saved)."""
+    from steering.autosteer import AutoSteer, AutoSteerConfig, EpochResult, FinalResult
+    from steering.judges import FallbackJudge, MetricJudge
+    from steering.optimisers import NumericOptimiser
+    from steering.retrieve import FeatureCandidate
+
+    fake_openai.default = "I would rather not give a number."
+    judge = FallbackJudge(LLMJudge(llm_client, retries=0), MetricJudge(tiny_runtime.engine))
+    cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi"], max_new_tokens=4, epochs=2, candidates=2, heldout=["Why?"])
+    feats = [FeatureCandidate(5, "five", "manual", 1.0, 1.0), FeatureCandidate(9, "nine", "manual", -1.0, 1.0)]
+    events = list(AutoSteer(tiny_runtime, cfg, judge, lambda c, answers=None: NumericOptimiser(2, seed=0), features=feats).run())
+    epochs = [e for e in events if isinstance(e, EpochResult)]
+    final = events[-1]
+    assert len(epochs) == 2 and all("llm judge failed" in e.critique for e in epochs)
+    assert isinstance(final, FinalResult) and final.stopped == "epochs" and final.heldout is not None
+    assert judge.fallbacks >= 2 * 2 + 4  # every candidate of both epochs and the four held-out conditions

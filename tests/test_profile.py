@@ -45,7 +45,7 @@ def test_round_trip(tmp_path):
     again = load_profile(path)
     assert again == prof
     assert again.weights() == {12: 0.4, 4095: -0.7}
-    assert json.loads(path.read_text())["schema_version"] == 1
+    assert json.loads(path.read_text())["schema_version"] == 2
 
 
 def test_zero_weights_are_dropped_from_weights():
@@ -106,3 +106,32 @@ def test_save_refuses_an_invalid_profile(tmp_path):
     with pytest.raises(ProfileError):
         make(features=[FeatureWeight(0, "", 2.0)]).save(tmp_path / "bad.json")
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_version_1_profiles_still_load_and_mean_steered_only(tmp_path):
+    d = make().to_dict()
+    d["schema_version"] = 1
+    for k in ("mode", "system_prompt", "free_direction", "free_share"):
+        d.pop(k)
+    path = tmp_path / "v1.json"
+    path.write_text(json.dumps(d))
+    p = load_profile(path)
+    assert p.mode == "steered" and p.system_prompt == "" and p.free_direction is None
+
+
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda d: d.__setitem__("mode", "shouting"), "mode 'shouting'"),
+        (lambda d: d.update(mode="prompted_steered", system_prompt=""), "needs a system_prompt"),
+        (lambda d: d.__setitem__("free_direction", ["a", 1]), "free_direction should be a list of numbers"),
+        (lambda d: d.__setitem__("free_share", 1.5), "free_share 1.5"),
+    ],
+)
+def test_mode_and_free_direction_are_validated(tmp_path, mutate, message):
+    d = make().to_dict()
+    mutate(d)
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(ProfileError, match=message):
+        load_profile(path)

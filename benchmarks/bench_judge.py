@@ -1,0 +1,85 @@
+"""How well the offline metric judge agrees with a person: Spearman correlation with the
+hand-scored answers of assets/judge/labelled.jsonl (rubric: docs/judge-rubric.md).
+
+    .venv/bin/python benchmarks/bench_judge.py [--split test|train|all] [--json]
+
+Each answer is judged against the unsteered answer to the same question (the judge's baseline,
+as in the loop). Prints the overall Spearman (target >= 0.6 on the test split, which nothing is
+tuned on) and each part's correlation with its hand-scored counterpart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+LABELLED = Path(__file__).resolve().parent.parent / "assets" / "judge" / "labelled.jsonl"
+# judge part -> hand-scored part it should track
+PART_LABELS = {"concept": "behaviour", "relevance": "question_answered", "fluency": "fluency", "coherence": "fluency"}
+
+
+def load(split: str = "all") -> list[dict]:
+    rows = [json.loads(line) for line in LABELLED.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r for r in rows if split == "all" or r["split"] == split]
+
+
+def judge_rows(engine, rows: list[dict]) -> list[dict]:
+    """Metric-judge every row against the unsteered answer to its (behaviour, question)."""
+    from steering.judges import JudgeContext, MetricJudge
+
+    judge = MetricJudge(engine)
+    baseline = {(r["behavior"], r["question"]): r["answer"] for r in load("all") if r["condition"] == "unsteered"}
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[r["behavior"]].append(r)
+    out = []
+    for behavior, rs in groups.items():
+        for r in rs:
+            ctx = JudgeContext(behavior, [r["question"]], [baseline[(behavior, r["question"])]])
+            j = judge.judge_many(ctx, [[r["answer"]]])[0]
+            out.append({**r, "judge": j.score, "parts": j.parts})
+    return out
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    from scipy.stats import spearmanr
+
+    rho = spearmanr(a, b).statistic
+    return round(float(rho), 3) if rho == rho else 0.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--split", default="test", choices=["test", "train", "all"])
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    from steering.session import get_runtime
+
+    rows = judge_rows(get_runtime().engine, load(args.split))
+    labels = [r["score"] for r in rows]
+    result = {"split": args.split, "n": len(rows), "spearman": spearman([r["judge"] for r in rows], labels),
+              "parts": {p: spearman([r["parts"][p] for r in rows], [r[lab] for r in rows]) for p, lab in PART_LABELS.items()}}
+    by_cond: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for r in rows:
+        by_cond[r["condition"]].append((r["judge"], r["score"]))
+    result["mean_by_condition"] = {c: {"judge": round(sum(j for j, _ in v) / len(v), 2), "label": round(sum(s for _, s in v) / len(v), 2)}
+                                   for c, v in by_cond.items()}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{args.split} split, {result['n']} answers: Spearman(judge, hand score) = {result['spearman']}  (target >= 0.6)")
+    for p, lab in PART_LABELS.items():
+        print(f"  part {p:10s} vs hand {lab:18s} {result['parts'][p]}")
+    print("mean per condition (judge / hand):")
+    for c, m in result["mean_by_condition"].items():
+        print(f"  {c:18s} {m['judge']:5.2f} / {m['label']:5.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""The hand-scored judge set: loads, covers what the rubric says, and its split is fixed."""
+
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+
+LABELLED = Path(__file__).resolve().parent.parent / "assets" / "judge" / "labelled.jsonl"
+
+
+def rows():
+    return [json.loads(line) for line in LABELLED.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_labelled_set_loads_with_valid_labels():
+    rs = rows()
+    assert len(rs) >= 200
+    for r in rs:
+        assert r["behavior"] and r["question"] and isinstance(r["answer"], str)
+        assert 0 <= r["score"] <= 10 and all(r[k] in (0, 1, 2) for k in ("behaviour", "question_answered", "fluency"))
+        assert r["split"] in ("train", "test")
+    assert len({r["behavior"] for r in rs}) >= 8
+    # every kind of answer the rubric lists is present
+    assert set(Counter(r["condition"] for r in rs)) >= {"unsteered", "prompted", "steered_mild", "steered_strong", "steered_loop", "prompted_steered"}
+
+
+def test_split_is_fixed():
+    rs = rows()
+    test = [(r["behavior"], r["question"], r["condition"]) for r in rs if r["split"] == "test"]
+    # The split is part of the file; this digest changes only if someone reshuffles it.
+    digest = hashlib.sha256(json.dumps(sorted(test)).encode()).hexdigest()[:16]
+    assert len(test) == 96 and digest == SPLIT_DIGEST
+    # whole behaviours held out, never seen while tuning
+    held = {b for b in {r["behavior"] for r in rs} if all(r["split"] == "test" for r in rs if r["behavior"] == b)}
+    assert held == {"Be sad and gloomy", "Talk about space and the stars"}
+
+
+SPLIT_DIGEST = "e8874ff7f79a9538"
