@@ -35,11 +35,12 @@ def read_done(path: Path) -> dict[str, dict]:
 
 
 def local_generator(runtime, profile, max_new_tokens: int = 96) -> Callable[[list[str]], list[str]]:
-    from steering.session import weights_for
+    from steering.session import system_for, weights_for
 
     weights = weights_for(profile, runtime.engine)
+    system = system_for(profile)  # the profile's answering mode
     cfg = GenerationConfig(max_new_tokens=max_new_tokens)
-    return lambda qs: [g.text for g in runtime.engine.generate(qs, [weights] * len(qs), config=cfg)]
+    return lambda qs: [g.text for g in runtime.engine.generate(qs, [weights] * len(qs), system=system, config=cfg)]
 
 
 def remote_generator(client, max_new_tokens: int = 96, workers: int = 4) -> Callable[[list[str]], list[str]]:

@@ -93,9 +93,11 @@ def cmd_evaluate(args) -> int:
         print(json.dumps(result))
         return 0
     print(f"{len(questions)} questions, profile {profile.name!r}")
-    print(f"{'condition':18s} {'grade':>6s} {'ease':>6s} {'relevance':>9s} {'perplexity':>10s} {'refusals':>8s}")
+    print(f"{'condition':18s} {'grade':>6s} {'ease':>6s} {'relevance':>9s} {'perplexity':>10s} {'refusals':>8s} {'withheld*':>9s} {'loops':>5s}")
     for c, s in stats.items():
-        print(f"{c:18s} {s.grade:6.2f} {s.ease:6.1f} {s.relevance:9.3f} {s.fluency:10.2f} {100 * s.refusal_rate:7.1f}%")
+        print(f"{c:18s} {s.grade:6.2f} {s.ease:6.1f} {s.relevance:9.3f} {s.fluency:10.2f} {100 * s.refusal_rate:7.1f}% "
+              f"{s.withheld_vs_unsteered:9d} {s.degenerate:5d}")
+    print("* withheld: answers refused where the unsteered answer to the same question was not")
     return 0
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from steering.autosteer import CONDITIONS, four_conditions
 from steering.engine import GenerationConfig
-from steering.metrics import perplexities, readability, similarities
+from steering.metrics import degeneration, perplexities, readability, similarities
+
 SELF_REFUSAL = re.compile(r"^\s*(i'?m sorry|i am sorry|i can(?:'|no)t|i cannot|as an ai)\b", re.I)
 
 
@@ -26,6 +27,8 @@ class ConditionStats:
     fluency: float  # median perplexity (lower is more fluent)
     refusal_rate: float
     ease: float
+    withheld_vs_unsteered: int = 0  # answers refused here where the unsteered answer was not
+    degenerate: int = 0  # loops, stutter, empty (steering.metrics.degeneration)
 
     def to_dict(self) -> dict:
         return {k: round(v, 4) for k, v in self.__dict__.items()}
@@ -51,6 +54,7 @@ def evaluate(runtime, profile, questions: Sequence[str], safety=None, batch_size
         if progress:
             progress(n)
     stats = {}
+    refused_by: dict[str, list[bool]] = {}
     q_refused = [not v.ok for v in safety.check_many(list(questions), "question")] if safety else [False] * len(questions)
     for c in CONDITIONS:
         answers = outputs[c]
@@ -58,11 +62,15 @@ def evaluate(runtime, profile, questions: Sequence[str], safety=None, batch_size
         refused = [qr or ar or bool(SELF_REFUSAL.search(a)) or not a.strip() for qr, ar, a in zip(q_refused, a_refused, answers)]
         reads = [readability(a) for a in answers]
         ppl = perplexities(engine, list(questions), answers)
+        refused_by[c] = refused
+        base = refused_by.get("unsteered", refused)
         stats[c] = ConditionStats(
             grade=statistics.fmean(r.grade for r in reads),
             relevance=statistics.fmean(similarities(list(questions), answers)),
             fluency=statistics.median(ppl),
             refusal_rate=sum(refused) / len(refused),
             ease=statistics.fmean(r.ease for r in reads),
+            withheld_vs_unsteered=sum(r and not b for r, b in zip(refused, base)),
+            degenerate=sum(degeneration(a).degenerate for a in answers),
         )
     return stats, outputs

@@ -58,7 +58,7 @@ class Answer:
         return not self.question_safety.ok
 
     def to_json(self) -> dict:
-        """The CLI's `quora_kids answer --json` object (see DESIGN.md)."""
+        """The CLI's `quora_kids answer --json` object (see docs/cli.md)."""
         return {
             "question": self.question,
             "profile": self.profile,

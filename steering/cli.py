@@ -1,4 +1,4 @@
-"""Command line for the steering engine: `python -m steering COMMAND ...` (see DESIGN.md).
+"""Command line for the steering engine: `python -m steering COMMAND ...` (contract: docs/cli.md).
 
 Exit codes: 0 success, 2 bad input (one-line error on stderr), 1 anything unexpected.
 """

@@ -59,7 +59,7 @@ model as it is.
 Features folded in:
 
 {features}
-
+{extra}
 ## Serve it
 
 - vLLM: `vllm serve {dir}` then query the OpenAI-compatible API at http://localhost:8000/v1
@@ -85,10 +85,17 @@ def export_profile(profile, out_dir: str | Path) -> Path:
     model.save_pretrained(out)
     engine.tokenizer.save_pretrained(out)
     feats = "\n".join(f"- latent {f.index} ({f.label or 'no label'}): weight {f.weight:+.2f}" for f in profile.features) or "- none (unsteered)"
+    extra = ""
+    if profile.free_direction is not None:
+        extra += (f"- a learned direction that is NOT an SAE feature: {profile.free_share:.0%} of the steering norm "
+                  "(`free_direction` in steering_profile.json)\n")
+    if profile.mode == "prompted_steered":
+        extra += (f"\nThe app answers with this system prompt as well; send it as the system message to get the same "
+                  f"answers:\n\n> {profile.system_prompt}\n")
     (out / "README.md").write_text(
         SERVE_README.format(
             name=profile.name, hub_id=profile.model.hub_id, behavior=profile.behavior, sae=profile.sae.id,
-            layer=engine.basis.layer, features=feats, dir=out,
+            layer=engine.basis.layer, features=feats, extra=extra, dir=out,
         )
     )
     (out / "steering_profile.json").write_text(json.dumps(profile.to_dict(), indent=2) + "\n")

@@ -46,3 +46,22 @@ def test_refuses_architectures_where_the_fold_is_not_exact(tiny_engine):
                                            num_attention_heads=2, num_key_value_heads=1, head_dim=16))
     with pytest.raises(ExportError, match="gemma2"):
         folded_model(gemma, 1, torch.zeros(32))
+
+
+def test_a_profile_free_direction_reaches_the_steering_vector_and_the_fold(tiny_runtime):
+    """weights_for turns the profile's free direction into engine units; the folded bias carries it."""
+    from steering.session import make_profile, weights_for
+
+    engine = tiny_runtime.engine
+    d = engine.model.config.hidden_size
+    free = [0.0] * d
+    free[1] = 0.25
+    prof = make_profile(tiny_runtime, "p", "b", {5: 0.3}, free_direction=free, free_share=0.5)
+    steer = weights_for(prof, engine)
+    assert steer.free is not None and float(steer.free[1]) == pytest.approx(0.25)
+    with_free = engine.steering_vectors([steer])[0]
+    without = engine.steering_vectors([{5: 0.3}])[0]
+    assert torch.allclose(with_free - without, engine.basis.scale * torch.tensor(free))
+    m = folded_model(engine.model, engine.basis.layer, with_free)
+    bias = m.model.layers[engine.basis.layer].mlp.down_proj.bias
+    assert torch.allclose(bias, with_free, atol=1e-6)

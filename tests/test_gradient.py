@@ -63,3 +63,32 @@ def test_fit_leaves_the_shared_model_untouched(tiny_engine):
     gradient.fit(tiny_engine, obj, [3], [0.0], steps=2)
     assert len(tiny_engine.model.model.layers) == before
     assert not any(p.grad is not None for p in tiny_engine.model.parameters())
+
+
+def test_the_loop_runs_the_gradient_optimiser_end_to_end(tiny_runtime):
+    """Distillation answers for the training prompts, 2 strengths x (with, without) the free
+    direction per epoch in one batch, and a profile that records the free direction's share."""
+    from steering.autosteer import AutoSteer, AutoSteerConfig, EpochResult, FinalResult, OptimiserFactory
+    from steering.judges import Judgement
+    from steering.retrieve import FeatureCandidate
+
+    class PreferFree:
+        name = "prefers-free"
+
+        def judge_many(self, ctx, candidates):
+            return [Judgement(float(i % 2) + 1.0, "ok") for i, _ in enumerate(candidates)]  # odd rows: with free direction
+
+    feats = [FeatureCandidate(5, "five", "manual", 1.0, 1.0), FeatureCandidate(9, "nine", "manual", -1.0, 1.0)]
+    cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi", "Tell me about bones."], max_new_tokens=6, epochs=2,
+                          candidates=4, heldout=["Why?"], threshold=99)
+    factory = OptimiserFactory("gradient", cfg.behavior, engine=tiny_runtime.engine)
+    events = [e for e in AutoSteer(tiny_runtime, cfg, PreferFree(), factory, features=feats).run()
+              if isinstance(e, (EpochResult, FinalResult))]
+    epochs, final = events[:-1], events[-1]
+    assert [e.candidates for e in epochs] == [4, 4]
+    assert all(0.0 < e.free_share <= 1.0 for e in epochs)  # the judge kept the free direction
+    prof = final.profile
+    assert prof.provenance["optimiser"] == "gradient"
+    assert prof.free_direction is not None and len(prof.free_direction) == tiny_runtime.engine.basis.directions.shape[1]
+    assert 0.0 < prof.free_share <= 1.0 and all(-1 <= f.weight <= 1 for f in prof.features)
+    assert prof.mode in ("steered", "prompted_steered") and prof.system_prompt == cfg.behavior
