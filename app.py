@@ -351,7 +351,7 @@ def build_app() -> gr.Blocks:
                         threshold = gr.Slider(1, 10, value=7, step=0.5, label="Stop early at score", elem_id="threshold")
                     with gr.Row():
                         judge = gr.Radio(["metric", "llm"], value="metric", label="Judge", info="metric works offline")
-                        optim = gr.Radio(["gradient", "numeric", "llm"], value="gradient", label="Optimiser", info="gradient and numeric work offline; llm needs an endpoint")
+                        optim = gr.Radio(["numeric", "gradient", "llm"], value="numeric", label="Optimiser", info="numeric and gradient work offline; llm needs an endpoint")
                     with gr.Accordion("LLM endpoint (optional, OpenAI-compatible)", open=False):
                         base_url = gr.Textbox(label="Base URL", placeholder="http://localhost:8000/v1")
                         model = gr.Textbox(label="Model", placeholder="gpt-4o-mini")

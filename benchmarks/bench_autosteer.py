@@ -55,7 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--behaviors", nargs="*", default=list(BEHAVIORS))
-    ap.add_argument("--optimizer", default="gradient", choices=["gradient", "numeric"])
+    ap.add_argument("--optimizer", default="numeric", choices=["numeric", "gradient"])
     ap.add_argument("--out", default=None, help="also write every held-out answer here (JSON), for reading")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()

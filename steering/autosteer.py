@@ -466,7 +466,7 @@ class OptimiserFactory:
         return NumericOptimiser(k, [top(2, 0.2), top(k, 0.15), top(3, 0.2), top(k, 0.25)], seed=self.seed, bound=NUMERIC_BOUND)
 
 
-def make_autosteer(config: AutoSteerConfig, judge: str = "metric", optimiser: str = "gradient", client=None, preset: str | None = None, features: Sequence[FeatureCandidate] | None = None) -> AutoSteer:
+def make_autosteer(config: AutoSteerConfig, judge: str = "metric", optimiser: str = "numeric", client=None, preset: str | None = None, features: Sequence[FeatureCandidate] | None = None) -> AutoSteer:
     """An AutoSteer on the shared runtime with the named judge and optimiser.
 
     `client` (an llm.LLMClient) is required for judge="llm" or optimiser="llm"; when given it also

@@ -306,8 +306,8 @@ def _add_autosteer(sub):
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--judge", choices=["metric", "llm"], default="metric",
                    help="metric: offline; llm: an OpenAI-compatible endpoint (falls back to metric for any answer it cannot score)")
-    p.add_argument("--optimizer", "--optimiser", dest="optimizer", choices=["gradient", "numeric", "llm"], default="gradient",
-                   help="gradient (default): Adam on a prompt-distillation objective; numeric: Optuna; llm: textual gradients")
+    p.add_argument("--optimizer", "--optimiser", dest="optimizer", choices=["numeric", "gradient", "llm"], default="numeric",
+                   help="numeric (default): Optuna TPE; gradient: Adam on a prompt-distillation objective; llm: textual gradients")
     p.add_argument("--llm-base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
     p.add_argument("--llm-model", default=None, help="model name at the endpoint (default: $STEERING_LLM_MODEL)")
     p.add_argument("--name", default="")
