@@ -39,6 +39,10 @@ class Judge(Protocol):
         """Score one candidate's answers (one per prompt in ctx.prompts)."""
         ...
 
+    def judge_many(self, ctx: JudgeContext, candidates: Sequence[Sequence[str]]) -> list[Judgement]:
+        """Score several candidates (the loop's call); one Judgement per candidate, in order."""
+        ...
+
 
 class JudgeError(RuntimeError):
     """The judge could not produce a score (after retrying)."""

@@ -27,6 +27,7 @@ class Trial:
 
 class Optimiser(Protocol):
     name: str
+    batched: bool  # proposes several candidates per epoch (generated in one batch)
 
     def ask(self, n: int) -> list[list[float]]:
         """n weight vectors to try next."""
