@@ -27,7 +27,7 @@ from .profile import SteeringProfile, provenance
 from . import retrieve as retrieval
 from .retrieve import FeatureCandidate, probe_prompts
 from .features import FeatureIndex
-from .gradient import GradientOptimiser
+from .gradient import GradientOptimiser, free_share
 from .judges import FallbackJudge, LLMJudge, MetricJudge
 from .models import index_dir
 from .optimisers import LLMOptimiser, NumericOptimiser
@@ -130,7 +130,6 @@ class EpochResult:
 
     def to_json(self, features: Sequence[FeatureCandidate]) -> dict:
         d = asdict(self)
-        d["weights"], d["best_weights"] = [float(w) for w in self.weights], [float(w) for w in self.best_weights]
         d["features"] = [f.index for f in features]
         return d
 
@@ -297,13 +296,11 @@ class AutoSteer:
         return result, best
 
     def free_share(self, vec: Sequence[float]) -> float:
-        """|free vector| / (|SAE part| + |free|) for a proposal (0 when it has none)."""
+        """The share of a proposal's steering norm that is not an SAE feature (its free vector is
+        in units of the basis scale)."""
         free = getattr(vec, "free", None)
-        if free is None:
-            return 0.0
-        sae = self.engine.steering_vectors([Steer({f.index: float(w) for f, w in zip(self.features, vec)})])[0]
-        f = float(free.norm()) * self.engine.basis.scale
-        return round(f / max(float(sae.norm()) + f, 1e-9), 4)
+        return free_share(self.engine, [f.index for f in self.features], vec,
+                          free * self.engine.basis.scale if free is not None else None)
 
     def heldout_check(self, weights: Steer) -> HeldOutResult:
         """Four conditions on prompts never trained on, in one batched generate."""
@@ -328,7 +325,7 @@ class AutoSteer:
         mode = "steered"
         if heldout is not None and heldout.scores["prompted_steered"] > heldout.scores["steered"]:
             mode = "prompted_steered"
-        free = getattr(best.weights, "free", None) if best.score > float("-inf") else None
+        free = steer.free
         labels = {f.index: f.label for f in self.features}
         return make_profile(
             self.rt, cfg.name, cfg.behavior, {i: round(w, 4) for i, w in steer.items()}, labels,
@@ -341,7 +338,7 @@ class AutoSteer:
             ),
             mode=mode, system_prompt=cfg.behavior,
             free_direction=[round(float(x), 6) for x in free] if free is not None else None,
-            free_share=self.free_share(best.weights) if free is not None else 0.0,
+            free_share=self.free_share(best.weights),
         )
 
     # ------------------------------------------------------------------ the run

@@ -199,12 +199,18 @@ class FitResult:
     parts: dict[str, float] = field(default_factory=dict)
 
     def free_share(self, engine, indices: Sequence[int]) -> float:
-        """|free| / (|SAE part| + |free|): how much of the steering no labelled feature explains."""
-        if self.free is None:
-            return 0.0
-        sae = steering_vector(engine, indices, self.weights, None)
-        f = float(self.free.norm())
-        return f / max(float(sae.norm()) + f, 1e-9)
+        return free_share(engine, indices, self.weights, self.free)
+
+
+def free_share(engine, indices: Sequence[int], weights: Sequence[float], free: torch.Tensor | None) -> float:
+    """|free| / (|SAE part| + |free|), `free` in residual units: how much of the steering no
+    labelled feature explains (0 without a free vector)."""
+    if free is None:
+        return 0.0
+    with torch.no_grad():
+        sae = steering_vector(engine, indices, weights, None)
+    f = float(free.norm())
+    return round(f / max(float(sae.norm()) + f, 1e-9), 4)
 
 
 def steering_vector(engine, indices: Sequence[int], weights: Sequence[float] | torch.Tensor, free: torch.Tensor | None) -> torch.Tensor:
@@ -278,14 +284,11 @@ class GradientOptimiser:
         self.obj = build_objective(engine, self.prompts, self.targets, self.plains)
         self.current = WeightVector(initial)
         self.best_score = -math.inf
-        self.last_fit: FitResult | None = None
-        self._asked = 0
 
     def ask(self, n: int) -> list[WeightVector]:
         start_free = self.current.free * self.engine.basis.scale if self.current.free is not None else None
         res = fit(self.engine, self.obj, self.indices, list(self.current), steps=self.steps, lr=self.lr, bound=self.bound,
                   free=start_free, learn_free=self.learn_free)
-        self.last_fit = res
         free = res.free / self.engine.basis.scale if res.free is not None else None
         out: list[WeightVector] = []
         for m in self.STRENGTHS:
@@ -293,8 +296,7 @@ class GradientOptimiser:
             out.append(WeightVector(w))
             if free is not None:
                 out.append(WeightVector(w, m * free))
-        self._asked += 1
-        return out[:max(n, 1)] if n < len(out) else out
+        return out[: max(n, 1)]
 
     def tell(self, trials) -> None:
         best = max(trials, key=lambda t: t.score)

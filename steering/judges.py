@@ -164,8 +164,9 @@ class MetricJudge:
             concept = 0.5 * concept + 0.5 * _clip((base_grade - grade) / GRADE_GAIN)
         relevance = _clip((rel_ratio - REL_ZERO) / (REL_FULL - REL_ZERO))
         fluency = _clip(1 - math.log(max(ppl_ratio, 1e-9) / PPL_SLACK) / math.log(PPL_ZERO / PPL_SLACK)) if math.isfinite(ppl_ratio) else 0.0
-        degenerate = degeneration(answer).degenerate
-        coh = 0.0 if degenerate else coherence(answer, baseline)
+        measured = degeneration(answer)
+        degenerate = measured.degenerate
+        coh = coherence(answer, baseline, measured)
         score = harmonic_mean([concept, relevance, fluency, coh])
         if score == 0 and not degenerate:
             # A fluent answer to the question that merely lacks the behaviour ranks above a broken

@@ -181,10 +181,11 @@ def degeneration(text: str) -> Degeneration:
     )
 
 
-def coherence(answer: str, baseline: str = "") -> float:
+def coherence(answer: str, baseline: str = "", measured: Degeneration | None = None) -> float:
     """0-1: 1 when the answer repeats itself no more than the unsteered answer (or a human) does,
-    0 when it is degenerate (loops, stutter, empty)."""
-    d = degeneration(answer)
+    0 when it is degenerate (loops, stutter, empty). `measured`: the answer's degeneration, if
+    the caller already has it."""
+    d = measured or degeneration(answer)
     if d.degenerate:
         return 0.0
     b = degeneration(baseline) if baseline else None

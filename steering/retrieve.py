@@ -65,8 +65,6 @@ class DistillAnswers:
     prompts: list[str]
     targets: list[list[int]]
     plains: list[list[int]]
-    target_texts: list[str]
-    plain_texts: list[str]
 
 
 def distill_answers(engine, behavior: str, prompts: Sequence[str], max_new_tokens: int = 48, cancel=None) -> DistillAnswers:
@@ -76,8 +74,7 @@ def distill_answers(engine, behavior: str, prompts: Sequence[str], max_new_token
     n = len(prompts)
     gens = engine.generate(list(prompts) * 2, system=[behavior] * n + [None] * n,
                            config=GenerationConfig(max_new_tokens=max_new_tokens), cancel=cancel)
-    return DistillAnswers(list(prompts), [g.token_ids for g in gens[:n]], [g.token_ids for g in gens[n:]],
-                          [g.text for g in gens[:n]], [g.text for g in gens[n:]])
+    return DistillAnswers(list(prompts), [g.token_ids for g in gens[:n]], [g.token_ids for g in gens[n:]])
 
 
 def contrastive_candidates(engine, index, answers: DistillAnswers, k: int) -> list[FeatureCandidate]:

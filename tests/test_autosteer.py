@@ -153,7 +153,7 @@ def _no_distill(monkeypatch):
     """Skip the answers with/without the behaviour that real retrieval reads (retrieval is faked)."""
     import steering.retrieve as retrieve_mod
 
-    monkeypatch.setattr(retrieve_mod, "distill_answers", lambda engine, behavior, prompts, **kw: retrieve_mod.DistillAnswers(list(prompts), [], [], [], []))
+    monkeypatch.setattr(retrieve_mod, "distill_answers", lambda engine, behavior, prompts, **kw: retrieve_mod.DistillAnswers(list(prompts), [], []))
 
 
 def _spy_generate(monkeypatch, engine, calls, before=None):
@@ -317,7 +317,7 @@ def test_contrastive_candidates_rank_latents_by_consistent_activation_difference
     dog = tok("Dogs like bones and walks. Dogs like bones.", add_special_tokens=False)["input_ids"]
     sky = tok("The quick brown fox jumps over the lazy dog.", add_special_tokens=False)["input_ids"]
     # The tiny random model ignores system prompts; script its answers: behaviour rows talk about bones.
-    answers = DistillAnswers(["Why is the sky blue?"], [dog], [sky], ["", ""], ["", ""])
+    answers = DistillAnswers(["Why is the sky blue?"], [dog], [sky])
     cands = contrastive_candidates(eng, None, answers, k=6)
     assert len(cands) == 6 and len({c.index for c in cands}) == 6
     assert [c.score for c in cands] == sorted([c.score for c in cands], reverse=True)
