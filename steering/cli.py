@@ -275,9 +275,12 @@ def cmd_calibrate(args) -> int:
 
 
 def _add_export(sub):
-    p = sub.add_parser("export", help="fold a profile into a plain checkpoint (vLLM, TGI, llama.cpp)")
+    p = sub.add_parser("export", help="fold a profile into a plain checkpoint (vLLM, TGI, llama.cpp) or a llama.cpp control vector")
     p.add_argument("--profile", required=True)
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", default="checkpoint", choices=["checkpoint", "control-vector"],
+                   help="checkpoint: Hugging Face checkpoint with the steering folded in (default); "
+                        "control-vector: llama.cpp control-vector GGUF for the plain model")
     p.set_defaults(func=cmd_export)
 
 
@@ -286,7 +289,7 @@ def cmd_export(args) -> int:
     from .profile import ProfileError, load_profile
 
     try:
-        out = export_profile(load_profile(args.profile), args.out)
+        out = export_profile(load_profile(args.profile), args.out, args.format)
     except (ProfileError, ExportError) as exc:
         raise UsageError(str(exc)) from exc
     print(out)
