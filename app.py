@@ -10,13 +10,15 @@ import html
 import json
 import logging
 import os
+import secrets
 import threading
-import time
+from collections import OrderedDict
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
+from quora_kids.profiles import UNSTEERED, ProfileCatalog, ProfileEntry, UnknownProfile, content_key, remember
 from quora_kids.questions import QuestionSearch, categories, load_questions
 from quora_kids.service import AnswerService, QuestionError, default_safety
 from quora_kids.store import AnswerStore
@@ -25,13 +27,14 @@ from steering.engine import GenerationConfig
 from steering.features import FeatureIndex
 from steering.llm import LLMClient, LLMError
 from steering.models import index_dir
-from steering.profile import ProfileError, load_profile
+from steering.profile import ProfileError, SteeringProfile
 from steering.retrieve import FeatureCandidate
 from steering.session import blank_profile, get_runtime, make_profile, weights_for
 
 log = logging.getLogger("app")
 ROOT = Path(__file__).resolve().parent
 SHIPPED_PROFILES = ROOT / "assets" / "profiles"
+# Downloads of learned profiles: one unguessable folder per run, never listed for anyone.
 USER_PROFILES = Path(os.environ.get("STEERING_PROFILES_DIR", ROOT / "profiles"))
 MAX_TEXT = 2000
 MANUAL_SLOTS = 5
@@ -39,8 +42,11 @@ KIDS_BEHAVIOUR = "Explain things in a way that children can understand"
 
 _runs: dict[str, object] = {}  # session hash -> running AutoSteer (for Stop)
 _runs_lock = threading.Lock()
-_services: dict[str, AnswerService] = {}
+_services: OrderedDict[str, AnswerService] = OrderedDict()  # profile content key -> service
 _services_lock = threading.Lock()
+MAX_SERVICES = 32
+_catalog: ProfileCatalog | None = None
+_safety = None
 
 
 # ------------------------------------------------------------------ shared helpers
@@ -57,14 +63,30 @@ def feature_index():
         return None
 
 
-def profile_choices() -> list[str]:
-    found = sorted(SHIPPED_PROFILES.glob("*.json")) + sorted(USER_PROFILES.glob("*.json"))
-    return ["(unsteered)"] + [str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in found]
+def catalog() -> ProfileCatalog:
+    """The curated profiles (read once from assets/profiles); learned ones live in each session."""
+    global _catalog
+    if _catalog is None:
+        _catalog = ProfileCatalog(SHIPPED_PROFILES)
+    return _catalog
+
+
+def profile_choices(learned: dict | None = None) -> list[tuple[str, str]]:
+    """(name and one-line description, profile name) for the kids' dropdown: the curated profiles,
+    the unsteered model, and the profiles THIS session learned."""
+    return catalog().choices(learned)
 
 
 def default_profile_choice() -> str:
-    kids = SHIPPED_PROFILES / "kids.json"
-    return str(kids.relative_to(ROOT)) if kids.is_file() else "(unsteered)"
+    return catalog().default()
+
+
+def kids_profiles(learned, current=None):
+    """(dropdown update, the list as JSON) for this session; keeps the current pick if it still exists."""
+    entries = catalog().entries(learned)
+    names = [e.name for e in entries]
+    value = current if current in names else default_profile_choice()
+    return gr.update(choices=[(e.label, e.name) for e in entries], value=value), [e.to_dict() for e in entries]
 
 
 def llm_client(base_url: str, model: str, key: str):
@@ -97,20 +119,36 @@ def features_frame(feats: list[FeatureCandidate], weights: list[float] | None = 
     )
 
 
-EMPTY_PLOT = pd.DataFrame({"epoch": [], "score": [], "series": []})
+EMPTY_PLOT = pd.DataFrame({"epoch": pd.Series([], dtype=int), "score": pd.Series([], dtype=float), "series": pd.Series([], dtype=str)})
+FEATURE_COLUMNS = ["feature", "label", "source", "weight"]
+HELD_COLUMNS = ["condition", "score"]
+
+
+def plot_update(rows: pd.DataFrame):
+    """The score plot, hidden while it has no points (an empty chart draws a '-Infinity' legend)."""
+    return gr.update(value=rows, visible=not rows.empty)
+
+
+def empty_held() -> pd.DataFrame:
+    return pd.DataFrame({c: [] for c in HELD_COLUMNS})
 
 
 # ------------------------------------------------------------------ auto-steer tab
 
 
-def start_autosteer(behavior, prompts_text, epochs, n_features, judge, optimiser, base_url, model, key, threshold=7.0, request: gr.Request = None):
-    """Generator: streams (status, log, plot, features, held-out, profile json, profile file)."""
+def start_autosteer(behavior, prompts_text, epochs, n_features, judge, optimiser, base_url, model, key, threshold=7.0, learned=None,
+                    request: gr.Request = None):
+    """Generator: streams (status, log, plot, features, held-out, profile json, profile file, learned).
+
+    `learned` is this browser session's learned profiles (a gr.State): the finished profile is
+    added there, and nowhere another visitor could see it."""
     sid = request.session_hash if request else "local"
     log_md = ""
+    learned = dict(learned or {})
 
     def out(status, plot=EMPTY_PLOT, feats=None, held=None, prof=None, file=None):
-        return (status, log_md, plot, feats if feats is not None else features_frame([]),
-                held if held is not None else pd.DataFrame({"condition": [], "score": []}), prof, file)
+        return (status, log_md, plot_update(plot), feats if feats is not None else features_frame([]),
+                held if held is not None else empty_held(), prof, file, learned)
 
     prompts = [p.strip() for p in (prompts_text or "").splitlines() if p.strip()]
     try:
@@ -160,19 +198,21 @@ def start_autosteer(behavior, prompts_text, epochs, n_features, judge, optimiser
                 )
                 yield out(progress_html(event.epoch, cfg.epochs, f"Epoch {event.epoch} of {cfg.epochs} done"), pd.DataFrame(rows), feats_df)
                 continue
-            # Final result: held-out check and the saved profile.
-            USER_PROFILES.mkdir(parents=True, exist_ok=True)
-            path = USER_PROFILES / f"{event.profile.name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-            event.profile.save(path)
+            # Final result: held-out check; the profile goes into this session's list and a
+            # private download file.
+            path = private_profile_file(event.profile)
             held = None
             if event.heldout:
                 held = pd.DataFrame({"condition": list(event.heldout.scores), "score": [round(s, 2) for s in event.heldout.scores.values()]})
+            held_score = event.heldout.scores.get(event.profile.mode) if event.heldout else None
+            learned, learned_name = remember(learned, event.profile, held_score)
             verdict = {"threshold": "reached the target score", "epochs": "ran every epoch", "cancelled": "stopped"}.get(
                 event.stopped, f"stopped early: {event.stopped}")
             mode = "with the behaviour as a system prompt too" if event.profile.mode == "prompted_steered" else "steering only"
             free = (f"; {event.profile.free_share:.0%} of the steering is a learned direction that is not an SAE feature"
                     if event.profile.free_share else "")
-            status = progress_html(cfg.epochs, cfg.epochs, f"Done ({verdict}). Answers {mode}{free}. Profile saved: {path.name}")
+            status = progress_html(cfg.epochs, cfg.epochs, f"Done ({verdict}). Answers {mode}{free}. "
+                                   f"Saved for this browser session as {learned_name!r} (download it below).")
             yield out(status, pd.DataFrame(rows) if rows else EMPTY_PLOT, feats_df if feats_df is not None else features_frame(run.features), held,
                       event.profile.to_dict(), str(path))
     except (LLMError, RuntimeError, ValueError) as exc:
@@ -223,11 +263,20 @@ def compare_manual(prompt, *slots):
     return steered.text, plain.text
 
 
-def use_in_kids(profile_file):
-    if not profile_file:
+def private_profile_file(profile: SteeringProfile) -> Path:
+    """A download copy of a learned profile in a fresh unguessable folder (listed nowhere)."""
+    folder = USER_PROFILES / "sessions" / secrets.token_hex(12)
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in profile.name)[:60] or "profile"
+    return profile.save(folder / f"{safe}.json")
+
+
+def use_in_kids(learned):
+    """Pick this session's newest learned profile in the kids' tab."""
+    if not learned:
         return gr.update(), "⚠️ Run auto-steer first: there is no profile yet."
-    rel = str(Path(profile_file).relative_to(ROOT)) if Path(profile_file).is_relative_to(ROOT) else str(profile_file)
-    return gr.update(choices=profile_choices(), value=rel), f"Kids' Q&A now uses {Path(profile_file).name}."
+    name = list(learned)[-1]
+    update, _ = kids_profiles(learned, name)
+    return update, f"Kids' Q&A now uses your profile {name!r}."
 
 
 # ------------------------------------------------------------------ kids' tab
@@ -252,17 +301,46 @@ def store() -> AnswerStore:
     return _store
 
 
-def service_for(choice: str) -> AnswerService:
+def safety():
+    global _safety
+    if _safety is None:
+        _safety = default_safety()
+    return _safety
+
+
+def service_for(entry: ProfileEntry) -> AnswerService:
+    """The answer service for a profile, shared by every session whose profile has the same
+    CONTENT (the key hashes weights, free direction, mode/system prompt and model)."""
+    rt = runtime()
+    prof = entry.profile if entry.profile is not None else blank_profile(rt, UNSTEERED, KIDS_BEHAVIOUR)
+    key = content_key(prof, preset=rt.preset.id)
     with _services_lock:
-        if choice not in _services:
-            rt = runtime()
-            if not choice or choice == "(unsteered)":
-                prof = blank_profile(rt, "unsteered", KIDS_BEHAVIOUR)
-            else:
-                path = Path(choice)
-                prof = load_profile(path if path.is_absolute() else ROOT / path)
-            _services[choice] = AnswerService(rt, prof, default_safety(), store())
-        return _services[choice]
+        svc = _services.get(key)
+        if svc is None:
+            svc = _services[key] = AnswerService(rt, prof, safety(), store())
+            while len(_services) > MAX_SERVICES:
+                _services.popitem(last=False)
+        _services.move_to_end(key)
+        return svc
+
+
+def profile_download(choice, learned):
+    """A download copy of the chosen profile (curated or this session's own); None when unsteered."""
+    try:
+        entry = catalog().resolve(choice, learned)
+    except UnknownProfile:
+        return None
+    if entry.profile is None:
+        return None
+    return str(private_profile_file(entry.profile))
+
+
+def profile_about(choice, learned) -> str:
+    try:
+        entry = catalog().resolve(choice, learned)
+    except UnknownProfile as exc:
+        return f"⚠️ {exc}"
+    return f"**{html.escape(entry.title)}**: {html.escape(entry.description)}"
 
 
 def kids_browse(query, category):
@@ -282,21 +360,28 @@ def answer_card(title: str, side, tone: str) -> str:
     )
 
 
-def kids_answer(question, profile_choice):
-    """(steered html, unsteered html, notice, answer id, recent)."""
+def kids_answer(question, profile_choice, learned=None):
+    """(steered html, unsteered html, notice, answer id, recent).
+
+    `profile_choice` is a profile NAME: a curated one or one this session learned (`learned`,
+    the session's gr.State). Anything else (a path, '..') is refused without opening a file."""
     try:
-        svc = service_for(profile_choice)
+        entry = catalog().resolve(profile_choice, learned)
+        svc = service_for(entry)
         ans = svc.answer(question or "")
+    except UnknownProfile as exc:
+        return "", "", f"⚠️ {exc}", None, recent_md()
     except QuestionError as exc:
         return "", "", f"⚠️ {exc}", None, recent_md()
     except ProfileError as exc:
-        return "", "", f"⚠️ That profile cannot be used: {exc}", None, recent_md()
+        return "", "", f"⚠️ That profile cannot be used with this model: {exc}", None, recent_md()
     if ans.refused:
         card = f'<div class="answer refusal"><h3>💛 Let\'s talk to a grown-up</h3><p>{html.escape(ans.steered.text)}</p></div>'
         return card, "", "🛡️ This question was not answered by the model.", None, recent_md()
     notice = "♻️ Answered before: this is the saved answer." if ans.cached else ""
     return (
-        answer_card(f"Kid-friendly answer ({ans.profile})" if svc.weights else "Answer (no steering profile chosen)", ans.steered, "steered"),
+        answer_card(f"Steered answer ({entry.title})" if entry.profile is not None else "Answer (no steering profile chosen)",
+                    ans.steered, "steered"),
         answer_card("Plain model answer", ans.unsteered, "plain"),
         notice,
         ans.answer_id,
@@ -338,6 +423,9 @@ CSS = """
 def build_app() -> gr.Blocks:
     with gr.Blocks(title="One-prompt SAE steering") as demo:
         gr.Markdown("# One-prompt steering with sparse-autoencoder features")
+        # The profiles THIS browser session learned: name -> {profile, title, description}.
+        # Session state: no other visitor ever sees them.
+        learned = gr.State({})
         with gr.Tab("Auto-steer"):
             gr.Markdown("Describe a behaviour in one line. The app finds SAE features of the model and tunes their weights "
                         "until answers show the behaviour, then checks the result on questions it never saw.")
@@ -361,9 +449,13 @@ def build_app() -> gr.Blocks:
                         stop = gr.Button("Stop", variant="stop", elem_id="stop")
                     status = gr.HTML(elem_id="status")
                 with gr.Column(scale=3):
-                    plot = gr.LinePlot(EMPTY_PLOT, x="epoch", y="score", color="series", title="Score per epoch", y_lim=[0, 10], height=260)
-                    feats = gr.Dataframe(label="Features and current weights", interactive=False)
-                    held = gr.Dataframe(label="Held-out check (mean judge score, 0-10)", interactive=False)
+                    gr.Markdown("*The score per epoch is drawn here once a run starts.*", elem_id="plot-placeholder")
+                    plot = gr.LinePlot(EMPTY_PLOT, x="epoch", y="score", color="series", title="Score per epoch", y_lim=[0, 10], height=260,
+                                       visible=False, elem_id="score-plot")
+                    feats = gr.Dataframe(features_frame([]), headers=FEATURE_COLUMNS, label="Features and current weights", interactive=False,
+                                         elem_id="features-table")
+                    held = gr.Dataframe(empty_held(), headers=HELD_COLUMNS, label="Held-out check (mean judge score, 0-10)", interactive=False,
+                                        elem_id="held-table")
                     with gr.Row():
                         prof_file = gr.File(label="Profile (download)", interactive=False)
                         use_btn = gr.Button("Use in Kids' Q&A")
@@ -373,7 +465,8 @@ def build_app() -> gr.Blocks:
                 with gr.Row():
                     fquery = gr.Textbox(label="Search features", placeholder="dogs and puppies")
                     fbtn = gr.Button("Search")
-                fresults = gr.Dataframe(label="Matching features", interactive=False)
+                fresults = gr.Dataframe(pd.DataFrame({"feature": [], "label": [], "score": []}), headers=["feature", "label", "score"],
+                                        label="Matching features", interactive=False)
                 slots = []
                 for i in range(MANUAL_SLOTS):
                     with gr.Row():
@@ -388,6 +481,10 @@ def build_app() -> gr.Blocks:
         with gr.Tab("Kids' Q&A"):
             gr.Markdown("## 🦉 Ask Owl\nCurious about something? Browse questions other kids asked, or ask your own. "
                         "You'll see a kid-friendly answer next to the plain model's answer.")
+            gr.Markdown("**What is this?** The same small AI model answers every question twice. The *steered* answer "
+                        "(left) is nudged by the profile you pick, for example towards simple words a child can follow; the "
+                        "*plain* answer (right) is the model on its own, so you can compare them. Both are checked for safety "
+                        "before they are shown.", elem_id="kids-about")
             with gr.Row():
                 with gr.Column(scale=2):
                     with gr.Row():
@@ -395,7 +492,13 @@ def build_app() -> gr.Blocks:
                         kcat = gr.Dropdown(["All"], value="All", label="Category")
                     kpick = gr.Radio([], label="Questions", elem_id="kids-questions")
                 with gr.Column(scale=3):
-                    kprofile = gr.Dropdown(profile_choices(), value=default_profile_choice(), label="Steering profile", allow_custom_value=True)
+                    kprofile = gr.Dropdown(profile_choices(), value=default_profile_choice(), label="Steering profile",
+                                           info="Curated profiles, plus the ones you learned on the Auto-steer tab (only you see those)",
+                                           allow_custom_value=True, elem_id="kids-profile")
+                    with gr.Row():
+                        kabout = gr.Markdown(profile_about(default_profile_choice(), None), elem_id="kids-profile-about")
+                        kdownload = gr.DownloadButton("Download this profile", size="sm", elem_id="kids-profile-download")
+                    klist = gr.JSON(visible=False, label="profiles")
                     kask = gr.Textbox(label="Your question", placeholder="Why do cats purr?", elem_id="kids-question")
                     kbtn = gr.Button("Ask", variant="primary", elem_id="kids-ask")
                     knotice = gr.Markdown(elem_id="kids-notice")
@@ -412,12 +515,15 @@ def build_app() -> gr.Blocks:
 
         # -------------------------------------------------------------- events
         start.click(
-            start_autosteer, [behavior, prompts, epochs, n_feats, judge, optim, base_url, model, key, threshold],
-            [status, epoch_log, plot, feats, held, prof_json, prof_file],
+            start_autosteer, [behavior, prompts, epochs, n_feats, judge, optim, base_url, model, key, threshold, learned],
+            [status, epoch_log, plot, feats, held, prof_json, prof_file, learned],
             api_name="autosteer", concurrency_id="generate", concurrency_limit=2,
         )
         stop.click(stop_autosteer, None, status, api_name="stop", queue=False)
-        use_btn.click(use_in_kids, prof_file, [kprofile, status], api_name="use_profile")
+        use_btn.click(use_in_kids, learned, [kprofile, status], api_name="use_profile")
+        # This session's list (curated + its own learned profiles), also readable through the API.
+        learned.change(kids_profiles, [learned, kprofile], [kprofile, klist], api_name="kids_profiles_changed")
+        kprofile.change(profile_about, [kprofile, learned], kabout, api_name="kids_profile_about")
         fbtn.click(search_features, fquery, fresults, api_name="search_features")
         fquery.submit(search_features, fquery, fresults, api_name="search_features_submit")
         mbtn.click(compare_manual, [mprompt, *slots], [msteer, mplain], api_name="compare", concurrency_id="generate", concurrency_limit=2)
@@ -425,9 +531,10 @@ def build_app() -> gr.Blocks:
         kquery.submit(kids_browse, [kquery, kcat], kpick, api_name="kids_search")
         kcat.change(kids_browse, [kquery, kcat], kpick, api_name="kids_category")
         kpick.change(lambda q: q or gr.update(), kpick, kask, api_name="kids_pick")
-        ask_inputs, ask_outputs = [kask, kprofile], [ksteer, kplain, knotice, kid, krecent]
+        ask_inputs, ask_outputs = [kask, kprofile, learned], [ksteer, kplain, knotice, kid, krecent]
         kbtn.click(kids_answer, ask_inputs, ask_outputs, api_name="kids_answer", concurrency_id="generate", concurrency_limit=2)
         kask.submit(kids_answer, ask_inputs, ask_outputs, api_name="kids_answer_submit", concurrency_id="generate", concurrency_limit=2)
+        kdownload.click(profile_download, [kprofile, learned], kdownload, api_name="kids_profile_download")
         vs.click(lambda i: vote(i, "steered"), kid, kvote, api_name="vote_steered")
         vp.click(lambda i: vote(i, "unsteered"), kid, kvote, api_name="vote_unsteered")
 
@@ -436,6 +543,8 @@ def build_app() -> gr.Blocks:
             return gr.update(choices=["All", *categories(ds)]), kids_browse("", "All"), recent_md()
 
         demo.load(on_load, None, [kcat, kpick, krecent], api_name="kids_load")
+        lbtn = gr.Button("List profiles", visible=False)
+        lbtn.click(lambda l: kids_profiles(l)[1], learned, klist, api_name="kids_profiles")
     return demo
 
 

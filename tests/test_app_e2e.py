@@ -48,6 +48,39 @@ def test_autosteer_streams_two_epochs_and_returns_a_valid_profile(client):
         "unsteered", "prompted", "steered", "prompted_steered"}
 
 
+def test_learned_profile_is_listed_for_its_own_session_only(app, client):
+    """After the auto-steer run above, this session lists and can use its profile; another
+    session (a second client) neither sees it nor can use it by name."""
+    from gradio_client import Client
+
+    mine = client.predict(api_name="/kids_profiles")
+    learned = [p for p in mine if p["learned"]]
+    assert learned and learned[-1]["name"].startswith("my-") and "dog" in learned[-1]["title"].lower()
+    assert {"kids", "dog", "(unsteered)"} <= {p["name"] for p in mine}
+    assert all(p["description"] for p in mine)
+    name = learned[-1]["name"]
+    other = Client(app.url, verbose=False)
+    theirs = other.predict(api_name="/kids_profiles")
+    assert not [p for p in theirs if p["learned"]] and name not in {p["name"] for p in theirs}
+    steered, plain, notice, answer_id, _ = other.predict("Why do cats purr?", name, api_name="/kids_answer")
+    assert "no profile with that name" in notice and steered == "" and answer_id is None and name not in notice
+    steered, plain, notice, answer_id, _ = client.predict("Why do cats purr?", name, api_name="/kids_answer")
+    assert "answer steered" in steered and "Mine" in steered and answer_id is not None
+    # The session can download its own profile.
+    path = client.predict(name, api_name="/kids_profile_download")
+    assert json.loads(open(path).read())["behavior"] == "Behave like a dog"
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../../../../etc/hostname", "assets/profiles/kids.json", "/nonexistent/x.json", ".."])
+def test_profile_paths_are_refused_and_reveal_nothing(app, client, name):
+    steered, plain, notice, answer_id, _ = client.predict("Why is the sky blue?", name, api_name="/kids_answer")
+    assert steered == plain == "" and answer_id is None
+    assert "no profile with that name" in notice and "kids" in notice
+    for leak in ("passwd", "hostname", "nonexistent", "not found", "JSON", "exist", "assets/"):
+        assert leak not in notice
+    assert client.predict(name, api_name="/kids_profile_download") is None
+
+
 def test_kids_question_returns_both_answers(client):
     steered, plain, notice, answer_id, recent = client.predict("Why do cats purr?", "(unsteered)", api_name="/kids_answer")
     assert "answer steered" in steered and "Plain model answer" in plain

@@ -31,6 +31,36 @@ def page(tmp_path_factory):
     server.stop()
 
 
+def test_empty_plot_and_tables_are_clean_before_a_run(page):
+    page.locator("#features-table").wait_for(timeout=60_000)
+    text = page.locator("body").inner_text()
+    assert "Infinity" not in text and "NaN" not in text
+    assert page.locator("#score-plot").count() == 0 or not page.locator("#score-plot").is_visible()
+    assert page.locator("#plot-placeholder").is_visible()
+    headers = page.locator("#features-table").inner_text()
+    assert "feature" in headers and "weight" in headers
+    held = page.locator("#held-table").inner_text()
+    assert "condition" in held and "score" in held
+    for table in ("#features-table", "#held-table"):
+        cells = [c.strip() for c in page.locator(f"{table} th").all_inner_texts()]
+        assert not {"1", "2", "3"} & set(cells), cells
+
+
+def test_kids_tab_lists_profiles_by_name_and_explains_the_two_answers(page):
+    page.get_by_role("tab", name="Kids' Q&A").click()
+    about = page.locator("#kids-about")
+    about.wait_for(timeout=30_000)
+    assert "steered" in about.inner_text().lower() and "plain" in about.inner_text().lower()
+    box = page.locator("#kids-profile input")
+    assert "Kid-friendly explainer" in box.input_value() and "assets/" not in box.input_value()
+    box.click()
+    options = page.get_by_role("option").all_inner_texts()
+    assert any("Playful dog" in o for o in options) and not any(".json" in o or "assets/" in o for o in options), options
+    assert all(" — " in o for o in options), options
+    page.keyboard.press("Escape")
+    page.get_by_role("tab", name="Auto-steer").click()
+
+
 def test_autosteer_tab_shows_epoch_one_then_stops(page):
     page.locator("#behavior textarea").fill("Behave like a dog")
     page.locator("#prompts textarea").fill("What is your favourite food?")
