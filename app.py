@@ -20,7 +20,7 @@ import pandas as pd
 
 from quora_kids.profiles import UNSTEERED, ProfileCatalog, ProfileEntry, UnknownProfile, content_key, remember
 from quora_kids.questions import QuestionSearch, categories, load_questions
-from quora_kids.service import AnswerService, QuestionError, default_safety
+from quora_kids.service import AnswerService, Partial, QuestionError, default_safety
 from quora_kids.store import AnswerStore
 from steering.autosteer import AutoSteerConfig, EpochResult, PhaseEvent, ScreenResult, make_autosteer
 from steering.engine import GenerationConfig
@@ -29,6 +29,7 @@ from steering.llm import LLMClient, LLMError
 from steering.models import index_dir
 from steering.profile import ProfileError, SteeringProfile
 from steering.retrieve import FeatureCandidate
+from steering.scheduler import BACKGROUND, INTERACTIVE, iterate_at
 from steering.session import blank_profile, get_runtime, make_profile, weights_for
 
 log = logging.getLogger("app")
@@ -45,6 +46,9 @@ _runs_lock = threading.Lock()
 _services: OrderedDict[str, AnswerService] = OrderedDict()  # profile content key -> service
 _services_lock = threading.Lock()
 MAX_SERVICES = 32
+# Kids' questions wait in the generation scheduler, not in Gradio's queue: the scheduler merges
+# the ones that arrive together into one batch, so Gradio may run many at once.
+KIDS_CONCURRENCY = 16
 _catalog: ProfileCatalog | None = None
 _safety = None
 
@@ -167,7 +171,7 @@ def start_autosteer(behavior, prompts_text, epochs, n_features, judge, optimiser
     rows = []
     feats_df = None
     try:
-        for event in run.run():
+        for event in iterate_at(BACKGROUND, run.run()):  # kids' questions decode first
             if isinstance(event, PhaseEvent):
                 done = 0 if not rows else rows[-1]["epoch"]
                 yield out(progress_html(done, cfg.epochs, f"{event.phase}: {event.message}..."),
@@ -360,33 +364,46 @@ def answer_card(title: str, side, tone: str) -> str:
     )
 
 
+def writing_card(title: str, text: str, tone: str) -> str:
+    """An answer card while the model is still writing it (not yet safety-checked)."""
+    return (f'<div class="answer {tone} writing"><h3>{html.escape(title)}</h3><span class="badge">✍️ writing…</span>'
+            f"<p>{html.escape(text)}</p></div>")
+
+
 def kids_answer(question, profile_choice, learned=None):
-    """(steered html, unsteered html, notice, answer id, recent).
+    """Generator of (steered html, unsteered html, notice, answer id, recent): both cards fill
+    as the model writes them, then show the checked answers (the safety check sees only the
+    finished text and may still replace it).
 
     `profile_choice` is a profile NAME: a curated one or one this session learned (`learned`,
     the session's gr.State). Anything else (a path, '..') is refused without opening a file."""
     try:
         entry = catalog().resolve(profile_choice, learned)
         svc = service_for(entry)
-        ans = svc.answer(question or "")
+        steered_title = f"Steered answer ({entry.title})" if entry.profile is not None else "Answer (no steering profile chosen)"
+        ans = None
+        for item in iterate_at(INTERACTIVE, svc.stream(question or "")):
+            if isinstance(item, Partial):
+                yield (writing_card(steered_title, item.steered, "steered"), writing_card("Plain model answer", item.unsteered, "plain"),
+                       "", None, gr.update())
+            else:
+                ans = item
     except UnknownProfile as exc:
-        return "", "", f"⚠️ {exc}", None, recent_md()
+        yield "", "", f"⚠️ {exc}", None, recent_md()
+        return
     except QuestionError as exc:
-        return "", "", f"⚠️ {exc}", None, recent_md()
+        yield "", "", f"⚠️ {exc}", None, recent_md()
+        return
     except ProfileError as exc:
-        return "", "", f"⚠️ That profile cannot be used with this model: {exc}", None, recent_md()
+        yield "", "", f"⚠️ That profile cannot be used with this model: {exc}", None, recent_md()
+        return
     if ans.refused:
         card = f'<div class="answer refusal"><h3>💛 Let\'s talk to a grown-up</h3><p>{html.escape(ans.steered.text)}</p></div>'
-        return card, "", "🛡️ This question was not answered by the model.", None, recent_md()
+        yield card, "", "🛡️ This question was not answered by the model.", None, recent_md()
+        return
     notice = "♻️ Answered before: this is the saved answer." if ans.cached else ""
-    return (
-        answer_card(f"Steered answer ({entry.title})" if entry.profile is not None else "Answer (no steering profile chosen)",
-                    ans.steered, "steered"),
-        answer_card("Plain model answer", ans.unsteered, "plain"),
-        notice,
-        ans.answer_id,
-        recent_md(),
-    )
+    yield (answer_card(steered_title, ans.steered, "steered"), answer_card("Plain model answer", ans.unsteered, "plain"),
+           notice, ans.answer_id, recent_md())
 
 
 def vote(answer_id, which):
@@ -517,7 +534,7 @@ def build_app() -> gr.Blocks:
         start.click(
             start_autosteer, [behavior, prompts, epochs, n_feats, judge, optim, base_url, model, key, threshold, learned],
             [status, epoch_log, plot, feats, held, prof_json, prof_file, learned],
-            api_name="autosteer", concurrency_id="generate", concurrency_limit=2,
+            api_name="autosteer", concurrency_id="autosteer", concurrency_limit=2,
         )
         stop.click(stop_autosteer, None, status, api_name="stop", queue=False)
         use_btn.click(use_in_kids, learned, [kprofile, status], api_name="use_profile")
@@ -526,14 +543,14 @@ def build_app() -> gr.Blocks:
         kprofile.change(profile_about, [kprofile, learned], kabout, api_name="kids_profile_about")
         fbtn.click(search_features, fquery, fresults, api_name="search_features")
         fquery.submit(search_features, fquery, fresults, api_name="search_features_submit")
-        mbtn.click(compare_manual, [mprompt, *slots], [msteer, mplain], api_name="compare", concurrency_id="generate", concurrency_limit=2)
+        mbtn.click(compare_manual, [mprompt, *slots], [msteer, mplain], api_name="compare", concurrency_id="compare", concurrency_limit=4)
 
         kquery.submit(kids_browse, [kquery, kcat], kpick, api_name="kids_search")
         kcat.change(kids_browse, [kquery, kcat], kpick, api_name="kids_category")
         kpick.change(lambda q: q or gr.update(), kpick, kask, api_name="kids_pick")
         ask_inputs, ask_outputs = [kask, kprofile, learned], [ksteer, kplain, knotice, kid, krecent]
-        kbtn.click(kids_answer, ask_inputs, ask_outputs, api_name="kids_answer", concurrency_id="generate", concurrency_limit=2)
-        kask.submit(kids_answer, ask_inputs, ask_outputs, api_name="kids_answer_submit", concurrency_id="generate", concurrency_limit=2)
+        kbtn.click(kids_answer, ask_inputs, ask_outputs, api_name="kids_answer", concurrency_id="kids", concurrency_limit=KIDS_CONCURRENCY)
+        kask.submit(kids_answer, ask_inputs, ask_outputs, api_name="kids_answer_submit", concurrency_id="kids", concurrency_limit=KIDS_CONCURRENCY)
         kdownload.click(profile_download, [kprofile, learned], kdownload, api_name="kids_profile_download")
         vs.click(lambda i: vote(i, "steered"), kid, kvote, api_name="vote_steered")
         vp.click(lambda i: vote(i, "unsteered"), kid, kvote, api_name="vote_unsteered")

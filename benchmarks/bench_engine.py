@@ -1,85 +1,153 @@
-"""Engine speed on the default model, as ratios measured in one run (these machines are noisy).
+"""Decode speed and agreement: the default decode path beside the fp32 transformers reference,
+measured in one run, interleaved (these machines are noisy: compare the ratios).
 
-    python benchmarks/bench_engine.py [--tokens 64] [--repeats 3]
+    python benchmarks/bench_engine.py [--tokens 64] [--repeats 3] [--agree-prompts 20] [--json]
 
-Prints: cold load time, greedy tokens/s unsteered vs steered (target ratio >= 0.95), one batched
-steered+unsteered pair vs two sequential calls (target <= 0.65), peak resident memory.
+Per path: greedy tokens/s at batch 1 (steered and unsteered), 2 and 8 (steered rows), one batched
+steered+unsteered pair vs two sequential calls, a kids' answer pair (2 x 120 tokens) and one
+auto-steer epoch's generation (3 prompts x 4 candidates x 64 tokens). Then the agreement of the
+default path with the reference: the share of identical greedy tokens over 20 prompts (64 tokens,
+steered), and the perplexity of each path's answers under the fp32 model.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import statistics
 import sys
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from steering.engine import GenerationConfig  # noqa: E402
+from steering.engine import GenerationConfig, SteeringEngine  # noqa: E402
+from steering.session import get_runtime  # noqa: E402
 
-PROMPTS = [
-    "Why is the sky blue?",
-    "How do bees make honey?",
-    "What is a volcano?",
-    "Why do we need to sleep?",
+PROMPTS = ["Why is the sky blue?", "How do bees make honey?", "What is a volcano?", "Why do we need to sleep?"]
+AGREE_PROMPTS = PROMPTS + [
+    "What is a rainbow?", "How do fish breathe underwater?", "Why do cats purr?", "What makes thunder?",
+    "How does a plane fly?", "Why is the sea salty?", "What is a dinosaur?", "How do magnets work?",
+    "Why do leaves change colour?", "What is the moon made of?", "How do we hear sounds?",
+    "Why do we dream?", "What is electricity?", "How do birds know where to fly?", "Why is grass green?",
+    "What is a black hole?",
 ]
+FEATURE = {0: 0.5}
+
+
+def timed_tokens(engine: SteeringEngine, prompts, weights, tokens: int) -> tuple[int, float]:
+    cfg = GenerationConfig(max_new_tokens=tokens, min_new_tokens=tokens)
+    t = time.perf_counter()
+    out = engine.generate(prompts, weights, config=cfg)
+    return sum(len(g.token_ids) for g in out), time.perf_counter() - t
+
+
+def speed(engines: dict[str, SteeringEngine], tokens: int, repeats: int) -> dict[str, dict[str, float]]:
+    """Interleaved timings per path: every figure is a median over repeats x prompts."""
+    runs: dict[str, dict[str, list[float]]] = {name: {} for name in engines}
+
+    def add(name, key, value):
+        runs[name].setdefault(key, []).append(value)
+
+    for _ in range(repeats):
+        for p in PROMPTS:
+            for name, e in engines.items():
+                n, s = timed_tokens(e, [p], [None], tokens)
+                add(name, "tokens_per_s_unsteered", n / s)
+                n, s = timed_tokens(e, [p], [FEATURE], tokens)
+                add(name, "tokens_per_s_steered", n / s)
+                n, pair = timed_tokens(e, [p, p], [FEATURE, None], tokens)
+                add(name, "tokens_per_s_batch2", n / pair)
+                add(name, "batched_pair_over_sequential", pair / (tokens / runs[name]["tokens_per_s_steered"][-1] + tokens / runs[name]["tokens_per_s_unsteered"][-1]))
+        for name, e in engines.items():
+            n, s = timed_tokens(e, PROMPTS * 2, [FEATURE] * 8, tokens)
+            add(name, "tokens_per_s_batch8", n / s)
+            add(name, "kids_pair_s", timed_tokens(e, [PROMPTS[0]] * 2, [FEATURE, None], 120)[1])
+            add(name, "autosteer_epoch_generate_s", timed_tokens(e, PROMPTS[:3] * 4, [FEATURE] * 12, 64)[1])
+    out = {}
+    for name, figs in runs.items():
+        out[name] = {k: round(statistics.median(v), 3 if "over" in k else 2) for k, v in figs.items()}
+        out[name]["steered_over_unsteered"] = round(out[name]["tokens_per_s_steered"] / out[name]["tokens_per_s_unsteered"], 3)
+    return out
+
+
+def answer_nll(engine: SteeringEngine, prompt: str, ids: list[int]) -> tuple[float, int]:
+    """Summed negative log-likelihood of answer tokens `ids` under the fp32 model (no steering)."""
+    enc = engine._encode([prompt], None)
+    full = torch.cat([enc["input_ids"][0], torch.tensor(ids, dtype=torch.long)])[None]
+    with torch.no_grad():
+        logits = engine.model(full).logits[0, enc["input_ids"].shape[1] - 1 : -1].float()
+    return float(torch.nn.functional.cross_entropy(logits, full[0, enc["input_ids"].shape[1] :], reduction="sum")), len(ids)
+
+
+def agreement(default: SteeringEngine, reference: SteeringEngine, n_prompts: int, tokens: int) -> dict[str, float]:
+    prompts = AGREE_PROMPTS[:n_prompts]
+    cfg = GenerationConfig(max_new_tokens=tokens)
+    weights = [FEATURE] * len(prompts)
+    new = default.generate(prompts, weights, config=cfg)
+    ref = reference.generate(prompts, weights, config=cfg)
+    same = total = 0
+    nll = {"default": [0.0, 0], "reference": [0.0, 0]}
+    for p, a, b in zip(prompts, new, ref):
+        total += max(len(a.token_ids), len(b.token_ids))
+        same += sum(x == y for x, y in zip(a.token_ids, b.token_ids))
+        for key, g in (("default", a), ("reference", b)):
+            if g.token_ids:
+                s, n = answer_nll(reference, p, g.token_ids)
+                nll[key][0] += s
+                nll[key][1] += n
+    ppl = {k: math.exp(s / max(n, 1)) for k, (s, n) in nll.items()}
+    return {
+        "identical_token_share": round(same / max(total, 1), 3),
+        "answer_ppl_default": round(ppl["default"], 2),
+        "answer_ppl_reference": round(ppl["reference"], 2),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--agree-prompts", type=int, default=20)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-
-    from steering.session import get_runtime
 
     t0 = time.perf_counter()
     rt = get_runtime()
     load_s = time.perf_counter() - t0
-    engine = rt.engine
-    feature = 0
-    weights = {feature: 0.5}
-    # Every call generates exactly --tokens tokens, so batched and sequential runs do the same work.
-    cfg = GenerationConfig(max_new_tokens=args.tokens, min_new_tokens=args.tokens)
-    engine.generate(["Hello"], config=GenerationConfig(max_new_tokens=4))  # warm-up
-
-    def run(prompts, w):
-        t = time.perf_counter()
-        out = engine.generate(prompts, w, config=cfg)
-        return sum(len(g.token_ids) for g in out), time.perf_counter() - t
-
-    plain_tps, steer_tps, pair_s, seq_s = [], [], [], []
-    for _ in range(args.repeats):
-        for p in PROMPTS:
-            n, s = run([p], [None])
-            plain_tps.append(n / s)
-            n, s = run([p], [weights])
-            steer_tps.append(n / s)
-            _, batched = run([p, p], [weights, None])
-            _, a = run([p], [weights])
-            _, b = run([p], [None])
-            pair_s.append(batched)
-            seq_s.append(a + b)
+    default = rt.engine
+    reference = SteeringEngine(default.model, default.tokenizer, default.basis, default.sae, decode="reference")
+    engines = {"default": default, "reference": reference}
+    for e in engines.values():
+        e.generate(["Hello"], config=GenerationConfig(max_new_tokens=4))  # warm-up
+    figs = speed(engines, args.tokens, args.repeats)
+    d, r = figs["default"], figs["reference"]
     figures = {
         "model": rt.preset.id,
         "sae": rt.sae_ref.id,
+        "decode": default.decode,
         "cold_load_s": round(load_s, 2),
-        "tokens_per_s_unsteered": round(statistics.median(plain_tps), 1),
-        "tokens_per_s_steered": round(statistics.median(steer_tps), 1),
-        "steered_over_unsteered": round(statistics.median(steer_tps) / statistics.median(plain_tps), 3),
-        "batched_pair_over_sequential": round(sum(pair_s) / sum(seq_s), 3),
+        **d,
+        **{f"{k}_reference": v for k, v in r.items()},
+        "speedup_steered_batch1": round(d["tokens_per_s_steered"] / r["tokens_per_s_steered"], 2),
+        "speedup_batch8": round(d["tokens_per_s_batch8"] / r["tokens_per_s_batch8"], 2),
+        **agreement(default, reference, args.agree_prompts, args.tokens),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     if args.json:
         print(json.dumps(figures))
         return
-    for k, v in figures.items():
-        print(f"{k:32s} {v}")
-    print("targets: steered_over_unsteered >= 0.95, batched_pair_over_sequential <= 0.65")
+    print(f"{'':32s} {'default (' + default.decode + ')':>18s} {'reference (fp32)':>18s}")
+    for k, v in d.items():
+        print(f"{k:32s} {v:>18} {r[k]:>18}")
+    for k in ("cold_load_s", "speedup_steered_batch1", "speedup_batch8", "identical_token_share", "answer_ppl_default", "answer_ppl_reference", "peak_rss_mib"):
+        print(f"{k:32s} {figures[k]}")
+    print("targets: steered batch-1 >= 3x the reference (>= 40 tok/s); kids pair <= 4 s; "
+          "steered_over_unsteered >= 0.95; batched_pair_over_sequential <= 0.65")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ regenerated (sampled, new seed) up to `retries` times, then replaced by a safe f
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from steering.engine import GenerationConfig
@@ -40,6 +41,14 @@ class AnswerSide:
             "regenerated": self.regenerated,
             "fallback": self.fallback,
         }
+
+
+@dataclass
+class Partial:
+    """Both answers as written so far (not yet checked)."""
+
+    steered: str
+    unsteered: str
 
 
 @dataclass
@@ -131,24 +140,38 @@ class AnswerService:
         return self.safety.check(text, kind)
 
     def answer(self, question: str, use_cache: bool = True, cancel: threading.Event | None = None) -> Answer:
+        """The finished answer pair (the last item of `stream`)."""
+        for item in self.stream(question, use_cache, cancel, live=False):
+            pass
+        return item
+
+    def stream(self, question: str, use_cache: bool = True, cancel: threading.Event | None = None, live: bool = True) -> Iterator[Partial | Answer]:
+        """`Partial` texts of both answers as they are written (when `live`), then the `Answer`,
+        checked: the safety check sees only finished answers and may still replace them."""
         q = clean_question(question)
         verdict = self._check(q, "question")
         if not verdict.ok:
             text = refusal_for(verdict)
             side = AnswerSide(text, readability(text), SafetyVerdict("ok", checker="refusal"), fallback=True)
-            return Answer(q, self.profile.name, side, side, verdict)
-        if use_cache and self.store is not None:
-            hit = self.store.lookup(q, self.cache_key)
-            if hit is not None:
-                d = hit.details
-                return Answer(
-                    q, self.profile.name, _side_from(hit.steered, d.get("steered", {})), _side_from(hit.unsteered, d.get("unsteered", {})),
-                    verdict, hit.id, cached=True,
-                )
+            yield Answer(q, self.profile.name, side, side, verdict)
+            return
+        if use_cache and self.store is not None and (hit := self.store.lookup(q, self.cache_key)) is not None:
+            d = hit.details
+            yield Answer(q, self.profile.name, _side_from(hit.steered, d.get("steered", {})), _side_from(hit.unsteered, d.get("unsteered", {})),
+                         verdict, hit.id, cached=True)
+            return
         cfg = GenerationConfig(max_new_tokens=self.max_new_tokens)
-        # The steered side answers in the profile's mode (with its system prompt if it says so).
-        steered, unsteered = self.rt.engine.generate([q, q], [self.weights, None], system=[self.system, None], config=cfg, cancel=cancel)
-        sides = [self._checked_side(q, g.text, w, cancel) for g, w in ((steered, self.weights), (unsteered, None))]
+        # One batched generate, two rows: the steered side answers in the profile's mode (with its
+        # system prompt if it says so), the plain side with neither.
+        args = ([q, q], [self.weights, None])
+        kwargs = dict(system=[self.system, None], config=cfg, cancel=cancel)
+        if live:
+            texts = ["", ""]
+            for texts in self.rt.engine.stream(*args, **kwargs):
+                yield Partial(texts[0], texts[1])
+        else:
+            texts = [g.text for g in self.rt.engine.generate(*args, **kwargs)]
+        sides = [self._checked_side(q, t, w, cancel) for t, w in ((texts[0], self.weights), (texts[1], None))]
         ans = Answer(q, self.profile.name, sides[0], sides[1], verdict)
         if self.store is not None and not (cancel is not None and cancel.is_set()):
             ans.answer_id = self.store.save(
@@ -156,7 +179,7 @@ class AnswerService:
                 {"steered": sides[0].to_dict(), "unsteered": sides[1].to_dict(), "question_safety": verdict.to_dict()},
                 profile_key=self.cache_key,
             )
-        return ans
+        yield ans
 
     def _checked_side(self, q: str, text: str, weights, cancel) -> AnswerSide:
         verdict = self._check(text, "answer")

@@ -6,17 +6,19 @@ weight vectors) come out of one `generate` call. Hooks live only for the call th
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import queue
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 
+from .decode import PRECISIONS, DecodeSettings, FastDecoder, supports
 from .models import decoder_layers
+from .scheduler import GenerationScheduler
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +94,6 @@ class Generation:
     token_ids: list[int]
     finish_reason: str  # "eos" | "length" | "cancelled"
     logits: torch.Tensor | None = field(default=None, repr=False)  # (n_new, vocab) when asked
-
-
-class Cancelled(Exception):
-    """Raised by a streaming consumer that wants to stop; generation ends at the next token."""
 
 
 def calibrate_scale(model, tokenizer, layer: int, texts: Sequence[str], factor: float = 1.0) -> float:
@@ -175,12 +173,27 @@ class SteeringEngine:
         >>> steered, plain = engine.generate(["Why is the sky blue?"] * 2, [{123: 0.6}, None])
     """
 
-    def __init__(self, model, tokenizer, basis: SteeringBasis | None, sae=None):
+    def __init__(self, model, tokenizer, basis: SteeringBasis | None, sae=None, decode: str = "reference"):
         self.model = model
         self.tokenizer = tokenizer
         self.basis = basis
         self.sae = sae  # the sae-lens SAE, for reading feature activations (retrieval)
         self.layers = decoder_layers(model)
+        self.fast = self._fast_decoder(decode)
+        self.scheduler: GenerationScheduler | None = None
+        self.decode = self.fast.precision if self.fast is not None else "reference"  # as resolved
+
+    def _fast_decoder(self, decode: str) -> FastDecoder | None:
+        """The packed-weight decoder for `decode` ("int8", "bfloat16", "float32"), or None for
+        "reference" (transformers `generate` with a hook) and for models it does not cover."""
+        if decode == "reference":
+            return None
+        if decode not in PRECISIONS:
+            raise ValueError(f"unknown decode path {decode!r}; choose reference, {', '.join(PRECISIONS)}")
+        if not supports(self.model) or self.model.device.type != "cpu":
+            log.info("fast decoding does not cover this model/device; using transformers generate")
+            return None
+        return FastDecoder(self.model, decode)
 
     @classmethod
     def from_preset(cls, preset=None, device: str = "cpu") -> SteeringEngine:
@@ -255,25 +268,70 @@ class SteeringEngine:
         cancel: threading.Event | None = None,
         _streamer=None,
     ) -> list[Generation]:
-        """Answer each prompt (a user message) with its own feature weights, in one batch."""
+        """Answer each prompt (a user message) with its own feature weights, in one batch.
+
+        With a scheduler attached (the shared runtime has one), the request queues to its worker
+        at the caller's `scheduler.priority` and may share a batch with other callers' rows."""
         config = config or GenerationConfig()
         if not prompts:
             return []
         weights = list(weights) if weights is not None else [None] * len(prompts)
         if len(weights) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(weights)} weight rows")
+        systems = list(system) if isinstance(system, (list, tuple)) else [system] * len(prompts)
+        if len(systems) != len(prompts):
+            raise ValueError("one system prompt per prompt, or one for all")
+        self.steering_vectors(weights)  # fail here, in the caller's thread, on bad weights
+        if self.scheduler is not None and not self.scheduler.on_worker():
+            return self.scheduler.submit(prompts, weights, systems, config, cancel, _streamer).result()
+        return self._generate_now(list(prompts), weights, systems, config, cancel, _streamer)
+
+    def start_scheduler(self, max_rows: int = 24) -> GenerationScheduler:
+        """Route every later `generate`/`stream` through one worker thread (see scheduler.py)."""
+        if self.scheduler is None:
+            self.scheduler = GenerationScheduler(self._generate_now, max_rows=max_rows)
+        return self.scheduler
+
+    def _generate_now(self, prompts: list[str], weights: list, systems: list, config: GenerationConfig, cancel, streamer) -> list[Generation]:
         vectors = self.steering_vectors(weights)
-        enc = self._encode(prompts, system)
-        kwargs = self._generate_kwargs(config, cancel)
+        enc = self._encode(prompts, systems)
         if config.seed is not None:
             torch.manual_seed(config.seed)
+        if self.fast is not None:
+            return self._generate_fast(enc, vectors, config, cancel, streamer)
+        kwargs = self._generate_kwargs(config, cancel)
         with torch.no_grad(), self.steering(vectors):
-            out = self.model.generate(**enc, streamer=_streamer, **kwargs)
+            out = self.model.generate(**enc, streamer=streamer, **kwargs)
         sequences = out.sequences if config.return_logits else out
         logits = torch.stack(out.logits, dim=1) if config.return_logits else None
         new = sequences[:, enc["input_ids"].shape[1] :]
         cancelled = cancel is not None and cancel.is_set()
         return [self._finish(new[i], logits[i] if logits is not None else None, cancelled) for i in range(len(new))]
+
+    def _generate_fast(self, enc, vectors: torch.Tensor, config: GenerationConfig, cancel, streamer) -> list[Generation]:
+        settings = DecodeSettings(
+            max_new_tokens=config.max_new_tokens,
+            eos_id=self.tokenizer.eos_token_id,
+            pad_id=self.tokenizer.pad_token_id,
+            steer=vectors if self.basis is not None and bool(vectors.abs().sum()) else None,
+            layer=self.basis.layer if self.basis is not None else -1,
+            min_new_tokens=config.min_new_tokens,
+            repetition_penalty=config.repetition_penalty,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            cancel=cancel,
+            return_logits=config.return_logits,
+        )
+        if streamer is not None:
+            streamer.put(enc["input_ids"])  # the transformers streamer protocol: the prompt first
+        try:
+            out = self.fast.generate(enc["input_ids"], enc["attention_mask"], settings, streamer.put if streamer is not None else None)
+        finally:
+            if streamer is not None:
+                streamer.end()
+        cancelled = cancel is not None and cancel.is_set()
+        logits = out.logits
+        return [self._finish(out.tokens[i], logits[i] if logits is not None else None, cancelled) for i in range(len(out.tokens))]
 
     def _finish(self, ids: torch.Tensor, logits, cancelled: bool) -> Generation:
         ids_list = ids.tolist()
@@ -311,7 +369,8 @@ class SteeringEngine:
                 result["error"] = exc
                 streamer.end()
 
-        worker = threading.Thread(target=work, daemon=True, name="steering-generate")
+        ctx = contextvars.copy_context()  # the caller's scheduling priority travels with it
+        worker = threading.Thread(target=ctx.run, args=(work,), daemon=True, name="steering-generate")
         worker.start()
         ids: list[list[int]] = [[] for _ in prompts]
         done = [False] * len(prompts)
@@ -331,10 +390,3 @@ class SteeringEngine:
         if "error" in result:
             raise result["error"]
         yield [g.text for g in result["out"]]
-
-
-def timed(fn, *args, **kwargs):
-    """(result, seconds) of one call; used by benchmarks and the autosteer loop."""
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t0

@@ -6,6 +6,7 @@ engine; steering state is per call (see engine.SteeringEngine.steering), never s
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 
@@ -29,6 +30,15 @@ _lock = threading.Lock()
 _runtimes: dict[str, Runtime] = {}
 
 
+DECODE_DEFAULT = "auto"
+
+
+def decode_path() -> str:
+    """How the shared runtime decodes: STEERING_DECODE = int8 (default), bfloat16, float32 (the
+    fast path at full precision) or reference (transformers generate with a hook)."""
+    return os.environ.get("STEERING_DECODE", DECODE_DEFAULT).strip().lower() or DECODE_DEFAULT
+
+
 def get_runtime(preset: str | None = None, device: str = "cpu") -> Runtime:
     """The process-wide runtime for a preset, loaded on first use."""
     p = resolve_preset(preset)
@@ -37,7 +47,8 @@ def get_runtime(preset: str | None = None, device: str = "cpu") -> Runtime:
             model, tok = load_model(p, device)
             sae = load_sae(p, device)
             basis = load_basis(p, sae, model, tok)
-            engine = SteeringEngine(model, tok, basis, sae)
+            engine = SteeringEngine(model, tok, basis, sae, decode=decode_path())
+            engine.start_scheduler()  # one worker decodes for every caller in the process
             _runtimes[p.id] = Runtime(
                 p,
                 engine,

@@ -21,6 +21,13 @@ def raw_greedy(engine: SteeringEngine, prompt: str, n: int) -> list[int]:
     return ids[: ids.index(eos)] if eos in ids else ids
 
 
+@pytest.fixture(params=["reference", "float32"])
+def tiny_engine(request, tiny_model, tiny_tokenizer, tiny_sae):
+    """Every engine behaviour holds on both decode paths: transformers generate with a hook, and
+    the packed-weight fast path at full precision (which must give the very same tokens)."""
+    return SteeringEngine(tiny_model, tiny_tokenizer, SteeringBasis.from_sae(tiny_sae, layer=2, scale=8.0), decode=request.param)
+
+
 def hooks_on(engine: SteeringEngine) -> int:
     return sum(len(layer._forward_hooks) for layer in engine.layers)
 
@@ -112,7 +119,17 @@ def test_two_threads_steering_at_once_do_not_see_each_other(tiny_engine):
             overlap[local.name] += 1
         time.sleep(0.002)
 
-    pre = tiny_engine.layers[0].register_forward_pre_hook(slow)
+    if tiny_engine.fast is None:
+        pre = tiny_engine.layers[0].register_forward_pre_hook(slow)
+    else:  # the fast path calls no modules: slow its forward instead
+        forward = tiny_engine.fast.forward
+
+        def slow_forward(*args):
+            slow(None, None)
+            return forward(*args)
+
+        tiny_engine.fast.forward = slow_forward
+        pre = type("Undo", (), {"remove": lambda self: vars(tiny_engine.fast).pop("forward")})()
     barrier = threading.Barrier(2)
     results = {}
 

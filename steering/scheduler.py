@@ -1,0 +1,160 @@
+"""One worker owns the model's decoding; every generate in the process queues to it.
+
+Requests that wait together and decode alike (same length, sampling settings) are merged into
+one batched generate, each row keeping its own steering vector and system prompt, so eight
+children asking at once cost about one batch, not eight turns. Higher priority goes first:
+kids' questions (INTERACTIVE) before manual compares (NORMAL) before auto-steer epochs
+(BACKGROUND). A caller sets its priority for a block of code with `priority(...)`; the engine's
+`generate` and `stream` then go through the scheduler without changing their signatures.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+INTERACTIVE, NORMAL, BACKGROUND = 0, 1, 2
+_priority: contextvars.ContextVar[int] = contextvars.ContextVar("generation_priority", default=NORMAL)
+
+
+@contextmanager
+def priority(level: int):
+    """Generations started inside this block (in this thread or task) queue at `level`."""
+    token = _priority.set(level)
+    try:
+        yield
+    finally:
+        _priority.reset(token)
+
+
+def current_priority() -> int:
+    return _priority.get()
+
+
+@dataclass
+class Request:
+    prompts: list[str]
+    weights: list
+    systems: list[str | None]
+    config: object  # engine.GenerationConfig
+    cancel: threading.Event | None
+    streamer: object | None  # transformers streamer protocol (put/end) for this request's rows
+    priority: int
+    order: int
+    future: Future = field(default_factory=Future)
+
+    def key(self) -> tuple:
+        """Requests merge only when one decode serves them all exactly as it would serve each."""
+        c = self.config
+        return (c.max_new_tokens, c.min_new_tokens, c.temperature, c.top_p, c.seed, c.repetition_penalty, c.return_logits)
+
+
+class _SplitStreamer:
+    """Hands each merged request its own rows of every decoded step."""
+
+    def __init__(self, parts: list[tuple[Request, slice]]):
+        self.parts = [(r, s) for r, s in parts if r.streamer is not None]
+
+    def put(self, value):
+        for req, rows in self.parts:
+            req.streamer.put(value[rows])  # the prompt ids (B, T) first, then (B,) per step
+
+    def end(self):
+        for req, _ in self.parts:
+            req.streamer.end()
+
+
+class _MergedCancel:
+    """Set when every merged request is cancelled (one leaving early does not stop the others)."""
+
+    def __init__(self, events: list[threading.Event | None]):
+        self.events = events
+
+    def is_set(self) -> bool:
+        return all(e is not None and e.is_set() for e in self.events)
+
+
+class GenerationScheduler:
+    """A worker thread that runs `run(prompts, weights, systems, config, cancel, streamer)` for
+    merged batches of queued requests; `submit` returns a Future of that request's generations."""
+
+    def __init__(self, run, max_rows: int = 24):
+        self._run = run
+        self.max_rows = max_rows
+        self._queue: list[Request] = []
+        self._cond = threading.Condition()
+        self._order = itertools.count()
+        self.batches = 0  # generate calls made (a merged batch counts once)
+        self.worker = threading.Thread(target=self._loop, daemon=True, name="generation-scheduler")
+        self.worker.start()
+
+    def on_worker(self) -> bool:
+        return threading.current_thread() is self.worker
+
+    def submit(self, prompts: Sequence[str], weights: Sequence, systems: Sequence[str | None], config, cancel=None, streamer=None, level: int | None = None) -> Future:
+        req = Request(list(prompts), list(weights), list(systems), config, cancel, streamer,
+                      current_priority() if level is None else level, next(self._order))
+        with self._cond:
+            self._queue.append(req)
+            self._cond.notify()
+        return req.future
+
+    def _take(self) -> list[Request]:
+        """The most urgent request and every waiting one that decodes alike, up to max_rows."""
+        with self._cond:
+            while not self._queue:
+                self._cond.wait()
+            self._queue.sort(key=lambda r: (r.priority, r.order))
+            first = self._queue[0]
+            batch, rows = [], 0
+            for req in list(self._queue):
+                if req.key() == first.key() and (not batch or rows + len(req.prompts) <= self.max_rows):
+                    batch.append(req)
+                    rows += len(req.prompts)
+                    self._queue.remove(req)
+            return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = [r for r in self._take() if r.future.set_running_or_notify_cancel()]
+            if batch:
+                self._serve(batch)
+
+    def _serve(self, batch: list[Request]) -> None:
+        parts, start = [], 0
+        for req in batch:
+            parts.append((req, slice(start, start + len(req.prompts))))
+            start += len(req.prompts)
+        streamer = _SplitStreamer(parts) if any(r.streamer is not None for r in batch) else None
+        cancel = batch[0].cancel if len(batch) == 1 else _MergedCancel([r.cancel for r in batch])
+        try:
+            self.batches += 1
+            out = self._run(
+                [p for r in batch for p in r.prompts], [w for r in batch for w in r.weights],
+                [s for r in batch for s in r.systems], batch[0].config, cancel, streamer,
+            )
+        except BaseException as exc:  # every caller sees the failure of the batch it was in
+            for req in batch:
+                req.future.set_exception(exc)
+            return
+        for req, rows in parts:
+            req.future.set_result(out[rows])
+
+
+def iterate_at(level: int, iterator):
+    """Yield from `iterator`, running each step at priority `level`. For generators that web
+    frameworks resume from different threads (Gradio does), where a `with priority(...)` around
+    the whole loop would not follow them."""
+    iterator = iter(iterator)
+    while True:
+        with priority(level):
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+        yield item

@@ -1,0 +1,111 @@
+"""The packed-weight decoder (steering/decode.py) against transformers on the tiny random Llama."""
+
+import pytest
+import torch
+
+from steering.decode import PRECISIONS, FastDecoder, supports
+from steering.engine import GenerationConfig, SteeringBasis, SteeringEngine
+
+PROMPTS = ["Why is the sky blue?", "Dogs like bones and walks. Why?", "Plants?"]  # different lengths: left padding
+
+
+def engine(model, tok, sae, decode):
+    return SteeringEngine(model, tok, SteeringBasis.from_sae(sae, layer=2, scale=8.0), decode=decode)
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.1])
+def test_full_precision_fast_path_gives_the_reference_tokens_for_padded_steered_batches(tiny_model, tiny_tokenizer, tiny_sae, penalty):
+    cfg = GenerationConfig(max_new_tokens=16, repetition_penalty=penalty)
+    weights = [{5: 1.0}, None, {9: -0.7, 3: 0.4}]
+    ref = engine(tiny_model, tiny_tokenizer, tiny_sae, "reference").generate(PROMPTS, weights, config=cfg)
+    fast = engine(tiny_model, tiny_tokenizer, tiny_sae, "float32").generate(PROMPTS, weights, config=cfg)
+    assert [g.token_ids for g in fast] == [g.token_ids for g in ref]
+    assert [g.finish_reason for g in fast] == [g.finish_reason for g in ref]
+    assert ref[0].token_ids != ref[1].token_ids or ref[0].text != ""  # the batch is not trivially empty
+
+
+def test_fast_path_logits_match_the_reference_logits(tiny_model, tiny_tokenizer, tiny_sae):
+    cfg = GenerationConfig(max_new_tokens=6, repetition_penalty=1.0, min_new_tokens=6, return_logits=True)
+    ref = engine(tiny_model, tiny_tokenizer, tiny_sae, "reference").generate(PROMPTS[:2], [{5: 1.0}, None], config=cfg)
+    fast = engine(tiny_model, tiny_tokenizer, tiny_sae, "float32").generate(PROMPTS[:2], [{5: 1.0}, None], config=cfg)
+    for r, f in zip(ref, fast):
+        assert f.logits.shape == r.logits.shape
+        torch.testing.assert_close(f.logits, r.logits, atol=1e-4, rtol=1e-4)
+
+
+def test_min_new_tokens_holds_back_eos(tiny_model, tiny_tokenizer, tiny_sae):
+    e = engine(tiny_model, tiny_tokenizer, tiny_sae, "float32")
+    [g] = e.generate([PROMPTS[0]], config=GenerationConfig(max_new_tokens=20, min_new_tokens=20))
+    assert len(g.token_ids) == 20 and g.finish_reason == "length"
+
+
+@pytest.mark.parametrize("precision", ["int4", "bfloat16"])
+def test_low_precision_paths_stay_close_to_full_precision(tiny_model, tiny_tokenizer, tiny_sae, precision):
+    cfg = GenerationConfig(max_new_tokens=5, min_new_tokens=5, repetition_penalty=1.0, return_logits=True)
+    full = engine(tiny_model, tiny_tokenizer, tiny_sae, "float32").generate(PROMPTS[:1], [{5: 1.0}], config=cfg)[0]
+    low = engine(tiny_model, tiny_tokenizer, tiny_sae, precision).generate(PROMPTS[:1], [{5: 1.0}], config=cfg)[0]
+    # Same first token (same prompt, no sampled history yet) and logits within a few percent.
+    assert low.token_ids[0] == full.token_ids[0]
+    first_err = (low.logits[0] - full.logits[0]).abs().max() / full.logits[0].abs().max()
+    assert first_err < 0.05
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_rows_do_not_steer_each_other(tiny_model, tiny_tokenizer, tiny_sae, precision):
+    e = engine(tiny_model, tiny_tokenizer, tiny_sae, precision)
+    cfg = GenerationConfig(max_new_tokens=10)
+    steered, plain = e.generate([PROMPTS[0]] * 2, [{5: 1.0}, None], config=cfg)
+    [alone] = e.generate([PROMPTS[0]], [None], config=cfg)
+    assert plain.token_ids == alone.token_ids
+    assert steered.token_ids != plain.token_ids
+
+
+def test_unknown_decode_path_is_a_clear_error(tiny_model, tiny_tokenizer, tiny_sae):
+    with pytest.raises(ValueError, match="unknown decode path"):
+        engine(tiny_model, tiny_tokenizer, tiny_sae, "fp4")
+
+
+def test_auto_precision_is_int4_only_for_weights_that_are_4_bit_blocks_already(tiny_tokenizer):
+    from conftest import build_model
+
+    from steering.decode import GROUP, int4_error, resolve_precision
+
+    model = build_model(len(tiny_tokenizer))
+    assert resolve_precision(model, "auto") == "bfloat16"  # random fp32 weights
+    with torch.no_grad():  # snap every linear weight to Q4_1-style blocks, as a GGUF conversion does
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear) and m.weight.shape[1] % GROUP == 0:
+                n, k = m.weight.shape
+                b = m.weight.reshape(n, k // GROUP, GROUP)
+                lo, hi = b.amin(-1, keepdim=True), b.amax(-1, keepdim=True)
+                d = (hi - lo) / 15
+                m.weight.copy_((((b - lo) / d).round() * d + lo).reshape(n, k))
+    assert int4_error(model.model.layers[0].mlp.down_proj.weight) < 1e-6
+    assert resolve_precision(model, "auto") == "int4"
+
+
+def test_rescoring_makes_the_low_precision_head_exact_for_the_best_tokens(tiny_model, tiny_tokenizer, tiny_sae):
+    from steering.decode import DecodeSettings
+
+    fast = FastDecoder(tiny_model, "bfloat16")
+    h = torch.randn(3, tiny_model.config.hidden_size)
+    settings = DecodeSettings(max_new_tokens=1, eos_id=2, pad_id=2, repetition_penalty=1.1)
+    seen = torch.zeros(3, tiny_model.config.vocab_size, dtype=torch.bool)
+    seen[:, :50] = True
+    got = fast.logits(h, settings, seen)
+    exact = h @ tiny_model.lm_head.weight.detach().T
+    best = settings.penalise(exact, seen).topk(5).indices
+    torch.testing.assert_close(got.gather(1, best), exact.gather(1, best), atol=1e-5, rtol=1e-5)
+    assert settings.penalise(got, seen).argmax(-1).tolist() == settings.penalise(exact, seen).argmax(-1).tolist()
+
+
+def test_models_other_than_llama_fall_back_to_the_reference_path(tiny_tokenizer, tiny_sae):
+    from conftest import build_model
+
+    biased = build_model(len(tiny_tokenizer), mlp_bias=True)
+    assert not supports(biased)
+    with pytest.raises(ValueError, match="Llama-style"):
+        FastDecoder(biased)
+    e = engine(biased, tiny_tokenizer, tiny_sae, "auto")
+    assert e.fast is None
+    assert e.generate([PROMPTS[0]], config=GenerationConfig(max_new_tokens=4))[0].finish_reason in ("eos", "length")
