@@ -66,7 +66,7 @@ run: setup
 	$(PY) app.py
 
 test: setup system-deps
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs -n 2 --dist loadfile --durations=15
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not model and not e2e and not browser"

@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -49,6 +50,7 @@ MAX_SERVICES = 32
 # Kids' questions wait in the generation scheduler, not in Gradio's queue: the scheduler merges
 # the ones that arrive together into one batch, so Gradio may run many at once.
 KIDS_CONCURRENCY = 16
+STREAM_EVERY_S = 0.2  # partial answers are sent at most this often (each update costs the server CPU)
 _catalog: ProfileCatalog | None = None
 _safety = None
 
@@ -381,9 +383,12 @@ def kids_answer(question, profile_choice, learned=None):
         entry = catalog().resolve(profile_choice, learned)
         svc = service_for(entry)
         steered_title = f"Steered answer ({entry.title})" if entry.profile is not None else "Answer (no steering profile chosen)"
-        ans = None
+        ans, shown = None, 0.0
         for item in iterate_at(INTERACTIVE, svc.stream(question or "")):
             if isinstance(item, Partial):
+                if time.monotonic() - shown < STREAM_EVERY_S:
+                    continue
+                shown = time.monotonic()
                 yield (writing_card(steered_title, item.steered, "steered"), writing_card("Plain model answer", item.unsteered, "plain"),
                        "", None, gr.update())
             else:

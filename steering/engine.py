@@ -18,7 +18,7 @@ import torch
 
 from .decode import PRECISIONS, DecodeSettings, FastDecoder, supports
 from .models import decoder_layers
-from .scheduler import GenerationScheduler
+from .scheduler import BACKGROUND, GenerationScheduler, current_priority
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class SteeringEngine:
     """A model, its tokenizer and a steering basis; generates with per-row feature weights.
 
     Example:
-        >>> engine = SteeringEngine.from_preset()                   # offline default
+        >>> engine = steering.session.get_runtime().engine          # the offline default, shared
         >>> steered, plain = engine.generate(["Why is the sky blue?"] * 2, [{123: 0.6}, None])
     """
 
@@ -194,12 +194,6 @@ class SteeringEngine:
             log.info("fast decoding does not cover this model/device; using transformers generate")
             return None
         return FastDecoder(self.model, decode)
-
-    @classmethod
-    def from_preset(cls, preset=None, device: str = "cpu") -> SteeringEngine:
-        from .session import get_runtime
-
-        return get_runtime(preset, device).engine
 
     # ------------------------------------------------------------------ steering
 
@@ -283,10 +277,18 @@ class SteeringEngine:
             raise ValueError("one system prompt per prompt, or one for all")
         self.steering_vectors(weights)  # fail here, in the caller's thread, on bad weights
         if self.scheduler is not None and not self.scheduler.on_worker():
-            return self.scheduler.submit(prompts, weights, systems, config, cancel, _streamer).result()
+            # Big requests (screening 30 candidates) go in chunks, so a child's question can be
+            # decoded between two chunks instead of after all of them.
+            step = len(prompts) if _streamer is not None else self.scheduler.max_rows
+            futures = [self.scheduler.submit(prompts[i : i + step], weights[i : i + step], systems[i : i + step], config, cancel, _streamer)
+                       for i in range(0, len(prompts), step)]
+            out = [g for f in futures for g in f.result()]
+            if current_priority() == BACKGROUND:  # what follows (judging, gradients) waits for the kids
+                self.scheduler.wait_quiet(BACKGROUND)
+            return out
         return self._generate_now(list(prompts), weights, systems, config, cancel, _streamer)
 
-    def start_scheduler(self, max_rows: int = 24) -> GenerationScheduler:
+    def start_scheduler(self, max_rows: int = 16) -> GenerationScheduler:
         """Route every later `generate`/`stream` through one worker thread (see scheduler.py)."""
         if self.scheduler is None:
             self.scheduler = GenerationScheduler(self._generate_now, max_rows=max_rows)

@@ -83,13 +83,14 @@ class GenerationScheduler:
     """A worker thread that runs `run(prompts, weights, systems, config, cancel, streamer)` for
     merged batches of queued requests; `submit` returns a Future of that request's generations."""
 
-    def __init__(self, run, max_rows: int = 24):
+    def __init__(self, run, max_rows: int = 16):
         self._run = run
         self.max_rows = max_rows
         self._queue: list[Request] = []
         self._cond = threading.Condition()
         self._order = itertools.count()
         self.batches = 0  # generate calls made (a merged batch counts once)
+        self._running: list[int] = []  # priorities of the batch being decoded
         self.worker = threading.Thread(target=self._loop, daemon=True, name="generation-scheduler")
         self.worker.start()
 
@@ -101,7 +102,7 @@ class GenerationScheduler:
                       current_priority() if level is None else level, next(self._order))
         with self._cond:
             self._queue.append(req)
-            self._cond.notify()
+            self._cond.notify_all()  # the worker and any background work waiting for quiet
         return req.future
 
     def _take(self) -> list[Request]:
@@ -117,7 +118,18 @@ class GenerationScheduler:
                     batch.append(req)
                     rows += len(req.prompts)
                     self._queue.remove(req)
+            self._running = [r.priority for r in batch]
             return batch
+
+    def wait_quiet(self, level: int, timeout: float = 60.0) -> bool:
+        """Block while requests more urgent than `level` are queued or decoding (up to `timeout`
+        seconds). Background work calls this before its own CPU-heavy steps (judging, gradients),
+        so it does not compete with a child's answer for the cores. True if it became quiet."""
+        def quiet():
+            return all(p >= level for p in self._running) and all(r.priority >= level for r in self._queue)
+
+        with self._cond:
+            return self._cond.wait_for(quiet, timeout)
 
     def _loop(self) -> None:
         while True:
@@ -142,6 +154,10 @@ class GenerationScheduler:
             for req in batch:
                 req.future.set_exception(exc)
             return
+        finally:
+            with self._cond:
+                self._running = []
+                self._cond.notify_all()
         for req, rows in parts:
             req.future.set_result(out[rows])
 

@@ -81,8 +81,20 @@ def test_kids_tab_answers_a_question_with_two_answers(page):
     page.get_by_role("tab", name="Kids' Q&A").click()
     page.locator("#kids-question textarea").fill("Why is the sky blue?")
     page.locator("#kids-ask").click()
-    page.locator("#kids-steered .badge").wait_for(timeout=300_000)
-    page.locator("#kids-plain").get_by_text("Plain model answer").wait_for(timeout=60_000)
-    assert page.locator("#kids-steered .badge").inner_text().startswith("📖")
+    # Both cards show their first words while the model is still writing...
+    page.wait_for_function(
+        """() => ['#kids-steered', '#kids-plain'].every(id => {
+              const p = document.querySelector(id + ' .writing p');
+              return p && p.textContent.trim().length > 0; })""",
+        timeout=300_000,
+    )
+    partial = page.locator("#kids-steered .writing p").inner_text()
+    # ...then the checked answers replace them, with their reading-level badges.
+    final_badge = page.locator("#kids-steered .answer:not(.writing) .badge")
+    final_badge.wait_for(timeout=120_000)
+    page.locator("#kids-plain .answer:not(.writing)").get_by_text("Plain model answer").wait_for(timeout=60_000)
+    assert final_badge.inner_text().startswith("📖")
+    final = page.locator("#kids-steered .answer p").first.inner_text()
+    assert len(final) >= len(partial) and final.startswith(partial[: max(1, len(partial) // 2)])
     if SHOTS:
         page.screenshot(path=str(SHOTS / "kids.png"), full_page=True)

@@ -91,9 +91,13 @@ def test_exported_checkpoint_matches_hooked_default_model(rt, tmp_path):
     assert (out / "README.md").read_text().count("vllm serve") == 1
     plain = AutoModelForCausalLM.from_pretrained(out).eval()
     prompt = "Why is the sky blue?"
-    [hooked] = rt.engine.generate([prompt], [prof.weights()], config=GenerationConfig(max_new_tokens=20, repetition_penalty=1.0, return_logits=True))
+    from steering.engine import SteeringEngine
+
+    # Token for token against the fp32 hooked path (the default decode path is int4; docs/decoding.md).
+    reference = SteeringEngine(rt.engine.model, rt.engine.tokenizer, rt.engine.basis, decode="reference")
+    [hooked] = reference.generate([prompt], [prof.weights()], config=GenerationConfig(max_new_tokens=20, repetition_penalty=1.0, return_logits=True))
     enc = rt.engine._encode([prompt], None)
-    res = plain.generate(**enc, max_new_tokens=20, do_sample=False, output_logits=True, return_dict_in_generate=True, pad_token_id=rt.engine.tokenizer.pad_token_id)
+    res = plain.generate(**enc, max_new_tokens=20, do_sample=False, repetition_penalty=1.0, output_logits=True, return_dict_in_generate=True, pad_token_id=rt.engine.tokenizer.pad_token_id)
     new = res.sequences[0, enc["input_ids"].shape[1]:].tolist()
     assert new[: len(hooked.token_ids)] == hooked.token_ids
     assert torch.allclose(torch.stack(res.logits, 1)[0, : len(hooked.token_ids)], hooked.logits, atol=1e-3)

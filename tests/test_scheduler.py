@@ -138,3 +138,13 @@ def test_bad_weights_fail_in_the_callers_thread_without_reaching_the_worker(sche
     with pytest.raises(IndexError, match="out of range"):
         engine.generate(["x"], [{10**6: 1.0}], config=CFG)
     assert engine.scheduler.batches == 0
+
+
+def test_big_requests_go_in_chunks_so_others_can_cut_in(scheduled):
+    engine, solo = scheduled
+    engine.scheduler.max_rows = 2
+    prompts = ["Why is the sky blue?", "Plants?", "Dogs like bones and walks. Why?", "Why?", "Sky?"]
+    weights = [{5: 1.0}, None, {9: -0.5}, None, {3: 0.7}]
+    out = engine.generate(prompts, weights, config=CFG)
+    assert engine.scheduler.batches == 3
+    assert [g.token_ids for g in out] == [solo.generate([p], [w], config=CFG)[0].token_ids for p, w in zip(prompts, weights)]

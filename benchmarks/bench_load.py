@@ -1,0 +1,158 @@
+"""The kids' site under load: a real app server, real HTTP clients (gradio_client).
+
+    python benchmarks/bench_load.py [--clients 8] [--questions-per-client 3] [--no-autosteer] [--json]
+
+1. Idle: questions asked one at a time: time to the first visible words of the streamed answers
+   (target <= 2 s) and to the finished, checked pair.
+2. Load: `--clients` kids' clients ask questions back to back while one auto-steer run (6 epochs)
+   works in the background. Prints p50/p95 time to a finished kids' answer, its ratio to the idle
+   median (target p95 <= 3x), answers per minute, and failed requests (target 0).
+
+Every question is distinct and the answer database starts empty, so nothing is served from cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from app_server import AppServer  # noqa: E402
+
+PROFILE = "kids"
+
+
+def questions() -> list[str]:
+    qs = [q.strip() for q in (ROOT / "assets/questions/eval_questions.txt").read_text().splitlines() if q.strip()]
+    for line in (ROOT / "assets/questions/kids_questions.jsonl").read_text().splitlines():
+        q = json.loads(line).get("question", "").strip()
+        if q and q not in qs:
+            qs.append(q)
+    return qs
+
+
+def card_text(html: str) -> str:
+    m = re.search(r"<p>(.*?)</p>", html or "", re.S)
+    return m.group(1).strip() if m else ""
+
+
+def ask(client, question: str) -> dict:
+    """One streamed kids' answer: seconds to the first words and to the finished pair."""
+    t0 = time.perf_counter()
+    first = None
+    job = client.submit(question, PROFILE, api_name="/kids_answer")
+    for out in job:
+        if first is None and (card_text(out[0]) or card_text(out[1])):
+            first = time.perf_counter() - t0
+    steered, plain, notice, *_ = job.result()
+    done = time.perf_counter() - t0
+    ok = bool(card_text(steered)) and "⚠️" not in (notice or "")
+    return {"question": question, "first_words_s": first if first is not None else done, "done_s": done, "ok": ok}
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def run_load(url: str, qs: list[str], clients: int, per_client: int, autosteer: bool) -> dict:
+    from gradio_client import Client
+
+    results, errors = [], []
+    lock = threading.Lock()
+    auto = {}
+
+    def kid(i: int):
+        c = Client(url, verbose=False)
+        for q in qs[i * per_client:(i + 1) * per_client]:
+            try:
+                r = ask(c, q)
+            except Exception as exc:  # counted, not raised: the figure is how many fail
+                with lock:
+                    errors.append(f"{q}: {exc}")
+                continue
+            with lock:
+                (results if r["ok"] else errors).append(r if r["ok"] else f"{q}: not answered")
+
+    def steer():
+        c = Client(url, verbose=False)
+        t = time.perf_counter()
+        job = c.submit("Behave like a dog", "What is your favourite food?\nHow was your day?\nTell me about your family.",
+                       6, 6, "metric", "numeric", "", "", "", 10, api_name="/autosteer")
+        job.result()
+        auto["seconds"] = time.perf_counter() - t
+
+    bg = threading.Thread(target=steer) if autosteer else None
+    if bg:
+        bg.start()
+        time.sleep(20)  # let it reach the epochs (retrieval and screening come first)
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=kid, args=(i,)) for i in range(clients)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    wall = time.perf_counter() - t0
+    if bg:
+        bg.join()
+    done = [r["done_s"] for r in results]
+    return {
+        "answers": len(results),
+        "failed": len(errors),
+        "errors": errors[:5],
+        "p50_done_s": round(statistics.median(done), 2) if done else None,
+        "p95_done_s": round(pct(done, 0.95), 2) if done else None,
+        "p50_first_words_s": round(statistics.median(r["first_words_s"] for r in results), 2) if results else None,
+        "answers_per_min": round(60 * len(results) / wall, 1),
+        "autosteer_s": round(auto.get("seconds", 0), 1) if autosteer else None,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--questions-per-client", type=int, default=3)
+    ap.add_argument("--idle", type=int, default=4, help="questions asked one at a time first")
+    ap.add_argument("--no-autosteer", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    from gradio_client import Client
+
+    qs = questions()
+    need = args.idle + args.clients * args.questions_per_client
+    if len(qs) < need:
+        sys.exit(f"only {len(qs)} distinct questions; ask for fewer")
+    with tempfile.TemporaryDirectory() as tmp:
+        server = AppServer(Path(tmp)).wait()
+        try:
+            c = Client(server.url, verbose=False)
+            ask(c, "What is a warm-up question?")  # loads the profile's service
+            idle = [ask(c, q) for q in qs[: args.idle]]
+            load = run_load(server.url, qs[args.idle:], args.clients, args.questions_per_client, not args.no_autosteer)
+        finally:
+            server.stop()
+    idle_done = statistics.median(r["done_s"] for r in idle)
+    figures = {
+        "idle_first_words_s": round(statistics.median(r["first_words_s"] for r in idle), 2),
+        "idle_done_s": round(idle_done, 2),
+        **{f"load_{k}": v for k, v in load.items()},
+        "load_p95_over_idle": round(load["p95_done_s"] / idle_done, 2) if load["p95_done_s"] else None,
+        "clients": args.clients,
+    }
+    if args.json:
+        print(json.dumps(figures))
+        return
+    for k, v in figures.items():
+        print(f"{k:28s} {v}")
+    print("targets: idle_first_words_s <= 2; load_p95_over_idle <= 3; load_failed == 0")
+
+
+if __name__ == "__main__":
+    main()
