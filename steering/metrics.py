@@ -14,23 +14,40 @@ import torch
 import torch.nn.functional as F
 
 
+PPL_BATCH = 8  # answers scored per forward pass (right-padded; logits of 8 x ~150 tokens ~ 240 MB)
+
+
 def perplexities(engine, prompts: Sequence[str], answers: Sequence[str], system: str | None = None) -> list[float]:
     """Perplexity of each answer given its prompt (chat template), under the model with no steering.
 
-    An empty answer has no tokens to score: it gets +inf (the worst fluency).
+    Answers are scored PPL_BATCH at a time, right-padded (the same values as one at a time: each
+    row's real tokens sit at positions 0..n-1). An empty answer has no tokens to score: +inf.
     """
-    out = []
+    rows = []
     for prompt, answer in zip(prompts, answers):
-        ctx = engine.chat_prompt(prompt, system)
-        ctx_ids = engine.tokenizer(ctx, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        ans_ids = engine.tokenizer(answer, add_special_tokens=False, return_tensors="pt")["input_ids"][:, :256]
-        if ans_ids.shape[1] == 0:
+        ctx = engine.tokenizer(engine.chat_prompt(prompt, system), add_special_tokens=False)["input_ids"]
+        rows.append((ctx, engine.tokenizer(answer, add_special_tokens=False)["input_ids"][:256]))
+    out = []
+    for start in range(0, len(rows), PPL_BATCH):
+        out += _batch_perplexities(engine, rows[start : start + PPL_BATCH])
+    return out
+
+
+def _batch_perplexities(engine, rows: list[tuple[list[int], list[int]]]) -> list[float]:
+    width = max(len(c) + len(a) for c, a in rows)
+    ids = torch.full((len(rows), width), engine.tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, (c, a) in enumerate(rows):
+        ids[i, : len(c) + len(a)] = torch.tensor(c + a)
+        mask[i, : len(c) + len(a)] = 1
+    with torch.no_grad():
+        logits = engine.model(input_ids=ids.to(engine.model.device), attention_mask=mask.to(engine.model.device)).logits
+    out = []
+    for i, (c, a) in enumerate(rows):
+        if not a:
             out.append(math.inf)
             continue
-        ids = torch.cat([ctx_ids, ans_ids], dim=1).to(engine.model.device)
-        with torch.no_grad():
-            logits = engine.model(ids).logits[0, ctx_ids.shape[1] - 1 : -1]
-        nll = F.cross_entropy(logits.float(), ans_ids[0].to(logits.device))
+        nll = F.cross_entropy(logits[i, len(c) - 1 : len(c) + len(a) - 1].float(), torch.tensor(a, device=logits.device))
         out.append(float(torch.exp(nll)))
     return out
 

@@ -36,3 +36,19 @@ def test_readability_offline_grades_simple_text_lower():
     hard = "Photosynthesis constitutes the biochemical transformation of electromagnetic radiation into chemical energy."
     assert readability("The cat sat on the mat. It was warm.").grade < readability(hard).grade
     assert readability("").words == 0
+
+
+def test_batched_perplexities_equal_one_at_a_time(tiny_engine, monkeypatch):
+    import math
+
+    from steering import metrics
+
+    prompts = ["Why is the sky blue?", "Dogs?", "Plants?"]
+    answers = ["The sky is blue because of the light.", "", "Plants need water and sunlight to grow and dogs like bones."]
+    batched = metrics.perplexities(tiny_engine, prompts, answers, system="Be brief.")
+    monkeypatch.setattr(metrics, "PPL_BATCH", 1)
+    single = metrics.perplexities(tiny_engine, prompts, answers, system="Be brief.")
+    assert math.isinf(batched[1]) and math.isinf(single[1])
+    for b, s in zip(batched, single):
+        if not math.isinf(s):
+            assert abs(b - s) / s < 1e-4
