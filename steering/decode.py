@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 
 PRECISIONS = ("auto", "int4", "bfloat16", "float32")
-# The int4 kernel streams 4x fewer weight bytes than bfloat16 but dequantizes per row: beyond
-# about this many rows (a prompt's prefill, a batch of 16) the bfloat16 copy is faster.
-INT4_MAX_ROWS = 8
+# The int4 and int8 kernels stream 2-4x fewer weight bytes than bfloat16 but dequantize per row:
+# beyond about this many rows (a prompt's prefill, a batch of 16) a bfloat16 copy is faster.
+PACKED_MAX_ROWS = 8
 RESCORE = 32  # candidates whose logits are recomputed exactly at each step (low-precision paths)
 
 
@@ -88,7 +88,6 @@ class _Linear:
         if precision == "int4":
             self.w, sz = _int4_pack(w)
             self.scale_zero = sz.to(torch.bfloat16)
-            self.w16 = w.to(torch.bfloat16).contiguous()  # for many rows (prompts, big batches)
         elif precision == "int8":
             scale = w.abs().amax(dim=1).clamp_min(1e-8) / 127.0
             self.w = (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous()
@@ -97,11 +96,13 @@ class _Linear:
             self.w = w.to(torch.bfloat16).contiguous()
         else:
             self.w = weight.detach()
+        if precision in ("int4", "int8"):
+            self.w16 = w.to(torch.bfloat16).contiguous()  # for many rows (prompts, big batches)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
-        if self.precision == "int4" and flat.shape[0] > INT4_MAX_ROWS:
+        if self.precision in ("int4", "int8") and flat.shape[0] > PACKED_MAX_ROWS:
             out = F.linear(flat.to(torch.bfloat16), self.w16)
         elif self.precision == "int4":
             out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat.to(torch.bfloat16), self.w, GROUP, self.scale_zero)
@@ -155,7 +156,6 @@ class FastDecoder:
         # RESCORE candidates exactly from the fp32 rows: the head's error never picks a token.
         self.head_exact = model.lm_head.weight.detach()
         self.lm_head = _Linear(self.head_exact, "float32" if precision == "float32" else "int8")
-        self.lm_head_wide = _Linear(self.head_exact, "bfloat16") if precision != "float32" else self.lm_head
         self.layers = [self._pack(layer, precision) for layer in model.model.layers]
 
     @staticmethod
@@ -221,7 +221,7 @@ class FastDecoder:
     def logits(self, h: torch.Tensor, settings: DecodeSettings, seen: torch.Tensor) -> torch.Tensor:
         """(B, V) logits of final hidden states `h` (B, d); on low-precision paths exact for the
         RESCORE tokens that score best after the repetition penalty, approximate elsewhere."""
-        approx = (self.lm_head if h.shape[0] <= INT4_MAX_ROWS else self.lm_head_wide)(h)  # int8 kernel: few rows only
+        approx = self.lm_head(h)
         if self.lm_head.precision == "float32":
             return approx
         cand = settings.penalise(approx, seen).topk(RESCORE, dim=-1).indices  # (B, K)

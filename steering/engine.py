@@ -165,6 +165,14 @@ class _QueueStreamer:
         self.q.put(None)
 
 
+def _per_row(system: str | Sequence[str | None] | None, rows: int) -> list[str | None]:
+    """One system prompt per row: a list as given, or one prompt (or None) for every row."""
+    systems = list(system) if isinstance(system, (list, tuple)) else [system] * rows
+    if len(systems) != rows:
+        raise ValueError("one system prompt per prompt, or one for all")
+    return systems
+
+
 class SteeringEngine:
     """A model, its tokenizer and a steering basis; generates with per-row feature weights.
 
@@ -223,9 +231,7 @@ class SteeringEngine:
         return self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
 
     def _encode(self, prompts: Sequence[str], system: str | Sequence[str | None] | None):
-        systems = list(system) if isinstance(system, (list, tuple)) else [system] * len(prompts)
-        if len(systems) != len(prompts):
-            raise ValueError("one system prompt per prompt, or one for all")
+        systems = _per_row(system, len(prompts))
         texts = [self.chat_prompt(p, s) for p, s in zip(prompts, systems)]
         return self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
 
@@ -272,9 +278,7 @@ class SteeringEngine:
         weights = list(weights) if weights is not None else [None] * len(prompts)
         if len(weights) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(weights)} weight rows")
-        systems = list(system) if isinstance(system, (list, tuple)) else [system] * len(prompts)
-        if len(systems) != len(prompts):
-            raise ValueError("one system prompt per prompt, or one for all")
+        systems = _per_row(system, len(prompts))
         self.steering_vectors(weights)  # fail here, in the caller's thread, on bad weights
         if self.scheduler is not None and not self.scheduler.on_worker():
             # Big requests (screening 30 candidates) go in chunks, so a child's question can be
