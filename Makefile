@@ -78,7 +78,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache
 
 # Everything shipped in assets/ after the SAE (build-sae runs ~1 h; see assets/sae/*/README.md).
-KIDS_BEHAVIOR := Explain things in a way that children can understand
+KIDS_BEHAVIOR = $(shell $(PY) -c "from quora_kids.profiles import KIDS_BEHAVIOUR; print(KIDS_BEHAVIOUR)")
 assets: setup
 	$(PY) -m steering build-index
 	$(PY) -m steering calibrate

@@ -19,8 +19,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from steering.autosteer.config import AutoSteerConfig  # noqa: E402
+from steering.autosteer.factory import make_autosteer  # noqa: E402
+from steering.autosteer.results import EpochResult, PhaseEvent  # noqa: E402
+from steering.metrics import degeneration  # noqa: E402
+from steering.runtime.engine import GenerationConfig  # noqa: E402
+from steering.runtime.shared import get_runtime  # noqa: E402
+from quora_kids.profiles import KIDS_BEHAVIOUR  # noqa: E402
+
 BEHAVIORS = {
-    "kids": "Explain things in a way that children can understand",
+    "kids": KIDS_BEHAVIOUR,
     "dog": "Behave like a dog",
     "pirate": "Talk like a pirate",
     "coach": "Be cheerful and encouraging, like a sports coach",
@@ -34,8 +42,6 @@ HELDOUT = ["How do airplanes stay in the air?", "What should I do this weekend?"
 
 
 def batched_vs_sequential(engine, k: int = 4, tokens: int = 48) -> dict:
-    from steering.engine import GenerationConfig
-
     cfg = GenerationConfig(max_new_tokens=tokens)
     weights = [{i: 0.3} for i in range(k)]
     engine.generate(["Hi"], config=GenerationConfig(max_new_tokens=2))
@@ -59,9 +65,6 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="also write every held-out answer here (JSON), for reading")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    from steering.autosteer import AutoSteerConfig, EpochResult, PhaseEvent, make_autosteer
-    from steering.metrics import degeneration
-    from steering.session import get_runtime
 
     rt = get_runtime()
     results = {}

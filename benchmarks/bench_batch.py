@@ -14,6 +14,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from quora_kids.batch import local_generator  # noqa: E402
+from quora_kids.questions import read_question_file  # noqa: E402
+from steering.artefacts.bind import blank_profile  # noqa: E402
+from steering.artefacts.profile import load_profile  # noqa: E402
+from steering.runtime.shared import get_runtime  # noqa: E402
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -21,10 +27,6 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=64)
     args = ap.parse_args()
-    from quora_kids.batch import local_generator
-    from quora_kids.questions import read_question_file
-    from steering.profile import load_profile
-    from steering.session import blank_profile, get_runtime
 
     rt = get_runtime()
     kids = ROOT / "assets/profiles/kids.json"

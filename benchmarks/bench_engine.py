@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from steering.engine import GenerationConfig, SteeringEngine  # noqa: E402
-from steering.session import get_runtime  # noqa: E402
+from steering.runtime.engine import GenerationConfig, SteeringEngine  # noqa: E402
+from steering.runtime.shared import get_runtime  # noqa: E402
 
 PROMPTS = ["Why is the sky blue?", "How do bees make honey?", "What is a volcano?", "Why do we need to sleep?"]
 AGREE_PROMPTS = PROMPTS + [

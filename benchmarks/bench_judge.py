@@ -18,7 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-LABELLED = Path(__file__).resolve().parent.parent / "assets" / "judge" / "labelled.jsonl"
+from steering.autosteer.judges import JudgeContext, MetricJudge  # noqa: E402
+from steering.runtime.shared import get_runtime  # noqa: E402
+from steering.paths import JUDGE_DIR  # noqa: E402
+
+LABELLED = JUDGE_DIR / "labelled.jsonl"
 # judge part -> hand-scored part it should track
 PART_LABELS = {"concept": "behaviour", "relevance": "question_answered", "fluency": "fluency", "coherence": "fluency"}
 
@@ -30,8 +34,6 @@ def load(split: str = "all") -> list[dict]:
 
 def judge_rows(engine, rows: list[dict]) -> list[dict]:
     """Metric-judge every row against the unsteered answer to its (behaviour, question)."""
-    from steering.judges import JudgeContext, MetricJudge
-
     judge = MetricJudge(engine)
     baseline = {(r["behavior"], r["question"]): r["answer"] for r in load("all") if r["condition"] == "unsteered"}
     groups: dict[str, list[dict]] = defaultdict(list)
@@ -47,7 +49,7 @@ def judge_rows(engine, rows: list[dict]) -> list[dict]:
 
 
 def spearman(a: list[float], b: list[float]) -> float:
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # local: importing scipy.stats takes ~1 s
 
     rho = spearmanr(a, b).statistic
     return round(float(rho), 3) if rho == rho else 0.0
@@ -58,7 +60,6 @@ def main() -> int:
     ap.add_argument("--split", default="test", choices=["test", "train", "all"])
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    from steering.session import get_runtime
 
     rows = judge_rows(get_runtime().engine, load(args.split))
     labels = [r["score"] for r in rows]

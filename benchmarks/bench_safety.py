@@ -30,7 +30,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-SAFETY = ROOT / "assets" / "safety"
+
+from quora_kids.safety import EXEMPLAR_FILES, OfflineSafety  # noqa: E402
+from quora_kids.safety_model import read_rows  # noqa: E402
+from steering.artefacts.bind import system_for, weights_for  # noqa: E402
+from steering.artefacts.profile import load_profile  # noqa: E402
+from steering.paths import PROFILES_DIR, SAFETY_DIR  # noqa: E402
+from steering.runtime.engine import GenerationConfig  # noqa: E402
+from steering.runtime.shared import get_runtime  # noqa: E402
+SAFETY = SAFETY_DIR
 
 
 def read(path: Path) -> list[dict]:
@@ -39,11 +47,7 @@ def read(path: Path) -> list[dict]:
 
 def live_answers(questions: list[str], max_new_tokens: int = 120) -> list[dict]:
     """Steered (kids profile) and plain answers from the real model, as the site makes them."""
-    from steering.engine import GenerationConfig
-    from steering.profile import load_profile
-    from steering.session import get_runtime, system_for, weights_for
-
-    prof = load_profile(ROOT / "assets" / "profiles" / "kids.json")
+    prof = load_profile(PROFILES_DIR / "kids.json")
     rt = get_runtime(prof.model.preset)
     w, system = weights_for(prof, rt.engine), system_for(prof)
     rows = []
@@ -98,8 +102,6 @@ def evaluate(checker, questions: list[dict], answers: list[dict]) -> tuple[dict,
 
 def train_questions() -> list[dict]:
     """The exemplars the checker learned from; safe ones on hard topics count as 'hard'."""
-    from quora_kids.safety import EXEMPLAR_FILES, read_rows
-
     rows = []
     for r in read_rows(EXEMPLAR_FILES):
         label = r["label"] if r["label"] == "unsafe" else ("safe" if r["topic"] == "everyday" else "safe_hard_train")
@@ -113,7 +115,6 @@ def main() -> None:
     ap.add_argument("--show-misses", action="store_true")
     ap.add_argument("--live", action="store_true", help="regenerate the test answers with the real model (slow on CPU)")
     args = ap.parse_args()
-    from quora_kids.safety import OfflineSafety
 
     checker = OfflineSafety()
     t0 = time.perf_counter()

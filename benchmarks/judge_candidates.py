@@ -18,13 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from steering.engine import GenerationConfig  # noqa: E402
-from steering.features import FeatureIndex  # noqa: E402
-from steering.models import index_dir  # noqa: E402
-from steering.session import get_runtime  # noqa: E402
+from quora_kids.profiles import KIDS_BEHAVIOUR  # noqa: E402
+from steering.runtime.engine import GenerationConfig  # noqa: E402
+from steering.runtime.models import index_dir  # noqa: E402
+from steering.runtime.shared import get_runtime  # noqa: E402
+from steering.sae.index import FeatureIndex  # noqa: E402
 
 BEHAVIOURS = [
-    ("Explain things in a way that children can understand", ["Why is the sky blue?", "How does the internet work?", "What is gravity?", "Why do we need to sleep?"]),
+    (KIDS_BEHAVIOUR, ["Why is the sky blue?", "How does the internet work?", "What is gravity?", "Why do we need to sleep?"]),
     ("Behave like a dog", ["What is your favourite food?", "How was your day?", "What do you think of cats?", "What should I do this weekend?"]),
     ("Talk like a pirate", ["How do I bake bread?", "What is the capital of France?", "Tell me about your job.", "How do I stay healthy?"]),
     ("Be extremely polite and formal", ["Can you help me fix my bike?", "What time is it?", "Write a note to my neighbour about the noise.", "What is a good book to read?"]),

@@ -11,42 +11,44 @@ import logging
 import sys
 from pathlib import Path
 
-from steering.cli import UsageError
+from tqdm import tqdm
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-DEFAULT_PROFILE = ASSETS / "profiles" / "kids.json"
+from steering.artefacts.bind import blank_profile
+from steering.artefacts.profile import ProfileError, load_profile
+from steering.cli.common import UsageError
+from steering.llm import LLMClient, LLMError
+from steering.paths import PROFILES_DIR
+from steering.runtime.shared import get_runtime
+
+from .batch import batch_answer, dataset_for, local_generator, remote_generator
+from .evaluate import evaluate
+from .profiles import KIDS_BEHAVIOUR
+from .questions import QuestionSetError, load_questions, read_question_file
+from .service import AnswerService, QuestionError, clean_question, default_safety
+from .store import AnswerStore
+
+DEFAULT_PROFILE = PROFILES_DIR / "kids.json"
 
 
 def _profile(path: str | None):
     """The named profile; by default the shipped kids profile, or an all-zero one until it exists."""
-    from steering.profile import ProfileError, load_profile
-    from steering.session import blank_profile, get_runtime
-
     try:
         if path:
             return load_profile(path)
         if DEFAULT_PROFILE.is_file():
             return load_profile(DEFAULT_PROFILE)
-        return blank_profile(get_runtime(), "unsteered", "Explain things in a way that children can understand")
+        return blank_profile(get_runtime(), "unsteered", KIDS_BEHAVIOUR)
     except ProfileError as exc:
         raise UsageError(str(exc)) from exc
 
 
 def _client(args):
     if getattr(args, "llm_base_url", None):
-        from steering.llm import LLMClient
-
         return LLMClient.from_env(args.llm_base_url, args.llm_model)
     return None
 
 
 def cmd_answer(args) -> int:
-    from steering.profile import ProfileError
-    from steering.session import get_runtime
-
-    from .service import AnswerService, QuestionError, clean_question, default_safety
-    from .store import AnswerStore
-
     try:
         clean_question(args.question)
         profile = _profile(args.profile)
@@ -68,14 +70,6 @@ def cmd_answer(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from tqdm import tqdm
-
-    from steering.session import get_runtime
-
-    from .evaluate import evaluate
-    from .questions import QuestionSetError, read_question_file
-    from .service import default_safety
-
     try:
         questions = read_question_file(args.questions)
     except QuestionSetError as exc:
@@ -102,12 +96,6 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_batch(args) -> int:
-    from steering.session import get_runtime
-
-    from .batch import batch_answer, dataset_for, local_generator, remote_generator
-    from .questions import QuestionSetError, load_questions, read_question_file
-    from .service import default_safety
-
     try:
         src = Path(args.questions)
         if src.suffix == ".txt":
@@ -121,15 +109,11 @@ def cmd_batch(args) -> int:
         ds = ds.select(range(min(args.limit, len(ds))))
     profile = _profile(args.profile)
     if args.remote_url:
-        from steering.llm import LLMClient
-
         gen = remote_generator(LLMClient.from_env(args.remote_url, args.remote_model), args.max_new_tokens)
         source = f"remote:{args.remote_url}"
     else:
         gen = local_generator(get_runtime(profile.model.preset), profile, args.max_new_tokens)
         source = "local"
-    from steering.llm import LLMError
-
     try:
         result = batch_answer(ds, args.out, gen, profile.name, args.batch_size, default_safety(), source)
     except LLMError as exc:

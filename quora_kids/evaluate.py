@@ -13,9 +13,10 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from steering.autosteer import CONDITIONS, four_conditions
-from steering.engine import GenerationConfig
+from steering.artefacts.bind import weights_for
+from steering.autosteer.results import CONDITIONS, four_conditions
 from steering.metrics import degeneration, perplexities, readability, similarities
+from steering.runtime.engine import GenerationConfig
 
 SELF_REFUSAL = re.compile(r"^\s*(i'?m sorry|i am sorry|i can(?:'|no)t|i cannot|as an ai)\b", re.I)
 
@@ -37,8 +38,6 @@ class ConditionStats:
 def evaluate(runtime, profile, questions: Sequence[str], safety=None, batch_size: int = 8, max_new_tokens: int = 96,
              progress: Callable[[int], None] | None = None) -> tuple[dict[str, ConditionStats], dict[str, list[str]]]:
     """Answer every question under the four conditions (one batched generate per chunk)."""
-    from steering.session import weights_for
-
     engine = runtime.engine
     weights = weights_for(profile, engine)
     behavior = profile.behavior or None

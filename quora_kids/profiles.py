@@ -21,15 +21,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from steering.profile import ProfileError, SteeringProfile
+from steering.artefacts.profile import ProfileError, SteeringProfile
+from steering.paths import PROFILES_DIR
 
-CURATED_DIR = Path(__file__).resolve().parent.parent / "assets" / "profiles"
+log = logging.getLogger(__name__)
+
+CURATED_DIR = PROFILES_DIR
+# The behaviour the kids' site is about: the default profile's, and the unsteered one's label.
+KIDS_BEHAVIOUR = "Explain things in a way that children can understand"
 UNSTEERED = "(unsteered)"
 MAX_LEARNED = 20  # per session; the oldest is forgotten first
 
@@ -67,9 +73,7 @@ def load_curated(directory: str | Path = CURATED_DIR) -> dict[str, ProfileEntry]
             data = json.loads(path.read_text(encoding="utf-8"))
             profile = SteeringProfile.from_dict(data)
         except (OSError, ValueError) as exc:  # ProfileError and JSONDecodeError are ValueErrors
-            import logging
-
-            logging.getLogger(__name__).warning("skipping curated profile %s: %s", path.name, exc)
+            log.warning("skipping curated profile %s: %s", path.name, exc)
             continue
         if profile.name in entries or profile.name == UNSTEERED:
             continue

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-DEFAULT_QUESTIONS = ASSETS / "questions" / "kids_questions.jsonl"
+from steering.paths import QUESTIONS_DIR
+from steering.runtime.embeddings import embed
+
+DEFAULT_QUESTIONS = QUESTIONS_DIR / "kids_questions.jsonl"
 MAX_QUESTION_CHARS = 500
 
 
@@ -37,7 +39,7 @@ def load_questions(source: str | Path | None = None, columns: Mapping[str, str] 
     dataset id (needs a network). `columns` maps our names to the source's, e.g.
     {"question": "question1"} for Quora question pairs.
     """
-    from datasets import Dataset, load_dataset
+    from datasets import Dataset, load_dataset  # local: importing datasets takes ~1 s
 
     columns = dict(columns or {})
     path = Path(source) if source is not None else DEFAULT_QUESTIONS
@@ -84,7 +86,7 @@ def normalise(ds, columns: Mapping[str, str]):
             "tags": [str(t) for t in tags],
         }
 
-    from datasets import Features, List, Value
+    from datasets import Features, List, Value  # local: importing datasets takes ~1 s
 
     features = Features({"id": Value("string"), "question": Value("string"), "category": Value("string"), "tags": List(Value("string"))})
     ds = ds.map(fill, with_indices=True, remove_columns=ds.column_names, features=features)
@@ -105,8 +107,6 @@ class QuestionSearch:
 
     def _embeddings(self) -> np.ndarray:
         if self._emb is None:
-            from steering.features import embed
-
             self._emb = embed(self.questions)
         return self._emb
 
@@ -116,8 +116,6 @@ class QuestionSearch:
         rows = list(rows)
         if not query:
             return [self._question(i) for i in rows[:k]]
-        from steering.features import embed
-
         q = embed([query])[0]
         emb = self._embeddings()
         words = query.lower().split()

@@ -15,8 +15,8 @@ profanity model in alt-profanity-check):
 
 The labelled TEST data (assets/safety/labelled_eval.jsonl, answers_test.jsonl) is never read
 here; benchmarks/bench_safety.py reports the rates on it.
-With an OpenAI-compatible endpoint, an LLM applies a moderation rubric instead (falling back to
-the offline check).
+With an OpenAI-compatible endpoint, an LLM applies a moderation rubric instead (`moderation.py`,
+falling back to the offline check).
 """
 
 from __future__ import annotations
@@ -25,22 +25,27 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Literal, Protocol
 
 import numpy as np
 
+from steering.paths import QUESTIONS_DIR, SAFETY_DIR
+from steering.runtime.embeddings import embed
+
+from .safety_model import (ANSWER_VOTE, AnswerModel, QuestionModel, answer_training_set, benign_answer_sentences, fit_answer_model,
+                           fit_question_model, read_rows, sentences)
+
 log = logging.getLogger(__name__)
 
-SAFETY_DIR = Path(__file__).resolve().parent.parent / "assets" / "safety"
 EXEMPLAR_FILES = (SAFETY_DIR / "exemplars.jsonl", SAFETY_DIR / "exemplars_extra.jsonl", SAFETY_DIR / "exemplars_intents.jsonl",
                   SAFETY_DIR / "exemplars_more.jsonl")
 ANSWER_FILE = SAFETY_DIR / "answers_train.jsonl"
 # The site's own question set: ordinary "how do I..." questions, so the classifier does not learn
 # that asking how to do something is unsafe in itself.
-SAFE_QUESTIONS = SAFETY_DIR.parent / "questions" / "kids_questions.jsonl"
+SAFE_QUESTIONS = QUESTIONS_DIR / "kids_questions.jsonl"
 
 Kind = Literal["question", "answer"]
 
@@ -148,18 +153,9 @@ def profanity_scores(texts: Sequence[str]) -> list[float]:
     """alt-profanity-check's probability that each text is profane or offensive (clinical words masked)."""
     if not texts:
         return []
-    from profanity_check import predict_prob
+    from profanity_check import predict_prob  # local: importing alt-profanity-check takes ~1.6 s
 
     return [float(p) for p in predict_prob([_CLINICAL.sub("body", t) for t in texts])]
-
-
-def read_rows(paths: Sequence[str | Path]) -> list[dict]:
-    rows = []
-    for path in paths:
-        path = Path(path)
-        if path.is_file():
-            rows += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return rows
 
 
 class OfflineSafety:
@@ -193,24 +189,14 @@ class OfflineSafety:
         self._answer_model = None
         self._lock = threading.Lock()
 
-    def _fit(self):
+    def _fit(self) -> QuestionModel:
         with self._lock:
             if self._model is None:
-                from steering.features import embed
-
-                x = embed([r["text"] for r in self.rows])
-                p = _cross_val_scores(x, self.labels, self.seed)
-                unsafe_p = np.sort(p[self.labels])
-                # The highest threshold that still refuses target_recall of held-out unsafe exemplars.
-                self.threshold = float(unsafe_p[int((1 - self.target_recall) * len(unsafe_p))])
-                self.cv = {"unsafe_refused": float((p[self.labels] >= self.threshold).mean()),
-                           "safe_refused": float((p[~self.labels] >= self.threshold).mean())}
-                clf = NeighbourVote(x, self.labels)
-                topics = [r["topic"] for r in self.rows]
-                self._model = (clf, x, topics)
+                self._model = fit_question_model(self.rows, self.labels, self.seed, self.target_recall)
+                self.threshold, self.cv = self._model.threshold, self._model.cv
             return self._model
 
-    def _fit_answers(self):
+    def _fit_answers(self) -> AnswerModel:
         """The answer classifier: unsafe = unsafe exemplars and hand-written harmful answers; safe =
         safe exemplars, ordinary chat sentences and the model's own answers to hard-but-fine
         training questions (answer prose about smoking, shots or getting lost is not a request
@@ -222,65 +208,24 @@ class OfflineSafety:
         two answers passing >= 0.95 together with the question). Cross-validation keeps an
         answer's sentences in one fold, so a neighbour vote cannot lean on its own sibling
         sentences."""
-        clf_q, x_q, topics_q = self._fit()
+        questions = self._fit()
         with self._lock:
             if self._answer_model is None:
-                from steering.features import embed
-
-                texts = [r["text"] for r in self.rows]
-                labels = list(self.labels)
-                topics = [r["topic"] for r in self.rows]
-                answer_safe = []
-                groups = list(range(len(texts)))  # an answer's sentences stay in one fold
-                safe_answers: list[list[int]] = []  # sentence rows of each safe recorded answer
-                for j, r in enumerate(self.answer_rows):
-                    rows_of = []
-                    for sent in _sentences(r["text"]):
-                        texts.append(sent)
-                        labels.append(r["label"] == "unsafe")
-                        topics.append(r.get("topic", "answer"))
-                        groups.append(-1 - j)
-                        rows_of.append(len(texts) - 1)
-                        if r["label"] != "unsafe":
-                            answer_safe.append(len(texts) - 1)
-                    if r["label"] != "unsafe":
-                        safe_answers.append(rows_of)
-                benign = benign_answer_sentences(self.benign_sentences)
-                texts += benign
-                labels += [False] * len(benign)
-                topics += ["chat"] * len(benign)
-                answer_safe += list(range(len(texts) - len(benign), len(texts)))
-                groups += list(range(len(groups), len(groups) + len(benign)))
-                y = np.array(labels)
-                x = np.concatenate([x_q, embed(texts[len(self.rows):])]) if len(texts) > len(self.rows) else x_q
-                p = _cross_val_scores(x, y, self.seed, groups=np.array(groups), **self.answer_vote)
-                unsafe_p = np.sort(p[y])
-                recall_t = float(unsafe_p[int((1 - self.target_recall) * len(unsafe_p))])
-                safe_q = float(np.quantile(p[answer_safe], self.answer_safe_quantile)) if answer_safe else 0.0
-                whole = [float(p[ix].max()) for ix in safe_answers if ix]
-                whole_q = float(np.quantile(whole, self.answer_pass_quantile)) if whole and self.answer_pass_quantile else 0.0
-                self.answer_threshold = max(recall_t, safe_q, whole_q)
-                self.answer_cv = {"unsafe_refused": float((p[y] >= self.answer_threshold).mean()),
-                                  "safe_answer_sentences_refused": float((p[answer_safe] >= self.answer_threshold).mean()) if answer_safe else 0.0,
-                                  "safe_answers_withheld": float(np.mean([w >= self.answer_threshold for w in whole])) if whole else 0.0}
-                clf = NeighbourVote(x, y, **self.answer_vote)
-                self._answer_model = (clf, x, y, topics)
+                rows = answer_training_set(self.rows, self.labels, self.answer_rows, benign_answer_sentences(self.benign_sentences))
+                self._answer_model = fit_answer_model(questions, rows, len(self.rows), self.seed, self.target_recall,
+                                                      self.answer_safe_quantile, self.answer_pass_quantile, self.answer_vote)
+                self.answer_threshold, self.answer_cv = self._answer_model.threshold, self._answer_model.cv
             return self._answer_model
 
     def probabilities(self, texts: list[str], kind: Kind = "question") -> list[tuple[float, str]]:
         """(probability unsafe, nearest unsafe training row's topic) per text, from the question
         or the answer classifier."""
-        from steering.features import embed
-
-        if kind == "answer":
-            clf, x, y, topics = self._fit_answers()
-        else:
-            clf, x, topics = self._fit()
-            y = self.labels
+        model = self._fit_answers() if kind == "answer" else self._fit()
+        y = model.y if kind == "answer" else self.labels
         e = embed(texts)
-        p = clf.score(e)
-        sims = e @ x[y].T
-        unsafe_topics = [t for t, u in zip(topics, y) if u]
+        p = model.clf.score(e)
+        sims = e @ model.x[y].T
+        unsafe_topics = [t for t, u in zip(model.topics, y) if u]
         return [(float(p[i]), unsafe_topics[int(sims[i].argmax())]) for i in range(len(texts))]
 
     def check(self, text: str, kind: Kind = "question") -> SafetyVerdict:
@@ -293,7 +238,7 @@ class OfflineSafety:
             verdicts.append(SafetyVerdict("refused", f"matches a blocked {hit.replace('_', ' ')} pattern", hit, self.name) if hit else None)
         todo = [i for i, v in enumerate(verdicts) if v is None and texts[i].strip()]
         if todo and kind == "answer" and self.profanity:
-            units = {i: _sentences(texts[i]) for i in todo}
+            units = {i: sentences(texts[i]) for i in todo}
             flat = [(i, u) for i in todo for u in units[i]]
             for (i, _), p in zip(flat, profanity_scores([u for _, u in flat])):
                 if p >= PROFANITY_THRESHOLD and verdicts[i] is None:
@@ -301,7 +246,7 @@ class OfflineSafety:
             todo = [i for i in todo if verdicts[i] is None]
         if todo:
             # Answers are judged sentence by sentence: one unsafe instruction in a long answer counts.
-            units = {i: _sentences(texts[i]) if kind == "answer" else [texts[i]] for i in todo}
+            units = {i: sentences(texts[i]) if kind == "answer" else [texts[i]] for i in todo}
             flat = [(i, u) for i in todo for u in units[i]]
             worst: dict[int, tuple[float, str]] = {}
             for (i, _), s in zip(flat, self.probabilities([u for _, u in flat], kind)):
@@ -313,115 +258,3 @@ class OfflineSafety:
                 if p >= limit:
                     verdicts[i] = SafetyVerdict("refused", f"looks like a request about {topic.replace('_', ' ')} (p={p:.2f})", topic, self.name)
         return [v or SafetyVerdict("ok", "", "", self.name) for v in verdicts]
-
-
-# The answer classifier's NeighbourVote settings (see _fit_answers): chosen on TRAIN data alone, as
-# the most held-out unsafe answer rows refused (grouped 5-fold cross-validation) among C in {4, 16},
-# mix in {1, 0.7, 0.5, 0.3} and 600 or 1500 chat sentences, all at answer_pass_quantile 0.99.
-ANSWER_VOTE = {"C": 4.0, "mix": 0.3}
-
-
-class NeighbourVote:
-    """P(unsafe) for unit-norm embeddings: the mean of a class-balanced logistic regression (the
-    broad direction of "unsafe") and a similarity-weighted vote of the k nearest labelled rows
-    (weights exp(cos / temperature), each class's votes divided by its share of the rows). The vote
-    lets a close safe counter-example ("How do doctors give shots?" next to other safe medical
-    questions) outweigh the regression's pull towards an unsafe topic, and a close unsafe
-    exemplar catch a request the regression leans safe on. Chosen over the regression alone by
-    5-fold cross-validation on the TRAIN exemplars (more hard-but-fine rows pass at the same
-    share of unsafe rows refused)."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, C: float = 16.0, k: int = 10, temperature: float = 0.1, mix: float = 0.5):
-        from sklearn.linear_model import LogisticRegression
-
-        self.x, self.y = x, np.asarray(y, bool)
-        self.k, self.temperature, self.mix = min(k, len(self.y)), temperature, mix
-        self.lr = LogisticRegression(C=C, class_weight="balanced", max_iter=3000).fit(x, self.y)
-        share = self.y.mean()
-        self._class_w = np.where(self.y, 1 / share, 1 / (1 - share))
-
-    def vote(self, e: np.ndarray) -> np.ndarray:
-        sims = e @ self.x.T
-        idx = np.argpartition(-sims, self.k - 1, axis=1)[:, :self.k]
-        s = np.take_along_axis(sims, idx, 1)
-        w = np.exp((s - s.max(1, keepdims=True)) / self.temperature) * self._class_w[idx]
-        return (w * self.y[idx]).sum(1) / w.sum(1)
-
-    def score(self, e: np.ndarray) -> np.ndarray:
-        if not len(e):
-            return np.zeros(0)
-        return self.mix * self.lr.predict_proba(e)[:, 1] + (1 - self.mix) * self.vote(e)
-
-
-def _cross_val_scores(x: np.ndarray, y: np.ndarray, seed: int, folds: int = 5, groups: np.ndarray | None = None, **vote) -> np.ndarray:
-    """Held-out NeighbourVote scores for every training row (stratified k-fold)."""
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-
-    p = np.zeros(len(y))
-    split = (StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y) if groups is None else
-             StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(x, y, groups))
-    for tr, te in split:
-        p[te] = NeighbourVote(x[tr], y[tr], **vote).score(x[te])
-    return p
-
-
-def benign_answer_sentences(limit: int = 1500, seed: int = 0) -> list[str]:
-    """Sentences of ordinary chatbot answers (chatterbot-corpus, shipped by pip) for calibration."""
-    import random
-
-    from steering.corpus import chatterbot_pairs
-
-    sents = [s for _, a in chatterbot_pairs() for s in _sentences(a)]
-    random.Random(seed).shuffle(sents)
-    return sents[:limit]
-
-
-def _sentences(text: str) -> list[str]:
-    parts = [p.strip() for p in re.split(r"(?<=[.!?])\s+|\n+", text) if len(p.strip()) > 3]
-    return parts or [text]
-
-
-MODERATION_PROMPT = """You check text on a question-and-answer website for children aged 6-12.
-Text type: {kind}.
-Text: \"\"\"{text}\"\"\"
-
-Refuse ("UNSAFE") if the text seeks or gives: violence or weapon instructions, self-harm, sexual content,
-getting or using drugs or alcohol, dangerous stunts, hate or harassment, crime instructions, or contact
-with strangers kept secret from parents. Hard topics that are fine for children to ask about (a pet or
-grandparent dying, divorce, where babies come from, bullying, puberty basics, history of wars, what drugs
-are and why they are harmful) are SAFE and should be answered kindly.
-Reply with exactly one line: "SAFE" or "UNSAFE: <topic>: <short reason>"."""
-
-
-class LLMSafety:
-    """Moderation-style rubric over an OpenAI-compatible endpoint; offline check if it fails."""
-
-    name = "llm"
-
-    def __init__(self, client, fallback: OfflineSafety | None = None):
-        self.client = client
-        self.fallback = fallback
-
-    def check(self, text: str, kind: Kind = "question") -> SafetyVerdict:
-        from steering.llm import LLMError
-
-        try:
-            reply = self.client.chat([{"role": "user", "content": MODERATION_PROMPT.format(kind=kind, text=text[:4000])}], max_tokens=60)
-        except LLMError as exc:
-            if self.fallback is None:
-                raise
-            log.warning("LLM safety check failed (%s); using the offline check", exc)
-            return self.fallback.check(text, kind)
-        first = reply.strip().splitlines()[0].strip()
-        if first.upper().startswith("UNSAFE"):
-            parts = [p.strip() for p in first.split(":", 2)]
-            topic = parts[1] if len(parts) > 1 else ""
-            return SafetyVerdict("refused", parts[2] if len(parts) > 2 else "flagged by the moderation model", topic, self.name)
-        if first.upper().startswith("SAFE"):
-            return SafetyVerdict("ok", "", "", self.name)
-        if self.fallback is not None:
-            return self.fallback.check(text, kind)
-        return SafetyVerdict("refused", "the moderation model gave no clear verdict", "", self.name)
-
-    def check_many(self, texts: list[str], kind: Kind = "question") -> list[SafetyVerdict]:
-        return [self.check(t, kind) for t in texts]

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from steering.engine import GenerationConfig
+from steering.artefacts.bind import system_for, weights_for
+from steering.artefacts.profile import validate
 from steering.metrics import Readability, readability
+from steering.runtime.engine import GenerationConfig
 
+from .profiles import content_key
 from .questions import MAX_QUESTION_CHARS
-from .safety import FALLBACK_ANSWER, SafetyVerdict, refusal_for
+from .moderation import LLMSafety
+from .safety import FALLBACK_ANSWER, OfflineSafety, SafetyVerdict, refusal_for
 from .store import AnswerStore
 
 
@@ -60,7 +64,6 @@ class Answer:
     question_safety: SafetyVerdict
     answer_id: int | None = None
     cached: bool = False
-    extra: dict = field(default_factory=dict)
 
     @property
     def refused(self) -> bool:
@@ -102,8 +105,6 @@ class AnswerService:
     """Answers kids' questions with a profile; thread-safe (the engine steers per call)."""
 
     def __init__(self, runtime, profile, safety, store: AnswerStore | None = None, retries: int = 2, max_new_tokens: int = 120):
-        from steering.profile import validate
-
         validate(profile, runtime.model_ref, runtime.sae_ref)
         self.rt = runtime
         self.profile = profile
@@ -116,8 +117,6 @@ class AnswerService:
     @property
     def weights(self) -> dict[int, float]:
         if self._weights is None:
-            from steering.session import weights_for
-
             self._weights = weights_for(self.profile, self.rt.engine)
         return self._weights
 
@@ -125,15 +124,11 @@ class AnswerService:
     def cache_key(self) -> str:
         """Answers are cached by what decides them (the profile's content, the model preset and
         the answer length), never by the profile's name."""
-        from .profiles import content_key
-
-        return content_key(self.profile, preset=self.rt.preset.id if hasattr(self.rt, "preset") else self.rt.model_ref.preset,
+        return content_key(self.profile, preset=self.rt.preset.id,
                            max_new_tokens=self.max_new_tokens)
 
     @property
     def system(self) -> str | None:
-        from steering.session import system_for
-
         return system_for(self.profile)
 
     def _check(self, text: str, kind: str) -> SafetyVerdict:
@@ -205,7 +200,5 @@ def _side_from(text: str, d: dict) -> AnswerSide:
 
 def default_safety(client=None):
     """The LLM check when an endpoint is given, with the offline check as its fallback."""
-    from .safety import LLMSafety, OfflineSafety
-
     offline = OfflineSafety()
     return LLMSafety(client, offline) if client is not None else offline

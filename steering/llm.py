@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+import openai
+
 
 class LLMError(RuntimeError):
     """The endpoint timed out, refused, or answered something unusable."""
@@ -34,18 +36,10 @@ class LLMClient:
             timeout=timeout,
         )
 
-    @staticmethod
-    def configured() -> bool:
-        return bool(os.environ.get("OPENAI_BASE_URL"))
-
     def _client(self):
-        from openai import OpenAI
-
-        return OpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=self.max_retries)
+        return openai.OpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=self.max_retries)
 
     def chat(self, messages: list[dict], temperature: float = 0.0, max_tokens: int = 512) -> str:
-        import openai
-
         try:
             resp = self._client().chat.completions.create(
                 model=self.model, messages=messages, temperature=temperature, max_tokens=max_tokens

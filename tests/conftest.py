@@ -96,7 +96,10 @@ def tiny_sae():
 
 @pytest.fixture()
 def tiny_engine(tiny_model, tiny_tokenizer, tiny_sae):
-    from steering.engine import SteeringBasis, SteeringEngine
+    from steering.runtime.basis import SteeringBasis
+
+    # A strong scale so that steering visibly changes a random model's greedy tokens.
+    from steering.runtime.engine import SteeringEngine
 
     # A strong scale so that steering visibly changes a random model's greedy tokens.
     return SteeringEngine(tiny_model, tiny_tokenizer, SteeringBasis.from_sae(tiny_sae, layer=2, scale=8.0))
@@ -120,10 +123,11 @@ def llm_client(fake_openai):
 
 @pytest.fixture()
 def tiny_runtime(tiny_model, tiny_tokenizer, tiny_sae):
-    from steering.engine import SteeringBasis, SteeringEngine
-    from steering.models import resolve_preset
-    from steering.profile import ModelRef, SAERef
-    from steering.session import Runtime
+    from steering.runtime.basis import SteeringBasis
+    from steering.runtime.engine import SteeringEngine
+    from steering.runtime.models import resolve_preset
+    from steering.runtime.models import ModelRef, SAERef
+    from steering.runtime.shared import Runtime
 
     engine = SteeringEngine(tiny_model, tiny_tokenizer, SteeringBasis.from_sae(tiny_sae, layer=2, scale=8.0), tiny_sae)
     return Runtime(resolve_preset(None), engine, ModelRef("tiny", "tiny/llama"), SAERef("tiny-sae", "model.layers.2", 2, tiny_sae.cfg.d_sae))

@@ -32,7 +32,7 @@ def test_every_event_has_an_api_name(client):
 
 
 def test_autosteer_streams_two_epochs_and_returns_a_valid_profile(client):
-    from steering.profile import SteeringProfile
+    from steering.artefacts.profile import SteeringProfile
 
     job = client.submit("Behave like a dog", "What is your favourite food?", 2, 2, "metric", "gradient", "", "", "", 10, api_name="/autosteer")
     final = job.result(timeout=900)

@@ -4,10 +4,13 @@ import threading
 
 import pytest
 
-from steering.autosteer import SCREEN_WEIGHT, AutoSteer, AutoSteerConfig, EpochResult, FinalResult, PhaseEvent, ScreenResult
-from steering.judges import Judgement, MetricJudge, JudgeContext, harmonic_mean
-from steering.optimisers import NumericOptimiser, Trial
-from steering.retrieve import PROBE_PROMPTS, FeatureCandidate, contrastive_candidates, contrastive_scores, merge, probe_prompts
+from fakes import Given, ListOptimiser, ScriptedJudge
+from steering.autosteer.config import AutoSteerConfig
+from steering.autosteer.loop import AutoSteer, SCREEN_WEIGHT
+from steering.autosteer.results import EpochResult, FinalResult, PhaseEvent, ScreenResult
+from steering.autosteer.judges import harmonic_mean, Judge, JudgeContext, Judgement, JudgeError, MetricJudge
+from steering.autosteer.optimisers import NumericOptimiser, Trial
+from steering.autosteer.retrieve import contrastive_candidates, contrastive_scores, FeatureCandidate, merge, PROBE_PROMPTS, probe_prompts
 
 FEATS = [FeatureCandidate(5, "five", "manual", 1.0, 1.0), FeatureCandidate(9, "nine", "manual", -1.0, 1.0)]
 
@@ -17,40 +20,11 @@ def events_of(loop):
     return [e for e in loop.run() if not isinstance(e, PhaseEvent)]
 
 
-class ScriptedJudge:
-    """Scores from a list, in order; records what it was asked."""
-
-    name = "scripted"
-
-    def __init__(self, scores):
-        self.scores = list(scores)
-        self.calls = []
-
-    def judge_many(self, ctx, candidates):
-        self.calls.append((ctx, candidates))
-        return [Judgement(self.scores.pop(0), f"critique {len(self.calls)}") for _ in candidates]
-
-
-class ListOptimiser:
-    name = "list"
-    batched = False
-
-    def __init__(self, proposals):
-        self.proposals = list(proposals)
-        self.told = []
-
-    def ask(self, n):
-        return [self.proposals.pop(0) for _ in range(n)]
-
-    def tell(self, trials):
-        self.told.extend(trials)
-
-
 def run_loop(rt, scores, proposals, **cfg):
     cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi", "Hello"], max_new_tokens=6, heldout=["Why?"], **cfg)
     judge = ScriptedJudge(scores)
     opt = ListOptimiser(proposals)
-    loop = AutoSteer(rt, cfg, judge, lambda cands, answers=None: opt, features=FEATS)
+    loop = AutoSteer(rt, cfg, judge, Given(lambda cands, answers=None: opt), features=FEATS)
     events = events_of(loop)
     return events, judge, opt
 
@@ -70,7 +44,7 @@ def test_best_so_far_and_all_epochs(tiny_runtime):
     assert set(final.heldout.scores) == {"unsteered", "prompted", "steered", "prompted_steered"}
     assert [t.score for t in opt.told] == [2.0, 5.0, 3.0]
     # The judge compares against the unsteered answers to the same prompts.
-    assert judge.calls[0][0].baseline == [g.text for g in tiny_runtime.engine.generate(["Hi", "Hello"], config=__import__("steering.engine", fromlist=["x"]).GenerationConfig(max_new_tokens=6))]
+    assert judge.calls[0][0].baseline == [g.text for g in tiny_runtime.engine.generate(["Hi", "Hello"], config=__import__("steering.runtime.engine", fromlist=["x"]).GenerationConfig(max_new_tokens=6))]
 
 
 def test_early_stop_at_threshold(tiny_runtime):
@@ -83,7 +57,7 @@ def test_early_stop_at_threshold(tiny_runtime):
 
 def test_cancel_stops_the_loop_and_skips_the_heldout_check(tiny_runtime):
     cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi"], max_new_tokens=6, epochs=10, threshold=99)
-    loop = AutoSteer(tiny_runtime, cfg, ScriptedJudge([1.0] * 20), lambda c, answers=None: ListOptimiser([[0.1, 0.1]] * 20), features=FEATS)
+    loop = AutoSteer(tiny_runtime, cfg, ScriptedJudge([1.0] * 20), Given(lambda c, answers=None: ListOptimiser([[0.1, 0.1]] * 20)), features=FEATS)
     seen = []
     for event in loop.run():
         if not isinstance(event, PhaseEvent):
@@ -105,7 +79,7 @@ def test_numeric_candidates_come_from_one_batched_generate(tiny_runtime, monkeyp
     monkeypatch.setattr(tiny_runtime.engine, "generate", spy)
     cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi", "Hello"], max_new_tokens=4, epochs=1, candidates=3, heldout=[])
     opt = NumericOptimiser(2, seed=1)
-    events = events_of(AutoSteer(tiny_runtime, cfg, ScriptedJudge([1, 2, 3]), lambda c, answers=None: opt, features=FEATS))
+    events = events_of(AutoSteer(tiny_runtime, cfg, ScriptedJudge([1, 2, 3]), Given(lambda c, answers=None: opt), features=FEATS))
     # baseline call, then ONE call with 3 candidates x 2 prompts.
     assert len(calls) == 2
     assert len(calls[1][0]) == 6 and calls[1][0] == ["Hi", "Hello"] * 3
@@ -114,7 +88,7 @@ def test_numeric_candidates_come_from_one_batched_generate(tiny_runtime, monkeyp
 
 
 def test_screening_keeps_the_candidates_that_score_best_alone(tiny_runtime, monkeypatch):
-    import steering.retrieve as retrieve_mod
+    import steering.autosteer.retrieve as retrieve_mod
 
     pool = [FeatureCandidate(i, f"f{i}", "semantic", s, 1.0) for i, s in ((3, 1.0), (7, -1.0), (11, 1.0), (20, -1.0))]
     asked = {}
@@ -132,7 +106,7 @@ def test_screening_keeps_the_candidates_that_score_best_alone(tiny_runtime, monk
     opt = NumericOptimiser(2, seed=0)
     # Screening scores (pool order): 1, 5, 3, 0 -> keep 7 then 11. Then one epoch with one candidate.
     judge = ScriptedJudge([1.0, 5.0, 3.0, 0.0, 2.0])
-    events = events_of(AutoSteer(tiny_runtime, cfg, judge, lambda c, answers=None: opt, features=None))
+    events = events_of(AutoSteer(tiny_runtime, cfg, judge, Given(lambda c, answers=None: opt), features=None))
     screen = events[0]
     assert isinstance(screen, ScreenResult)
     assert [c.index for c in screen.candidates] == [7, 11, 3, 20] and screen.scores == [5.0, 3.0, 1.0, 0.0]
@@ -151,7 +125,7 @@ def test_screening_keeps_the_candidates_that_score_best_alone(tiny_runtime, monk
 
 def _no_distill(monkeypatch):
     """Skip the answers with/without the behaviour that real retrieval reads (retrieval is faked)."""
-    import steering.retrieve as retrieve_mod
+    import steering.autosteer.retrieve as retrieve_mod
 
     monkeypatch.setattr(retrieve_mod, "distill_answers", lambda engine, behavior, prompts, **kw: retrieve_mod.DistillAnswers(list(prompts), [], []))
 
@@ -169,8 +143,8 @@ def _spy_generate(monkeypatch, engine, calls, before=None):
 
 
 def test_screening_chunks_rows_and_uses_at_most_four_prompts(tiny_runtime, monkeypatch):
-    import steering.autosteer as autosteer_mod
-    import steering.retrieve as retrieve_mod
+    import steering.autosteer.loop as autosteer_mod
+    import steering.autosteer.retrieve as retrieve_mod
 
     pool = [FeatureCandidate(i, "", "semantic", 1.0, 1.0) for i in (1, 2, 3)]
     _no_distill(monkeypatch)
@@ -181,7 +155,7 @@ def test_screening_chunks_rows_and_uses_at_most_four_prompts(tiny_runtime, monke
     prompts = ["a?", "b?", "c?", "d?", "e?", "f?"]
     cfg = AutoSteerConfig(behavior="b", prompts=prompts, max_new_tokens=3, epochs=1, features=2, screen=2, candidates=1, heldout=[])
     judge = ScriptedJudge([1.0, 2.0, 3.0, 0.0])
-    events = events_of(AutoSteer(tiny_runtime, cfg, judge, lambda c, answers=None: NumericOptimiser(2, seed=0), features=None))
+    events = events_of(AutoSteer(tiny_runtime, cfg, judge, Given(lambda c, answers=None: NumericOptimiser(2, seed=0)), features=None))
     screen = events[0]
     # baseline (6 rows); 3 candidates x 4 prompts = 12 rows in chunks of 5, 5, 2; then the epoch.
     assert [len(c) for c in calls] == [6, 5, 5, 2, 6]
@@ -192,15 +166,15 @@ def test_screening_chunks_rows_and_uses_at_most_four_prompts(tiny_runtime, monke
 
 
 def test_cancel_during_screening_stops_before_any_epoch(tiny_runtime, monkeypatch):
-    import steering.autosteer as autosteer_mod
-    import steering.retrieve as retrieve_mod
+    import steering.autosteer.loop as autosteer_mod
+    import steering.autosteer.retrieve as retrieve_mod
 
     _no_distill(monkeypatch)
     monkeypatch.setattr(retrieve_mod, "retrieve", lambda *a, **kw: [FeatureCandidate(i, "", "semantic", 1.0, 1.0) for i in range(4)])
     monkeypatch.setattr(autosteer_mod, "SCREEN_BATCH", 2)
     cfg = AutoSteerConfig(behavior="b", prompts=["Hi"], max_new_tokens=3, epochs=3, features=2, screen=2, heldout=["Why?"])
     judge = ScriptedJudge([1.0] * 20)
-    loop = AutoSteer(tiny_runtime, cfg, judge, lambda c, answers=None: NumericOptimiser(2, seed=0), features=None)
+    loop = AutoSteer(tiny_runtime, cfg, judge, Given(lambda c, answers=None: NumericOptimiser(2, seed=0)), features=None)
     calls = []
     _spy_generate(monkeypatch, tiny_runtime.engine, calls, before=lambda n: n == 2 and loop.cancel())
     events = events_of(loop)
@@ -210,7 +184,7 @@ def test_cancel_during_screening_stops_before_any_epoch(tiny_runtime, monkeypatc
     assert len(calls) == 2 and not judge.calls  # the first screening chunk, then nothing
 
 
-class FlakyJudge:
+class FlakyJudge(Judge):
     """Fails on any batch of several candidates; one at a time, follows a script (None = fail)."""
 
     name = "flaky"
@@ -219,8 +193,6 @@ class FlakyJudge:
         self.script = list(script)
 
     def judge_many(self, ctx, candidates):
-        from steering.judges import JudgeError
-
         if len(candidates) > 1:
             raise JudgeError("no score")
         score = self.script.pop(0)
@@ -230,12 +202,12 @@ class FlakyJudge:
 
 
 def test_screening_survives_a_judge_that_fails_on_one_candidate(tiny_runtime, monkeypatch):
-    import steering.retrieve as retrieve_mod
+    import steering.autosteer.retrieve as retrieve_mod
 
     _no_distill(monkeypatch)
     monkeypatch.setattr(retrieve_mod, "retrieve", lambda *a, **kw: [FeatureCandidate(i, "", "semantic", 1.0, 1.0) for i in (4, 5, 6)])
     cfg = AutoSteerConfig(behavior="b", prompts=["Hi"], max_new_tokens=3, epochs=1, features=2, screen=2, candidates=1, heldout=[])
-    events = events_of(AutoSteer(tiny_runtime, cfg, FlakyJudge([2.0, None, 1.0, 3.0]), lambda c, answers=None: NumericOptimiser(2, seed=0), features=None))
+    events = events_of(AutoSteer(tiny_runtime, cfg, FlakyJudge([2.0, None, 1.0, 3.0]), Given(lambda c, answers=None: NumericOptimiser(2, seed=0)), features=None))
     screen = events[0]
     assert [c.index for c in screen.candidates] == [4, 6, 5] and screen.scores == [2.0, 1.0, 0.0]
     assert "not judged" in screen.critiques[2]
@@ -310,7 +282,7 @@ def test_merge_round_robins_and_dedupes():
 
 
 def test_contrastive_candidates_rank_latents_by_consistent_activation_difference(tiny_runtime, monkeypatch):
-    from steering.retrieve import DistillAnswers, mean_answer_activations
+    from steering.autosteer.retrieve import DistillAnswers, mean_answer_activations
 
     eng = tiny_runtime.engine
     tok = eng.tokenizer
@@ -341,7 +313,7 @@ def test_contrastive_score_prefers_consistent_latents():
 
 
 def test_probe_prompts_add_the_fixed_probes_without_heldout_or_repeats():
-    from steering.retrieve import PROBE_PROMPTS
+    from steering.autosteer.retrieve import PROBE_PROMPTS
 
     out = probe_prompts(["A?", "A?", "B?", PROBE_PROMPTS[1]], exclude=[PROBE_PROMPTS[0]])
     assert out[:3] == ["A?", "B?", PROBE_PROMPTS[1]] and PROBE_PROMPTS[0] not in out

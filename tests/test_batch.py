@@ -5,7 +5,7 @@ import json
 import pytest
 
 from quora_kids.batch import batch_answer, dataset_for, local_generator, partial_path, remote_generator
-from steering.session import make_profile
+from steering.artefacts.bind import make_profile
 
 QUESTIONS = [f"Question number {i}: why is the sky blue?" for i in range(10)]
 

@@ -21,13 +21,13 @@ def run_cli(*args, timeout=600):
 
 @pytest.fixture(scope="module")
 def rt():
-    from steering.session import get_runtime
+    from steering.runtime.shared import get_runtime
 
     return get_runtime()
 
 
 def test_default_model_loads_offline_and_answers(rt):
-    from steering.engine import GenerationConfig
+    from steering.runtime.engine import GenerationConfig
 
     assert rt.preset.id == "smollm2-135m" and rt.engine.model.config.num_hidden_layers == 30
     [g] = rt.engine.generate(["What is the capital of France?"], config=GenerationConfig(max_new_tokens=24))
@@ -41,7 +41,7 @@ def test_shipped_sae_and_calibration(rt):
 
 
 def test_steering_a_feature_changes_the_default_model(rt):
-    from steering.engine import GenerationConfig
+    from steering.runtime.engine import GenerationConfig
 
     cfg = GenerationConfig(max_new_tokens=20)
     plain, steered = rt.engine.generate(["Tell me about your weekend."] * 2, [None, {0: 1.0, 1: 1.0, 2: 1.0}], config=cfg)
@@ -49,7 +49,7 @@ def test_steering_a_feature_changes_the_default_model(rt):
 
 
 def test_generate_cli_with_an_all_zero_profile(rt, tmp_path):
-    from steering.session import blank_profile
+    from steering.artefacts.bind import blank_profile
 
     path = blank_profile(rt).save(tmp_path / "zero.json")
     res = run_cli("-m", "steering", "generate", "--profile", str(path), "--prompt", "What is the capital of France?", "--json", "--max-new-tokens", "16")
@@ -70,7 +70,7 @@ def test_generate_cli_bad_input_exits_2(tmp_path):
 def test_profile_for_another_sae_is_refused_by_the_cli(rt, tmp_path):
     from dataclasses import replace
 
-    from steering.session import blank_profile
+    from steering.artefacts.bind import blank_profile
 
     prof = blank_profile(rt)
     prof.sae = replace(prof.sae, layer=3)
@@ -82,16 +82,16 @@ def test_profile_for_another_sae_is_refused_by_the_cli(rt, tmp_path):
 def test_exported_checkpoint_matches_hooked_default_model(rt, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from steering.engine import GenerationConfig
-    from steering.export import export_profile
-    from steering.session import make_profile
+    from steering.runtime.engine import GenerationConfig
+    from steering.artefacts.export import export_profile
+    from steering.artefacts.bind import make_profile
 
     prof = make_profile(rt, "t", "b", {int(i): 0.4 for i in (3, 10)})
     out = export_profile(prof, tmp_path / "ckpt")
     assert (out / "README.md").read_text().count("vllm serve") == 1
     plain = AutoModelForCausalLM.from_pretrained(out).eval()
     prompt = "Why is the sky blue?"
-    from steering.engine import SteeringEngine
+    from steering.runtime.engine import SteeringEngine
 
     # Token for token against the fp32 hooked path (the default decode path is int4; docs/decoding.md).
     reference = SteeringEngine(rt.engine.model, rt.engine.tokenizer, rt.engine.basis, decode="reference")
@@ -116,7 +116,7 @@ def test_autosteer_cli_json_lines(tmp_path):
         assert set(e) >= {"epoch", "weights", "outputs", "score", "critique", "best_score"}
         assert len(e["weights"]) == 3 and all(-1 <= w <= 1 for w in e["weights"]) and 0 <= e["score"] <= 10
     assert epochs[1]["best_score"] == max(e["score"] for e in epochs)
-    from steering.profile import load_profile
+    from steering.artefacts.profile import load_profile
 
     prof = load_profile(final["profile"])
     assert prof.scores["epochs"] == [e["score"] for e in epochs]

@@ -3,7 +3,8 @@ import threading
 import pytest
 import torch
 
-from steering.engine import GenerationConfig, SteeringBasis, SteeringEngine, calibrate_scale
+from steering.runtime.basis import calibrate_scale, SteeringBasis
+from steering.runtime.engine import GenerationConfig, SteeringEngine
 
 PROMPT = "Why is the sky blue?"
 CFG = GenerationConfig(max_new_tokens=12, repetition_penalty=1.0)
@@ -226,7 +227,7 @@ def test_basis_from_sae_normalises_decoder_rows(tiny_sae):
 
 
 def test_a_free_vector_adds_scale_times_itself_and_changes_the_answer(tiny_engine):
-    from steering.engine import Steer
+    from steering.runtime.basis import Steer
 
     d = tiny_engine.basis.directions.shape[1]
     free = torch.zeros(d)

@@ -3,17 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from steering.features import (
-    MARK_L,
-    MARK_R,
-    FeatureIndex,
-    FeatureRecord,
-    build_index,
-    document_frequencies,
-    embed,
-    import_neuronpedia,
-    offline_label,
-)
+from steering.runtime.embeddings import embed
+from steering.sae.index import MARK_L, MARK_R, FeatureIndex, FeatureRecord, import_neuronpedia
+from steering.sae.labels import build_index, document_frequencies, offline_label
 
 TEXTS = [
     "Dogs like bones and walks. The dog barks at the lazy fox.",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from steering import gradient
-from steering.engine import GenerationConfig
+from steering.autosteer import gradient, objective
+from steering.autosteer.judges import Judge
+from steering.runtime.engine import GenerationConfig
 
 PROMPTS = ["Why is the sky blue?", "Dogs like bones and walks.", "Plants need water.", "Tell me about space."]
 
@@ -15,15 +16,15 @@ def _planted(engine, latent: int, weight: float = 1.0):
     cfg = GenerationConfig(max_new_tokens=12, repetition_penalty=1.0)
     steered = engine.generate(PROMPTS, [{latent: weight}] * len(PROMPTS), config=cfg)
     plain = engine.generate(PROMPTS, None, config=cfg)
-    return gradient.build_objective(engine, PROMPTS, [g.token_ids for g in steered], [g.token_ids for g in plain], plain_texts=["The quick brown fox."])
+    return objective.build_objective(engine, PROMPTS, [g.token_ids for g in steered], [g.token_ids for g in plain], plain_texts=["The quick brown fox."])
 
 
 def test_upper_layers_reproduce_the_full_forward(tiny_engine):
     obj = _planted(tiny_engine, 5)
     v = torch.randn(tiny_engine.basis.directions.shape[1])
-    fast = gradient._upper_logits(tiny_engine, obj, v)
+    fast = objective._upper_logits(tiny_engine, obj, v)
     tiny_engine._upper_model = False  # force the whole-model path with a hook
-    slow = gradient._upper_logits(tiny_engine, obj, v)
+    slow = objective._upper_logits(tiny_engine, obj, v)
     assert torch.allclose(fast, slow, atol=1e-4)
 
 
@@ -31,7 +32,7 @@ def test_attribution_ranks_a_planted_direction_first(tiny_engine):
     hits = []
     for latent in (3, 17, 40):
         obj = _planted(tiny_engine, latent)
-        attr = gradient.attribution(tiny_engine, obj)
+        attr = objective.attribution(tiny_engine, obj)
         assert attr.shape == (tiny_engine.basis.d_sae,)
         top = int((-attr).argmax())  # most negative: adding it lowers the loss the most
         hits.append(top == latent)
@@ -40,7 +41,7 @@ def test_attribution_ranks_a_planted_direction_first(tiny_engine):
 
 def test_fit_lowers_the_loss_and_respects_bounds(tiny_engine):
     obj = _planted(tiny_engine, 17)
-    attr = gradient.attribution(tiny_engine, obj)
+    attr = objective.attribution(tiny_engine, obj)
     idx = [int(i) for i in (-attr).topk(3).indices]
     res = gradient.fit(tiny_engine, obj, idx, [0.0, 0.0, 0.0], steps=15, lr=0.01, bound=0.4)
     assert res.losses[-1] < res.losses[0]
@@ -68,11 +69,14 @@ def test_fit_leaves_the_shared_model_untouched(tiny_engine):
 def test_the_loop_runs_the_gradient_optimiser_end_to_end(tiny_runtime):
     """Distillation answers for the training prompts, 2 strengths x (with, without) the free
     direction per epoch in one batch, and a profile that records the free direction's share."""
-    from steering.autosteer import AutoSteer, AutoSteerConfig, EpochResult, FinalResult, OptimiserFactory
-    from steering.judges import Judgement
-    from steering.retrieve import FeatureCandidate
+    from steering.autosteer.config import AutoSteerConfig
+    from steering.autosteer.factory import NamedOptimiserFactory
+    from steering.autosteer.loop import AutoSteer
+    from steering.autosteer.results import EpochResult, FinalResult
+    from steering.autosteer.judges import Judgement
+    from steering.autosteer.retrieve import FeatureCandidate
 
-    class PreferFree:
+    class PreferFree(Judge):
         name = "prefers-free"
 
         def judge_many(self, ctx, candidates):
@@ -81,7 +85,7 @@ def test_the_loop_runs_the_gradient_optimiser_end_to_end(tiny_runtime):
     feats = [FeatureCandidate(5, "five", "manual", 1.0, 1.0), FeatureCandidate(9, "nine", "manual", -1.0, 1.0)]
     cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi", "Tell me about bones."], max_new_tokens=6, epochs=2,
                           candidates=4, heldout=["Why?"], threshold=99)
-    factory = OptimiserFactory("gradient", cfg.behavior, engine=tiny_runtime.engine)
+    factory = NamedOptimiserFactory("gradient", cfg.behavior, engine=tiny_runtime.engine)
     events = [e for e in AutoSteer(tiny_runtime, cfg, PreferFree(), factory, features=feats).run()
               if isinstance(e, (EpochResult, FinalResult))]
     epochs, final = events[:-1], events[-1]

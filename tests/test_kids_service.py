@@ -9,7 +9,7 @@ from quora_kids.questions import QuestionSearch, QuestionSetError, categories, l
 from quora_kids.safety import FALLBACK_ANSWER, REFUSAL, SafetyVerdict
 from quora_kids.service import AnswerService, QuestionError
 from quora_kids.store import AnswerStore
-from steering.session import make_profile
+from steering.artefacts.bind import make_profile
 
 
 class ScriptedSafety:
@@ -88,7 +88,7 @@ def test_bad_questions_get_clear_errors(service, q, msg):
 def test_profile_for_another_sae_is_refused(tiny_runtime):
     from dataclasses import replace
 
-    from steering.profile import ProfileError
+    from steering.artefacts.profile import ProfileError
 
     prof = make_profile(tiny_runtime, "x", "b", {})
     prof.sae = replace(prof.sae, d_sae=999)

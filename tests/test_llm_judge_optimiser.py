@@ -2,9 +2,10 @@
 
 import pytest
 
-from steering.judges import JudgeContext, JudgeError, LLMJudge, parse_score
+from fakes import Given
+from steering.autosteer.judges import Judge, JudgeContext, JudgeError, LLMJudge, parse_score
 from steering.llm import LLMClient, LLMError, explain_feature
-from steering.optimisers import LLMOptimiser, Trial, parse_weights
+from steering.autosteer.optimisers import LLMOptimiser, parse_weights, Trial
 
 CTX = JudgeContext("Behave like a dog", ["What is your favourite food?"], ["I like pizza."])
 
@@ -130,7 +131,7 @@ def test_parse_weights(text, k, expected):
 
 
 def test_llm_feature_explanation(fake_openai, llm_client):
-    from steering.features import FeatureRecord
+    from steering.sae.index import FeatureRecord
 
     fake_openai.script = ['"Dogs and puppies as pets"\nextra line']
     rec = FeatureRecord(3, "", "offline", 1.0, 0.1, ["my \u00abdog\u00bb barks"], ["bark", "puppy"])
@@ -141,8 +142,9 @@ def test_llm_feature_explanation(fake_openai, llm_client):
 def test_llm_retrieval_queries_add_opposite_features(fake_openai, llm_client, tiny_runtime):
     import numpy as np
 
-    from steering.features import FeatureIndex, FeatureRecord, embed
-    from steering.retrieve import retrieve
+    from steering.runtime.embeddings import embed
+    from steering.sae.index import FeatureIndex, FeatureRecord
+    from steering.autosteer.retrieve import retrieve
 
     labels = ["dogs and puppies", "barking and howling", "formal business letters", "cats", "the weather"]
     idx = FeatureIndex([FeatureRecord(i, l, "offline", 1.0, 0.1) for i, l in enumerate(labels)], embed(labels), {})
@@ -157,8 +159,9 @@ def test_llm_retrieval_queries_add_opposite_features(fake_openai, llm_client, ti
 def test_llm_retrieval_failure_falls_back_to_offline_sources(fake_openai, llm_client):
     import numpy as np
 
-    from steering.features import FeatureIndex, FeatureRecord, embed
-    from steering.retrieve import retrieve
+    from steering.runtime.embeddings import embed
+    from steering.sae.index import FeatureIndex, FeatureRecord
+    from steering.autosteer.retrieve import retrieve
 
     labels = ["dogs and puppies", "cats"]
     idx = FeatureIndex([FeatureRecord(i, l, "offline", 1.0, 0.1) for i, l in enumerate(labels)], embed(labels), {})
@@ -167,19 +170,19 @@ def test_llm_retrieval_failure_falls_back_to_offline_sources(fake_openai, llm_cl
     assert [c.source for c in cands] == ["semantic", "semantic"]
 
 
-class OneScoreJudge:
+class OneScoreJudge(Judge):
     """Offline stand-in for the metric judge: a fixed score (unit test of the fallback only)."""
 
     name = "metric"
 
     def judge_many(self, ctx, candidates):
-        from steering.judges import Judgement
+        from steering.autosteer.judges import Judgement
 
         return [Judgement(4.0, "metric critique", {"concept": 0.4}) for _ in candidates]
 
 
 def test_fallback_judge_uses_the_metric_judge_when_the_llm_answers_off_format(fake_openai, llm_client):
-    from steering.judges import FallbackJudge
+    from steering.autosteer.judges import FallbackJudge
 
     # candidate 1: off-format twice (no score); candidate 2: a proper verdict
     fake_openai.script = ["Looks fine.", "Really fine.", "Very doggy. Score: 8"]
@@ -191,7 +194,7 @@ def test_fallback_judge_uses_the_metric_judge_when_the_llm_answers_off_format(fa
 
 
 def test_fallback_judge_survives_a_timeout(fake_openai):
-    from steering.judges import FallbackJudge
+    from steering.autosteer.judges import FallbackJudge
 
     client = LLMClient(base_url=fake_openai.base_url, model="m", api_key="k", timeout=0.5, max_retries=0)
     fake_openai.script = [("sleep", 2.0, "Score: 9")]
@@ -202,16 +205,18 @@ def test_fallback_judge_survives_a_timeout(fake_openai):
 def test_a_run_with_a_broken_llm_judge_still_ends_with_a_profile(fake_openai, llm_client, tiny_runtime):
     """Every verdict off-format: screening and epochs fall back to the metric judge, the run
     completes and saves weights (it used to end at epoch 1 with nothing saved)."""
-    from steering.autosteer import AutoSteer, AutoSteerConfig, EpochResult, FinalResult
-    from steering.judges import FallbackJudge, MetricJudge
-    from steering.optimisers import NumericOptimiser
-    from steering.retrieve import FeatureCandidate
+    from steering.autosteer.config import AutoSteerConfig
+    from steering.autosteer.loop import AutoSteer
+    from steering.autosteer.results import EpochResult, FinalResult
+    from steering.autosteer.judges import FallbackJudge, MetricJudge
+    from steering.autosteer.optimisers import NumericOptimiser
+    from steering.autosteer.retrieve import FeatureCandidate
 
     fake_openai.default = "I would rather not give a number."
     judge = FallbackJudge(LLMJudge(llm_client, retries=0), MetricJudge(tiny_runtime.engine))
     cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi"], max_new_tokens=4, epochs=2, candidates=2, heldout=["Why?"])
     feats = [FeatureCandidate(5, "five", "manual", 1.0, 1.0), FeatureCandidate(9, "nine", "manual", -1.0, 1.0)]
-    events = list(AutoSteer(tiny_runtime, cfg, judge, lambda c, answers=None: NumericOptimiser(2, seed=0), features=feats).run())
+    events = list(AutoSteer(tiny_runtime, cfg, judge, Given(lambda c, answers=None: NumericOptimiser(2, seed=0)), features=feats).run())
     epochs = [e for e in events if isinstance(e, EpochResult)]
     final = events[-1]
     assert len(epochs) == 2 and all("llm judge failed" in e.critique for e in epochs)

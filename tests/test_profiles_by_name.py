@@ -13,7 +13,7 @@ from quora_kids.profiles import UNSTEERED, ProfileCatalog, UnknownProfile, conte
 from quora_kids.safety import SafetyVerdict
 from quora_kids.service import AnswerService
 from quora_kids.store import AnswerStore
-from steering.session import make_profile
+from steering.artefacts.bind import make_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD_NAMES = [
@@ -172,17 +172,17 @@ def test_old_database_gains_the_key_column_and_old_rows_are_not_served(tmp_path)
 
 def test_app_refuses_paths_without_opening_a_file(monkeypatch, tmp_path):
     """The app's handler, not only the catalog: a path never reaches the filesystem."""
-    import app
+    from webapp import common, kids
 
-    monkeypatch.setattr(app, "_catalog", ProfileCatalog())
-    monkeypatch.setattr(app, "service_for", lambda entry: pytest.fail("built a service for an unknown name"))
-    monkeypatch.setattr(app, "recent_md", lambda: "")
+    monkeypatch.setattr(common, "_catalog", ProfileCatalog())
+    monkeypatch.setattr(kids, "service_for", lambda entry: pytest.fail("built a service for an unknown name"))
+    monkeypatch.setattr(kids, "recent_md", lambda: "")
     opened = []
     real_open = builtins.open
     monkeypatch.setattr(builtins, "open", lambda f, *a, **k: opened.append(f) or real_open(f, *a, **k))
     for name in ("/etc/passwd", "../../../../etc/hostname", "assets/profiles/kids.json"):
-        *_, (steered, plain, notice, answer_id, _) = app.kids_answer("Why is the sky blue?", name, {})  # a generator
+        *_, (steered, plain, notice, answer_id, _) = kids.kids_answer("Why is the sky blue?", name, {})  # a generator
         assert steered == plain == "" and answer_id is None and "no profile with that name" in notice
         assert "passwd" not in notice and "hostname" not in notice
     assert opened == []
-    assert app.profile_download("/etc/passwd", {}) is None and opened == []
+    assert kids.profile_download("/etc/passwd", {}) is None and opened == []

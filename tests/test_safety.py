@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from quora_kids.safety import LLMSafety, OfflineSafety, SafetyVerdict, refusal_for, REFUSAL_SELF_HARM
+from quora_kids.moderation import LLMSafety
+from quora_kids.safety import OfflineSafety, refusal_for, REFUSAL_SELF_HARM
 
 ROOT = Path(__file__).resolve().parent.parent
 

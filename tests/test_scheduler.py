@@ -4,8 +4,9 @@ import threading
 
 import pytest
 
-from steering.engine import GenerationConfig, SteeringBasis, SteeringEngine
-from steering.scheduler import BACKGROUND, INTERACTIVE, NORMAL, GenerationScheduler, current_priority, iterate_at, priority
+from steering.runtime.basis import SteeringBasis
+from steering.runtime.engine import GenerationConfig, SteeringEngine
+from steering.runtime.scheduler import BACKGROUND, current_priority, GenerationScheduler, INTERACTIVE, iterate_at, NORMAL, priority
 
 CFG = GenerationConfig(max_new_tokens=10)
 

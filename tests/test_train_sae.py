@@ -6,8 +6,9 @@ import datasets
 import torch
 from conftest import TEXT
 
-from steering.activations import layer_output
-from steering.train_sae import SAEBuildConfig, cache_activations, mark_sinks, token_dataset, train_from_cache
+from steering.sae.activations import layer_output
+from steering.sae.activation_cache import cache_activations, mark_sinks, token_dataset
+from steering.sae.train import SAEBuildConfig, train_from_cache
 
 
 def _dataset(tokenizer, context: int = 16):

@@ -1,0 +1,189 @@
+"""The saved steering profile: a versioned JSON file, validated on load. Never pickled.
+
+A profile names the model and SAE it was learned on; loading it against another model or SAE,
+with an index out of range or a weight outside [-1, 1], is a clear `ProfileError`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata as md
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..runtime.models import ModelRef, SAERef
+
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 has no system prompt, mode or free direction
+MODES = ("steered", "prompted_steered")
+
+
+class ProfileError(ValueError):
+    """A profile file that cannot be used; the message says which field and why."""
+
+
+@dataclass(frozen=True)
+class FeatureWeight:
+    index: int
+    label: str
+    weight: float
+
+
+@dataclass
+class SteeringProfile:
+    name: str
+    behavior: str
+    model: ModelRef
+    sae: SAERef
+    scale: float
+    features: list[FeatureWeight]
+    prompts: list[str] = field(default_factory=list)
+    scores: dict[str, Any] = field(default_factory=dict)  # {"epochs": [...], "held_out": {...}}
+    provenance: dict[str, Any] = field(default_factory=dict)
+    # How to answer: "steered" (vector only) or "prompted_steered" (the behaviour as a system
+    # prompt as well); the held-out check picks the better one.
+    mode: str = "steered"
+    system_prompt: str = ""
+    # A learned vector that is NOT an SAE feature (units of `scale`, one float per hidden unit),
+    # and its share of the total steering norm; None when every bit of steering is labelled.
+    free_direction: list[float] | None = None
+    free_share: float = 0.0
+    schema_version: int = SCHEMA_VERSION
+
+    def weights(self) -> dict[int, float]:
+        """Feature index -> weight, zeros dropped (an all-zero profile is unsteered)."""
+        return {f.index: f.weight for f in self.features if f.weight != 0.0}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SteeringProfile:
+        return _parse(data)
+
+    def save(self, path: str | Path) -> Path:
+        validate(self)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+
+def provenance(judge: str = "", optimiser: str = "", **extra) -> dict[str, Any]:
+    """Date and library versions for a new profile."""
+    versions = {}
+    for pkg in ("torch", "transformers", "sae-lens"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "judge": judge,
+        "optimiser": optimiser,
+        "versions": versions,
+        **extra,
+    }
+
+
+def _req(data: dict, key: str, kind, where: str):
+    if key not in data:
+        raise ProfileError(f"{where}: missing field {key!r}")
+    value = data[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ProfileError(f"{where}: field {key!r} should be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _parse(data: Any) -> SteeringProfile:
+    if not isinstance(data, dict):
+        raise ProfileError("profile: expected a JSON object")
+    version = data.get("schema_version")
+    if version not in READABLE_VERSIONS:
+        raise ProfileError(f"profile: schema_version {version!r} is not supported (expected one of {READABLE_VERSIONS})")
+    m = _req(data, "model", dict, "profile")
+    s = _req(data, "sae", dict, "profile")
+    feats = _req(data, "features", list, "profile")
+    features = []
+    for i, f in enumerate(feats):
+        if not isinstance(f, dict):
+            raise ProfileError(f"features[{i}]: expected an object")
+        features.append(
+            FeatureWeight(_req(f, "index", int, f"features[{i}]"), str(f.get("label", "")), _req(f, "weight", float, f"features[{i}]"))
+        )
+    profile = SteeringProfile(
+        name=_req(data, "name", str, "profile"),
+        behavior=_req(data, "behavior", str, "profile"),
+        model=ModelRef(_req(m, "preset", str, "model"), _req(m, "hub_id", str, "model"), str(m.get("revision", "main"))),
+        sae=SAERef(_req(s, "id", str, "sae"), _req(s, "hook", str, "sae"), _req(s, "layer", int, "sae"), _req(s, "d_sae", int, "sae")),
+        scale=_req(data, "scale", float, "profile"),
+        features=features,
+        prompts=[str(p) for p in data.get("prompts", [])],
+        scores=data.get("scores", {}) or {},
+        provenance=data.get("provenance", {}) or {},
+        mode=str(data.get("mode", "steered")),
+        system_prompt=str(data.get("system_prompt", "") or ""),
+        free_direction=_free_direction(data.get("free_direction")),
+        free_share=float(data.get("free_share", 0.0) or 0.0),
+    )
+    validate(profile)
+    return profile
+
+
+def _free_direction(value: Any) -> list[float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
+        raise ProfileError("profile: free_direction should be a list of numbers (one per hidden unit) or null")
+    return [float(x) for x in value]
+
+
+def validate(profile: SteeringProfile, model: ModelRef | None = None, sae: SAERef | None = None) -> None:
+    """Raise ProfileError if the profile is malformed or does not fit `model`/`sae`."""
+    if profile.mode not in MODES:
+        raise ProfileError(f"profile: mode {profile.mode!r} should be one of {', '.join(MODES)}")
+    if profile.mode == "prompted_steered" and not profile.system_prompt.strip():
+        raise ProfileError("profile: mode 'prompted_steered' needs a system_prompt")
+    if profile.free_direction is not None and not all(math.isfinite(x) for x in profile.free_direction):
+        raise ProfileError("profile: free_direction holds a value that is not a finite number")
+    if not 0.0 <= profile.free_share <= 1.0:
+        raise ProfileError(f"profile: free_share {profile.free_share} outside [0, 1]")
+    if not math.isfinite(profile.scale) or profile.scale <= 0:
+        raise ProfileError(f"profile: scale must be a positive number, got {profile.scale}")
+    seen = set()
+    for i, f in enumerate(profile.features):
+        if not 0 <= f.index < profile.sae.d_sae:
+            raise ProfileError(f"features[{i}]: index {f.index} out of range for an SAE of {profile.sae.d_sae} latents")
+        if not (math.isfinite(f.weight) and -1.0 <= f.weight <= 1.0):
+            raise ProfileError(f"features[{i}]: weight {f.weight} outside [-1, 1]")
+        if f.index in seen:
+            raise ProfileError(f"features[{i}]: index {f.index} appears twice")
+        seen.add(f.index)
+    if model is not None and profile.model.preset != model.preset:
+        raise ProfileError(
+            f"profile {profile.name!r} was learned on model {profile.model.preset!r}, not {model.preset!r}"
+        )
+    if sae is not None and (profile.sae.id, profile.sae.layer, profile.sae.d_sae) != (sae.id, sae.layer, sae.d_sae):
+        raise ProfileError(
+            f"profile {profile.name!r} was learned on SAE {profile.sae.id!r} (layer {profile.sae.layer}, "
+            f"{profile.sae.d_sae} latents), not {sae.id!r} (layer {sae.layer}, {sae.d_sae} latents)"
+        )
+
+
+def load_profile(path: str | Path) -> SteeringProfile:
+    """Read and validate a profile file (structure only; `validate` checks it fits a model)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ProfileError(f"profile file not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"{path}: not valid JSON ({exc})") from exc
+    return _parse(data)

@@ -1,0 +1,266 @@
+"""Judges: score how well answers show a behaviour (0-10) and say what is wrong, behind one interface.
+
+`MetricJudge` (offline default) combines concept, relevance, fluency and, where the behaviour
+asks for simplicity, readability, AxBench-style (harmonic mean; zero if any part is zero).
+`LLMJudge` asks any OpenAI-compatible endpoint for a critique ending in `Score: N`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..metrics import coherence, degeneration, perplexities, readability, relevance_similarities, similarities
+
+
+@dataclass
+class Judgement:
+    score: float  # 0-10
+    critique: str
+    parts: dict[str, float] = field(default_factory=dict)  # each 0-1 (metric judge)
+
+
+@dataclass
+class JudgeContext:
+    """What a judge may compare against: the unsteered answers to the same prompts."""
+
+    behavior: str
+    prompts: list[str]
+    baseline: list[str]  # unsteered answers, one per prompt
+
+
+class Judge(ABC):
+    """Scores candidates' answers 0-10 with a critique. The loop calls only `judge_many` and reads
+    `name` (recorded in the profile's provenance)."""
+
+    name: str = "judge"
+
+    @abstractmethod
+    def judge_many(self, ctx: JudgeContext, candidates: Sequence[Sequence[str]]) -> list[Judgement]:
+        """Score several candidates (the loop's call); one Judgement per candidate, in order.
+        Raises JudgeError when it cannot score."""
+
+    def judge(self, ctx: JudgeContext, outputs: Sequence[str]) -> Judgement:
+        """Score one candidate's answers (one per prompt in ctx.prompts)."""
+        return self.judge_many(ctx, [outputs])[0]
+
+
+class JudgeError(RuntimeError):
+    """The judge could not produce a score (after retrying)."""
+
+
+# ---------------------------------------------------------------- metric judge
+
+SIMPLICITY = re.compile(r"\b(child|children|kid|kids|simple|simply|easy|young|five|5-year|eli5|beginner|plain)\b", re.I)
+
+
+def asks_for_simplicity(behavior: str) -> bool:
+    return bool(SIMPLICITY.search(behavior))
+
+
+def harmonic_mean(parts: Sequence[float]) -> float:
+    if any(p <= 0 for p in parts):
+        return 0.0
+    return len(parts) / sum(1.0 / p for p in parts)
+
+
+def _clip(x: float) -> float:
+    return 0.0 if math.isnan(x) else max(0.0, min(1.0, x))
+
+
+# How much better than the unsteered answer counts as "fully there".
+CONCEPT_GAIN = 0.25  # cosine similarity to the behaviour description
+GRADE_GAIN = 4.0  # Flesch-Kincaid grades lower
+REL_ZERO, REL_FULL = 0.6, 0.95  # answer-question similarity x unsteered: zero at 0.6x, full marks from 0.95x
+PPL_SLACK, PPL_ZERO = 1.5, 15.0  # perplexity x unsteered: full marks up to 1.5x, zero at 15x
+PMI_GAIN = 0.5  # nats per token: log-likelihood gain from being told the behaviour, over the unsteered answer's
+NO_EFFECT_SCORE = 0.1  # (x10) a fluent, on-question answer with no behaviour
+
+
+def _pmi(ppl_plain: float, ppl_told: float) -> float:
+    """log p(answer | told the behaviour) - log p(answer | not told), per token."""
+    if not (math.isfinite(ppl_plain) and math.isfinite(ppl_told)):
+        return 0.0
+    return math.log(ppl_plain) - math.log(ppl_told)
+
+
+class MetricJudge(Judge):
+    """Offline judge. Each part is in [0, 1] relative to the unsteered answer:
+
+    - concept: gain over the unsteered answer in (a) embedding similarity to the behaviour
+      description and (b) how much likelier the model finds the answer when told the behaviour
+      as a system prompt (pointwise mutual information per token); averaged with readability gain
+      when the behaviour asks for simplicity;
+    - relevance: answer-question similarity (whole answer and two-sentence chunks, so drift
+      counts) as a fraction of the unsteered answer's, mapped so that 0.95x or more is full marks
+      and 0.6x is zero: an answer that leaves the question is a failure, however well it shows the
+      behaviour;
+    - fluency: perplexity under the unsteered model, against the unsteered answer's;
+    - coherence: repetition and degeneration (seq-rep-4, distinct-2, repeated sentences) against
+      the unsteered answer. A degenerate answer (loops, stutter, empty) scores 0 overall.
+
+    Score = 10 x the harmonic mean of the four parts per prompt (0 if any part is 0), averaged.
+    """
+
+    name = "metric"
+    PARTS = ("concept", "relevance", "fluency", "coherence")
+
+    def __init__(self, engine):
+        self.engine = engine
+        self._cache: dict[tuple, tuple] = {}
+
+    def _baseline_stats(self, ctx: JudgeContext):
+        key = (ctx.behavior, tuple(ctx.prompts), tuple(ctx.baseline))
+        if key not in self._cache:
+            self._cache[key] = (
+                similarities(ctx.baseline, [ctx.behavior] * len(ctx.baseline)),
+                relevance_similarities(ctx.baseline, ctx.prompts),
+                perplexities(self.engine, ctx.prompts, ctx.baseline),
+                [readability(b).grade for b in ctx.baseline],
+                perplexities(self.engine, ctx.prompts, ctx.baseline, system=ctx.behavior),
+            )
+        return self._cache[key]
+
+    def judge_many(self, ctx: JudgeContext, candidates: Sequence[Sequence[str]]) -> list[Judgement]:
+        """Judge several candidates' answers at once (embeddings are batched)."""
+        base_concept, base_rel, base_ppl, base_grade, base_ppl_b = self._baseline_stats(ctx)
+        base_pmi = [_pmi(a, b) for a, b in zip(base_ppl, base_ppl_b)]
+        n = len(ctx.prompts)
+        flat = [o for outs in candidates for o in outs]
+        concept_sim = similarities(flat, [ctx.behavior] * len(flat))
+        rel_sim = relevance_similarities(flat, list(ctx.prompts) * len(candidates))
+        ppl = perplexities(self.engine, list(ctx.prompts) * len(candidates), flat)
+        # How much likelier each answer is when the model is told the behaviour (its own reading).
+        pmi = [_pmi(a, b) for a, b in zip(ppl, perplexities(self.engine, list(ctx.prompts) * len(candidates), flat, system=ctx.behavior))]
+        simple = asks_for_simplicity(ctx.behavior)
+        results = []
+        for c in range(len(candidates)):
+            per_prompt = [
+                self._parts(flat[r], ctx.baseline[j], concept_sim[r] - base_concept[j], pmi[r] - base_pmi[j], rel_sim[r] / max(base_rel[j], 1e-3),
+                            ppl[r] / max(base_ppl[j], 1e-6) if math.isfinite(ppl[r]) else math.inf, base_grade[j], simple)
+                for j, r in zip(range(n), range(c * n, (c + 1) * n))
+            ]
+            parts = {k: sum(p[k] for p in per_prompt) / n for k in self.PARTS}
+            score = 10 * sum(p["score"] for p in per_prompt) / n
+            detail = {
+                "grade": sum(p["grade"] for p in per_prompt) / n,
+                "perplexity": sum(min(ppl[r], 1e4) for r in range(c * n, (c + 1) * n)) / n,
+                "degenerate": sum(p["degenerate"] for p in per_prompt) / n,
+                "concept_similarity": sum(p["concept_similarity"] for p in per_prompt) / n,
+                "concept_pmi": sum(p["concept_pmi"] for p in per_prompt) / n,
+            }
+            results.append(Judgement(round(score, 3), self._critique(parts, detail, base_grade, base_ppl, simple), {**parts, **detail}))
+        return results
+
+    @staticmethod
+    def _parts(answer: str, baseline: str, concept_gain: float, pmi_gain: float, rel_ratio: float, ppl_ratio: float,
+               base_grade: float, simple: bool) -> dict:
+        by_text, by_model = _clip(concept_gain / CONCEPT_GAIN), _clip(pmi_gain / PMI_GAIN)
+        concept = math.sqrt(by_text * by_model)  # both must agree
+        grade = readability(answer).grade
+        if simple:
+            concept = 0.5 * concept + 0.5 * _clip((base_grade - grade) / GRADE_GAIN)
+        relevance = _clip((rel_ratio - REL_ZERO) / (REL_FULL - REL_ZERO))
+        fluency = _clip(1 - math.log(max(ppl_ratio, 1e-9) / PPL_SLACK) / math.log(PPL_ZERO / PPL_SLACK)) if math.isfinite(ppl_ratio) else 0.0
+        measured = degeneration(answer)
+        degenerate = measured.degenerate
+        coh = coherence(answer, baseline, measured)
+        score = harmonic_mean([concept, relevance, fluency, coh])
+        if score == 0 and not degenerate:
+            # A fluent answer to the question that merely lacks the behaviour ranks above a broken
+            # one (the rubric's 0-1 band): at most NO_EFFECT_SCORE.
+            score = NO_EFFECT_SCORE * min(relevance, fluency, coh)
+        return {"concept": concept, "concept_similarity": by_text, "concept_pmi": by_model,
+                "relevance": relevance, "fluency": fluency, "coherence": coh, "grade": grade,
+                "degenerate": float(degenerate), "score": score}
+
+    @classmethod
+    def _critique(cls, parts: dict, detail: dict, base_grade, base_ppl, simple: bool) -> str:
+        weakest = min(cls.PARTS, key=lambda k: parts[k])
+        bg, bp = sum(base_grade) / len(base_grade), sum(base_ppl) / len(base_ppl)
+        advice = {
+            "concept": "the behaviour barely shows; push the behaviour's features harder"
+            + (f" (reading grade {detail['grade']:.1f} vs {bg:.1f} unsteered)" if simple else ""),
+            "relevance": "the answers drift away from the question; lower the strongest weights",
+            "fluency": f"the text is getting garbled (perplexity {detail['perplexity']:.0f} vs {bp:.0f} unsteered); lower the weights",
+            "coherence": "the answers repeat themselves or loop; lower the weights",
+        }[weakest]
+        summary = ", ".join(f"{k} {parts[k]:.2f}" for k in cls.PARTS)
+        loops = f" {detail['degenerate']:.0%} of the answers are degenerate (loops or stutter)." if detail["degenerate"] else ""
+        return f"Weakest part: {weakest} - {advice}. Parts: {summary}.{loops}"
+
+
+# ---------------------------------------------------------------- LLM judge
+
+JUDGE_PROMPT = """You are judging a language model's answers. The goal behaviour is: "{behavior}".
+For each question, the model's answer is shown. Judge how strongly the answers show the behaviour while
+still answering the question sensibly and fluently. Write a short critique (what works, what to change),
+then end with a final line of the form "Score: N" where N is a number from 0 (not at all) to 10 (perfectly).
+
+{pairs}"""
+
+_SCORE = re.compile(r"score\s*[:=]\s*\**\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*10)?", re.I)
+
+
+def parse_score(text: str) -> float | None:
+    """The last `Score: N` in a critique, or None. Scores outside 0-10 are not scores."""
+    found = _SCORE.findall(text)
+    if not found:
+        return None
+    value = float(found[-1])
+    return value if 0 <= value <= 10 else None
+
+
+class LLMJudge(Judge):
+    name = "llm"
+
+    def __init__(self, client, retries: int = 1):
+        self.client = client
+        self.retries = retries
+
+    def judge(self, ctx: JudgeContext, outputs: Sequence[str]) -> Judgement:
+        pairs = "\n\n".join(f"Question: {p}\nAnswer: {o or '(empty)'}" for p, o in zip(ctx.prompts, outputs))
+        messages = [{"role": "user", "content": JUDGE_PROMPT.format(behavior=ctx.behavior, pairs=pairs)}]
+        last = ""
+        for _ in range(1 + self.retries):
+            last = self.client.chat(messages, max_tokens=400)
+            score = parse_score(last)
+            if score is not None:
+                critique = _SCORE.sub("", last).strip() or last
+                return Judgement(score, critique)
+            messages = messages + [
+                {"role": "assistant", "content": last},
+                {"role": "user", "content": "End your answer with a line 'Score: N' (N from 0 to 10)."},
+            ]
+        raise JudgeError(f"the LLM judge gave no 'Score: N' line after {1 + self.retries} tries (last answer: {last[:120]!r})")
+
+    def judge_many(self, ctx: JudgeContext, candidates: Sequence[Sequence[str]]) -> list[Judgement]:
+        return [self.judge(ctx, outs) for outs in candidates]
+
+
+class FallbackJudge(Judge):
+    """A primary judge (an LLM endpoint) that never throws a run away: when it cannot score a
+    candidate (off-format answer, timeout, endpoint down), the offline metric judge scores that
+    candidate instead and the critique says so."""
+
+    def __init__(self, primary: Judge, fallback: Judge):
+        self.primary = primary
+        self.fallback = fallback
+        self.name = f"{primary.name} (falls back to {fallback.name})"
+        self.fallbacks = 0  # how many candidates the fallback judged
+
+    def judge_many(self, ctx: JudgeContext, candidates: Sequence[Sequence[str]]) -> list[Judgement]:
+        out = []
+        for outs in candidates:
+            try:
+                out.append(self.primary.judge_many(ctx, [outs])[0])
+            except Exception as exc:  # noqa: BLE001 - any failure of the endpoint, reported in the critique
+                self.fallbacks += 1
+                j = self.fallback.judge_many(ctx, [outs])[0]
+                reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+                out.append(Judgement(j.score, f"[{self.primary.name} judge failed ({reason}); scored by the {self.fallback.name} judge] {j.critique}",
+                                     {**j.parts, "fallback": 1.0}))
+        return out

@@ -1,0 +1,296 @@
+"""The auto-steering loop: behaviour -> candidate features -> epochs of generate/judge/optimise.
+
+`AutoSteer.run()` is a generator: one `ScreenResult` when it has retrieved and screened candidate
+features, one `EpochResult` per epoch (stream it to a screen), then one `FinalResult` with the
+held-out check (unsteered / prompted / steered / prompted+steered) and the profile. All K candidates
+x P prompts of an epoch come out of one batched generate call.
+
+Screening: retrieval proposes `features x screen` candidates; each is tried alone at
+`SCREEN_WEIGHT` (its suggested sign) on the training prompts, in batched generates, and the
+judge's best `features` go on to the loop. Labels and activation differences say what a latent is
+about; only steering with it says whether it moves the answers the right way without derailing them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+from ..artefacts.bind import make_profile
+from ..artefacts.profile import SteeringProfile, provenance
+from ..runtime.basis import Steer
+from ..runtime.engine import GenerationConfig
+from ..runtime.shared import Runtime
+from ..sae.index import FeatureIndex
+from . import retrieve as retrieval
+from .config import AutoSteerConfig
+from .judges import Judge, JudgeContext, JudgeError, Judgement
+from .objective import free_share
+from .optimisers import Optimiser, OptimiserFactory, Trial, WeightVector
+from .results import (CONDITIONS, Best, EpochResult, FinalResult, HeldOutResult, PhaseEvent, RunScores, ScreenResult,
+                      four_conditions)
+from .retrieve import FeatureCandidate, probe_prompts
+
+log = logging.getLogger(__name__)
+
+SCREEN_WEIGHT = 0.3  # single-feature strength for screening (calibrated units)
+SCREEN_PROMPTS = 4  # screening uses at most this many of the training prompts
+SCREEN_BATCH = 128  # rows per screening generate
+GRADIENT_PROMPTS = 4  # the gradient optimiser's objective uses at most this many training prompts
+
+Event = PhaseEvent | ScreenResult | EpochResult | FinalResult
+
+
+class AutoSteer:
+    """One run of the loop. Create, then iterate `run()`; `cancel()` stops after the current step.
+
+    Phases, each a method a test can call alone: `baseline`, `retrieve`, `screen`, `seed`
+    (make the optimiser and give it the screening results), `epoch` (one of the epochs),
+    `heldout_check`, `make_profile`. Whatever happens in an epoch (a judge or optimiser that
+    fails), the run ends with a FinalResult holding the best weights found so far."""
+
+    def __init__(self, runtime: Runtime, config: AutoSteerConfig, judge: Judge, optimiser_factory: OptimiserFactory,
+                 index: FeatureIndex | None = None, client=None, features: Sequence[FeatureCandidate] | None = None):
+        self.rt = runtime
+        self.engine = runtime.engine
+        self.cfg = config
+        self.judge = judge
+        self.optimiser_factory = optimiser_factory
+        self.index = index
+        self.client = client  # llm.LLMClient: LLM-written retrieval queries when given
+        self.features = list(features) if features else None
+        self.answers: retrieval.DistillAnswers | None = None  # shared by retrieval and the gradient optimiser
+        self.notes: list[str] = []
+        self._cancel = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def _gen(self, prompts: list[str], weights: list, system=None) -> list[str]:
+        cfg = GenerationConfig(max_new_tokens=self.cfg.max_new_tokens)
+        return [g.text for g in self.engine.generate(prompts, weights, system=system, config=cfg, cancel=self._cancel)]
+
+    def _weights(self, vec: Sequence[float]) -> Steer:
+        return Steer({f.index: float(w) for f, w in zip(self.features, vec)}, WeightVector.of(vec).free)
+
+    # ------------------------------------------------------------------ phases
+
+    def baseline(self) -> JudgeContext:
+        P = len(self.cfg.prompts)
+        return JudgeContext(self.cfg.behavior, self.cfg.prompts, self._gen(self.cfg.prompts, [None] * P))
+
+    def retrieve(self) -> list[FeatureCandidate]:
+        cfg = self.cfg
+        prompts = probe_prompts(cfg.prompts, exclude=cfg.heldout)
+        self.answers = retrieval.distill_answers(self.engine, cfg.behavior, prompts, cancel=self._cancel)
+        if self.cancelled:
+            return []
+        return retrieval.retrieve(self.engine, self.index, cfg.behavior, prompts, cfg.features * cfg.screen, self.client, answers=self.answers)
+
+    def screen(self, pool: Sequence[FeatureCandidate], ctx: JudgeContext) -> ScreenResult | None:
+        """Each candidate alone at SCREEN_WEIGHT on the first SCREEN_PROMPTS training prompts
+        (batched generates of up to SCREEN_BATCH rows). None if cancelled meanwhile.
+
+        Its scores are on those prompts only, so they guide the choice of features and the
+        optimiser's first guesses but are not compared with the epochs' scores."""
+        t0 = time.perf_counter()
+        ctx = JudgeContext(ctx.behavior, ctx.prompts[:SCREEN_PROMPTS], ctx.baseline[:SCREEN_PROMPTS])
+        P = len(ctx.prompts)
+        rows = [{c.index: c.sign * SCREEN_WEIGHT} for c in pool for _ in range(P)]
+        prompts = list(ctx.prompts) * len(pool)
+        texts: list[str] = []
+        for start in range(0, len(rows), SCREEN_BATCH):  # bounded memory for large pools
+            if self.cancelled:
+                return None
+            texts += self._gen(prompts[start : start + SCREEN_BATCH], rows[start : start + SCREEN_BATCH])
+        if self.cancelled:
+            return None
+        per_cand = [texts[i * P : (i + 1) * P] for i in range(len(pool))]
+        try:
+            js = self.judge.judge_many(ctx, per_cand)
+        except JudgeError:
+            # One unparseable verdict should not sink the run: judge one by one, 0 for failures.
+            js = [self._judge_or_zero(ctx, outs) for outs in per_cand]
+        order = sorted(range(len(pool)), key=lambda i: -js[i].score)
+        return ScreenResult([pool[i] for i in order], [js[i].score for i in order], [js[i].critique for i in order],
+                            min(self.cfg.features, len(pool)), round(time.perf_counter() - t0, 2),
+                            [per_cand[i] for i in order])
+
+    def _judge_or_zero(self, ctx: JudgeContext, outs: list[str]) -> Judgement:
+        try:
+            return self.judge.judge_many(ctx, [outs])[0]
+        except JudgeError as exc:
+            return Judgement(0.0, f"not judged: {exc}")
+
+    def seed(self, screened: ScreenResult | None) -> Optimiser:
+        """The optimiser for the kept features, told what each scored alone in screening."""
+        if self.answers is None and self.optimiser_factory.needs_answers:
+            self.answers = retrieval.distill_answers(self.engine, self.cfg.behavior, self.cfg.prompts[:GRADIENT_PROMPTS], cancel=self._cancel)
+        optimiser = self.optimiser_factory(self.features, self.answers)
+        if screened is not None:
+            pos = {c.index: i for i, c in enumerate(self.features)}
+            singles = []
+            for c, score, critique, outs in zip(screened.candidates, screened.scores, screened.critiques, screened.outputs):
+                if c.index in pos:
+                    w = [0.0] * len(self.features)
+                    w[pos[c.index]] = c.sign * SCREEN_WEIGHT
+                    singles.append(Trial(WeightVector(w), score, critique, tuple(outs)))
+            optimiser.observe(singles)
+        return optimiser
+
+    def epoch(self, epoch: int, optimiser: Optimiser, ctx: JudgeContext, best: Best) -> tuple[EpochResult, Best]:
+        """Ask the optimiser, generate every candidate x prompt in ONE batch, judge, tell."""
+        P = len(ctx.prompts)
+        t0 = time.perf_counter()
+        vectors = [WeightVector.of(v) for v in optimiser.ask(self.cfg.candidates if optimiser.batched else 1)]
+        t1 = time.perf_counter()
+        rows = [self._weights(v) for v in vectors for _ in range(P)]
+        texts = self._gen(list(ctx.prompts) * len(vectors), rows)
+        t2 = time.perf_counter()
+        per_cand = [texts[i * P : (i + 1) * P] for i in range(len(vectors))]
+        judgements = self.judge.judge_many(ctx, per_cand)
+        t3 = time.perf_counter()
+        optimiser.tell([Trial(v, j.score, j.critique, tuple(o)) for v, j, o in zip(vectors, judgements, per_cand)])
+        i_best = max(range(len(vectors)), key=lambda i: judgements[i].score)
+        j = judgements[i_best]
+        if j.score > best.score:
+            best = Best(j.score, vectors[i_best], per_cand[i_best], j.critique)
+        result = EpochResult(
+            epoch=epoch, weights=[round(w, 4) for w in vectors[i_best]], outputs=per_cand[i_best], score=j.score,
+            critique=j.critique, best_score=best.score, best_weights=[round(w, 4) for w in best.weights],
+            candidates=len(vectors),
+            seconds={"optimise": round(t1 - t0, 2), "generate": round(t2 - t1, 2), "judge": round(t3 - t2, 2)},
+            free_share=self.free_share(vectors[i_best]),
+        )
+        return result, best
+
+    def free_share(self, vec: Sequence[float]) -> float:
+        """The share of a proposal's steering norm that is not an SAE feature (its free vector is
+        in units of the basis scale)."""
+        free = WeightVector.of(vec).free
+        return free_share(self.engine, [f.index for f in self.features], vec,
+                          free * self.engine.basis.scale if free is not None else None)
+
+    def heldout_check(self, weights: Steer) -> HeldOutResult:
+        """Four conditions on prompts never trained on, in one batched generate."""
+        H = list(self.cfg.heldout)
+        b = self.cfg.behavior
+        n = len(H)
+        prompts, rows, systems = four_conditions(H, weights, b)
+        texts = self._gen(prompts, rows, system=systems)
+        outs = {c: texts[i * n : (i + 1) * n] for i, c in enumerate(CONDITIONS)}
+        ctx = JudgeContext(b, H, outs["unsteered"])
+        js = self.judge.judge_many(ctx, [outs[c] for c in CONDITIONS])
+        return HeldOutResult(
+            H, {c: j.score for c, j in zip(CONDITIONS, js)}, outs, {c: j.critique for c, j in zip(CONDITIONS, js)},
+            {c: j.parts for c, j in zip(CONDITIONS, js)},
+        )
+
+    def make_profile(self, best: Best, history: list[float], heldout: HeldOutResult | None, stopped: str,
+                     screened: ScreenResult | None, optimiser_name: str) -> SteeringProfile:
+        cfg = self.cfg
+        steer = self._weights(best.weights) if best.found else Steer()
+        # The held-out check decides whether the profile answers with the behaviour as a system prompt too.
+        mode = "steered"
+        if heldout is not None and heldout.scores["prompted_steered"] > heldout.scores["steered"]:
+            mode = "prompted_steered"
+        labels = {f.index: f.label for f in self.features}
+        screened_scores = {"screened": {str(c.index): sc for c, sc in zip(screened.candidates, screened.scores)}} if screened else {}
+        return make_profile(
+            self.rt, cfg.name, cfg.behavior, {i: round(w, 4) for i, w in steer.items()}, labels,
+            prompts=cfg.prompts,
+            scores=RunScores(history, best.score if history else None, heldout.scores if heldout else None).to_dict(),
+            provenance=provenance(self.judge.name, optimiser_name, stopped=stopped,
+                                  sources={str(f.index): f.source for f in self.features}, notes=self.notes, **screened_scores),
+            mode=mode, system_prompt=cfg.behavior,
+            free_direction=[round(float(x), 6) for x in steer.free] if steer.free is not None else None,
+            free_share=self.free_share(best.weights),
+        )
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self) -> Iterator[Event]:
+        yield PhaseEvent("baseline", "answering the training prompts without steering")
+        ctx = self.baseline()
+        screened = yield from self._choose_features(ctx)
+        if not self.features:
+            if self.cancelled:
+                yield self._nothing_found()
+                return
+            raise RuntimeError("no candidate features were found for this behaviour")
+        yield PhaseEvent("seed", f"preparing the optimiser for {len(self.features)} features")
+        optimiser = self.seed(screened)
+        best = Best(float("-inf"), WeightVector([0.0] * len(self.features)), ctx.baseline, "")
+        history: list[float] = []
+        best, stopped = yield from self._epochs(optimiser, ctx, best, history)
+        heldout = yield from self._heldout(best)
+        stopped = stopped if not self.cancelled else "cancelled"
+        profile = self.make_profile(best, history, heldout, stopped, screened, optimiser.name)
+        yield FinalResult(profile, self.features, heldout, stopped, screened)
+
+    def _choose_features(self, ctx: JudgeContext) -> Iterator[Event]:
+        """Retrieve and screen unless the features were given; returns the screening (or None)."""
+        if self.features is not None:
+            return None
+        screened = None
+        yield PhaseEvent("retrieve", "finding candidate features: answers with and without the behaviour, gradient attribution, contrastive activations, label search")
+        pool = [] if self.cancelled else self.retrieve()
+        if len(pool) > self.cfg.features and not self.cancelled:
+            yield PhaseEvent("screen", f"steering with each of {len(pool)} candidates alone")
+            screened = self.screen(pool, ctx)
+            if screened is not None:
+                yield screened
+                pool = screened.candidates
+        self.features = pool[: self.cfg.features]
+        return screened
+
+    def _nothing_found(self) -> FinalResult:
+        """Cancelled before any feature was kept: an empty profile."""
+        cfg = self.cfg
+        profile = make_profile(self.rt, cfg.name, cfg.behavior, {}, prompts=cfg.prompts, scores=RunScores().to_dict(),
+                               provenance=provenance(self.judge.name, stopped="cancelled"))
+        return FinalResult(profile, [], None, "cancelled")
+
+    def _epochs(self, optimiser: Optimiser, ctx: JudgeContext, best: Best, history: list[float]) -> Iterator[Event]:
+        """Every epoch until the threshold, the last epoch, a cancel or a failure; returns
+        (best, why it stopped) and appends each epoch's score to `history`."""
+        cfg = self.cfg
+        for epoch in range(1, cfg.epochs + 1):
+            if self.cancelled:
+                return best, "cancelled"
+            yield PhaseEvent("epochs", f"epoch {epoch} of {cfg.epochs}")
+            try:
+                result, best = self.epoch(epoch, optimiser, ctx, best)
+            except Exception as exc:  # noqa: BLE001 - keep what the run has and say why it stopped
+                if self.cancelled:
+                    return best, "cancelled"
+                log.warning("epoch %d failed: %s", epoch, exc)
+                self.notes.append(f"epoch {epoch} failed: {exc}")
+                return best, f"error: {exc}"
+            if self.cancelled:
+                return best, "cancelled"
+            history.append(result.score)
+            yield result
+            if best.score >= cfg.threshold:
+                return best, "threshold"
+        return best, "epochs"
+
+    def _heldout(self, best: Best) -> Iterator[Event]:
+        """The held-out check of the best weights, unless cancelled; returns it (or None)."""
+        cfg = self.cfg
+        if self.cancelled or not cfg.heldout or not best.found:
+            return None
+        yield PhaseEvent("held-out", f"checking on {len(cfg.heldout)} prompts it never saw: unsteered, prompted, steered, prompted + steered")
+        try:
+            heldout = self.heldout_check(self._weights(best.weights))
+        except Exception as exc:  # noqa: BLE001
+            if not self.cancelled:
+                self.notes.append(f"held-out check failed: {exc}")
+            return None
+        return None if self.cancelled else heldout  # stopped during the check: its answers are cut short

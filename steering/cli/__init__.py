@@ -1,0 +1,1 @@
+"""`python -m steering COMMAND`: thin adapters from arguments to the package's functions."""

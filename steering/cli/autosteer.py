@@ -1,0 +1,130 @@
+"""`autosteer`: learn a profile from one line; shows the run on the terminal or as --json lines."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..autosteer.config import DEFAULT_HELDOUT, AutoSteerConfig
+from ..autosteer.events import AutoSteerView, final_json, follow
+from ..autosteer.factory import JUDGES, make_autosteer
+from ..autosteer.judges import JudgeError
+from ..autosteer.loop import SCREEN_WEIGHT, AutoSteer
+from ..autosteer.results import EpochResult, FinalResult, PhaseEvent, ScreenResult
+from ..llm import LLMClient, LLMError
+from .common import UsageError
+
+
+def add_autosteer(sub):
+    p = sub.add_parser("autosteer", help="learn feature weights for a behaviour from one line of text")
+    p.add_argument("--behavior", required=True, help='e.g. "Explain things in a way that children can understand"')
+    p.add_argument("--prompt", action="append", required=True, help="training prompt (repeat for several)")
+    p.add_argument("--heldout", action="append", default=None, help="held-out prompt (repeat); default: a built-in set")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--features", type=int, default=5)
+    p.add_argument("--screen", type=int, default=6, help="retrieve FEATURES x SCREEN candidates and keep those that score best alone")
+    p.add_argument("--candidates", type=int, default=4, help="weight vectors per epoch (numeric optimiser)")
+    p.add_argument("--threshold", type=float, default=7.0, help="stop early when the best score reaches this")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--judge", choices=list(JUDGES), default="metric",
+                   help="metric: offline; llm: an OpenAI-compatible endpoint (falls back to metric for any answer it cannot score)")
+    p.add_argument("--optimizer", "--optimiser", dest="optimiser", choices=["numeric", "gradient", "llm"], default="numeric",
+                   help="numeric (default): Optuna TPE; gradient: Adam on a prompt-distillation objective; llm: textual gradients")
+    p.add_argument("--llm-base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
+    p.add_argument("--llm-model", default=None, help="model name at the endpoint (default: $STEERING_LLM_MODEL)")
+    p.add_argument("--name", default="")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", default=None)
+    p.add_argument("--out", default=None, help="profile path (default: profiles/NAME.json)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line per epoch, then a final line")
+    p.set_defaults(func=cmd_autosteer)
+
+
+def _make_run(args) -> AutoSteer:
+    try:
+        cfg = AutoSteerConfig(
+            behavior=args.behavior, prompts=args.prompt, epochs=args.epochs, features=args.features,
+            candidates=args.candidates, screen=args.screen, threshold=args.threshold, max_new_tokens=args.max_new_tokens,
+            heldout=args.heldout or list(DEFAULT_HELDOUT), name=args.name, seed=args.seed,
+        )
+        client = None
+        if args.judge == "llm" or args.optimiser == "llm" or args.llm_base_url:
+            client = LLMClient.from_env(args.llm_base_url, args.llm_model)
+        return make_autosteer(cfg, args.judge, args.optimiser, client, args.preset)
+    except (ValueError, LLMError) as exc:
+        raise UsageError(str(exc)) from exc
+
+
+class JsonLines(AutoSteerView):
+    """--json: one object per epoch, then the final line (the screening goes in the final line)."""
+
+    def __init__(self, run: AutoSteer, out: Path):
+        self.run, self.out = run, out
+
+    def phase(self, event: PhaseEvent) -> None:
+        pass
+
+    def screened(self, event: ScreenResult) -> None:
+        pass
+
+    def epoch(self, event: EpochResult) -> None:
+        print(json.dumps(event.to_json(self.run.features)), flush=True)
+
+    def final(self, event: FinalResult) -> None:
+        print(json.dumps(final_json(event, event.profile.save(self.out))), flush=True)
+
+
+class Terminal(AutoSteerView):
+    """A progress bar on stderr, the phase, the screening table and each epoch's answers."""
+
+    def __init__(self, cfg: AutoSteerConfig, out: Path, bar: tqdm):
+        self.cfg, self.out, self.bar = cfg, out, bar
+
+    def phase(self, event: PhaseEvent) -> None:
+        self.bar.set_description(event.phase)
+        self.bar.write(f"[{event.phase}] {event.message}")
+
+    def screened(self, event: ScreenResult) -> None:
+        self.bar.write(f"screened {len(event.candidates)} candidate features in {event.seconds:.0f}s (score alone at weight +-{SCREEN_WEIGHT}):")
+        for i, (c, score) in enumerate(zip(event.candidates, event.scores)):
+            mark = "keep" if i < event.kept else "    "
+            self.bar.write(f"  {mark} {c.index:5d} {c.sign:+.0f} {c.source:11s} {score:5.2f}  {c.label[:70]}")
+
+    def epoch(self, event: EpochResult) -> None:
+        self.bar.update(1)
+        free = f" + free direction ({event.free_share:.0%} of the norm, not an SAE feature)" if event.free_share else ""
+        self.bar.write(f"epoch {event.epoch}: score {event.score:.2f} (best {event.best_score:.2f}) weights {event.weights}{free}")
+        self.bar.write(f"  critique: {event.critique}")
+        for prompt, text in zip(self.cfg.prompts, event.outputs):
+            self.bar.write(f"  [{prompt[:40]}] {text[:200]!r}")
+
+    def final(self, event: FinalResult) -> None:
+        path = event.profile.save(self.out)
+        self.bar.close()
+        profile = event.profile
+        print(f"saved {path} ({event.stopped}; answers {profile.mode.replace('_', ' + ')}"
+              + (f"; {profile.free_share:.0%} of the steering is a free direction, not an SAE feature" if profile.free_share else "") + ")")
+        for note in profile.provenance.get("notes", []):
+            print(f"  note: {note}")
+        if event.heldout:
+            for cond, score in event.heldout.scores.items():
+                print(f"  held-out {cond:18s} {score:.2f}")
+
+
+def cmd_autosteer(args) -> int:
+    run = _make_run(args)
+    out = Path(args.out or f"profiles/{run.cfg.name}.json")
+    bar = None if args.json else tqdm(total=run.cfg.epochs, desc="epochs", unit="epoch", file=sys.stderr)
+    view = JsonLines(run, out) if args.json else Terminal(run.cfg, out, bar)
+    try:
+        for _ in follow(run.run(), view):
+            pass
+    except (LLMError, JudgeError) as exc:
+        raise UsageError(str(exc)) from exc
+    finally:
+        if bar is not None:
+            bar.close()
+    return 0

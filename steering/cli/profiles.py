@@ -1,0 +1,82 @@
+"""`generate` (answer with a profile), `export` (fold it into a checkpoint or a control vector)
+and `prepare` (convert and load the default model once)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from ..artefacts.bind import engine_for_profile, system_for, weights_for
+from ..artefacts.export import ExportError, export_profile
+from ..artefacts.profile import ProfileError, load_profile
+from ..runtime.engine import GenerationConfig
+from ..runtime.shared import get_runtime
+from .common import UsageError
+
+
+def add_generate(sub):
+    p = sub.add_parser("generate", help="answer a prompt with a steering profile")
+    p.add_argument("--profile", required=True, help="steering profile JSON (all-zero weights = unsteered)")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_generate)
+
+
+def cmd_generate(args) -> int:
+    prompt = args.prompt.strip()
+    if not prompt:
+        raise UsageError("--prompt is empty")
+    try:
+        profile = load_profile(args.profile)
+        engine = engine_for_profile(profile)
+    except ProfileError as exc:
+        raise UsageError(str(exc)) from exc
+    cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+    if args.json:
+        [gen] = engine.generate([prompt], [weights_for(profile, engine)], system=system_for(profile), config=cfg)
+        print(json.dumps({"text": gen.text, "finish_reason": gen.finish_reason, "profile": profile.name}))
+        return 0
+    last = ""
+    for texts in engine.stream([prompt], [weights_for(profile, engine)], system=system_for(profile), config=cfg):
+        sys.stdout.write(texts[0][len(last) :] if texts[0].startswith(last) else "\n" + texts[0])
+        sys.stdout.flush()
+        last = texts[0]
+    print()
+    return 0
+
+
+def add_export(sub):
+    p = sub.add_parser("export", help="fold a profile into a plain checkpoint (vLLM, TGI, llama.cpp) or a llama.cpp control vector")
+    p.add_argument("--profile", required=True)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", default="checkpoint", choices=["checkpoint", "control-vector"],
+                   help="checkpoint: Hugging Face checkpoint with the steering folded in (default); "
+                        "control-vector: llama.cpp control-vector GGUF for the plain model")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> int:
+    try:
+        out = export_profile(load_profile(args.profile), args.out, args.format)
+    except (ProfileError, ExportError) as exc:
+        raise UsageError(str(exc)) from exc
+    print(out)
+    return 0
+
+
+def add_prepare(sub):
+    p = sub.add_parser("prepare", help="convert and load the default model once (Docker build, CI)")
+    p.add_argument("--preset", default=None)
+    p.set_defaults(func=cmd_prepare)
+
+
+def cmd_prepare(args) -> int:
+    t0 = time.perf_counter()
+    rt = get_runtime(args.preset)
+    [g] = rt.engine.generate(["Say hello."], config=GenerationConfig(max_new_tokens=8))
+    print(json.dumps({"preset": rt.preset.id, "sae": rt.sae_ref.id, "seconds": round(time.perf_counter() - t0, 1), "sample": g.text}))
+    return 0

@@ -1,0 +1,205 @@
+"""The Auto-steer tab's handlers: a run streamed to the page, Stop, feature search and the manual
+steered-vs-unsteered comparison."""
+
+from __future__ import annotations
+
+import html
+import threading
+
+import gradio as gr
+import pandas as pd
+
+from quora_kids.profiles import remember
+from steering.autosteer.config import AutoSteerConfig
+from steering.autosteer.events import AutoSteerView, follow
+from steering.autosteer.factory import make_autosteer
+from steering.autosteer.loop import AutoSteer
+from steering.autosteer.results import EpochResult, FinalResult, PhaseEvent, ScreenResult
+from steering.autosteer.retrieve import FeatureCandidate
+from steering.llm import LLMClient, LLMError
+from steering.runtime.engine import GenerationConfig
+from steering.runtime.scheduler import BACKGROUND, iterate_at
+from steering.sae.index import load_index
+
+from .common import MAX_TEXT, kids_profiles, md_cell, private_profile_file, progress_html, runtime
+
+_runs: dict[str, AutoSteer] = {}  # session hash -> running AutoSteer (for Stop)
+_runs_lock = threading.Lock()
+
+EMPTY_PLOT = pd.DataFrame({"epoch": pd.Series([], dtype=int), "score": pd.Series([], dtype=float), "series": pd.Series([], dtype=str)})
+FEATURE_COLUMNS = ["feature", "label", "source", "weight"]
+HELD_COLUMNS = ["condition", "score"]
+VERDICTS = {"threshold": "reached the target score", "epochs": "ran every epoch", "cancelled": "stopped"}
+
+
+def features_frame(feats: list[FeatureCandidate], weights: list[float] | None = None) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "feature": [f.index for f in feats],
+            "label": [f.label for f in feats],
+            "source": [f.source for f in feats],
+            "weight": [round(w, 3) for w in (weights or [0.0] * len(feats))],
+        }
+    )
+
+
+def plot_update(rows: pd.DataFrame):
+    """The score plot, hidden while it has no points (an empty chart draws a '-Infinity' legend)."""
+    return gr.update(value=rows, visible=not rows.empty)
+
+
+def empty_held() -> pd.DataFrame:
+    return pd.DataFrame({c: [] for c in HELD_COLUMNS})
+
+
+def llm_client(base_url: str, model: str, key: str):
+    if not (base_url or "").strip():
+        return None
+    return LLMClient.from_env(base_url.strip(), (model or "").strip() or None, (key or "").strip() or None)
+
+
+class Page(AutoSteerView):
+    """The run as the tab shows it: (status, log, plot, features, held-out, profile json, profile
+    file, learned) for every event. `learned` is this browser session's learned profiles."""
+
+    def __init__(self, run: AutoSteer, learned: dict):
+        self.run, self.cfg, self.learned = run, run.cfg, learned
+        self.log_md = ""
+        self.rows: list[dict] = []
+        self.feats_df: pd.DataFrame | None = None
+
+    def out(self, status, plot=EMPTY_PLOT, feats=None, held=None, prof=None, file=None):
+        return (status, self.log_md, plot_update(plot), feats if feats is not None else features_frame([]),
+                held if held is not None else empty_held(), prof, file, self.learned)
+
+    def plot(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows) if self.rows else EMPTY_PLOT
+
+    def phase(self, event: PhaseEvent):
+        done = 0 if not self.rows else self.rows[-1]["epoch"]
+        return self.out(progress_html(done, self.cfg.epochs, f"{event.phase}: {event.message}..."), self.plot(), self.feats_df)
+
+    def screened(self, event: ScreenResult):
+        kept = event.candidates[: event.kept]
+        lines = "\n".join(
+            f"| {c.index} | {md_cell(c.label[:80])} | {c.source} | {s:.2f} | {'kept' if i < event.kept else ''} |"
+            for i, (c, s) in enumerate(zip(event.candidates, event.scores))
+        )
+        self.log_md = (f"### Screening: {len(event.candidates)} candidate features, each steered alone\n\n"
+                       f"| feature | label | source | score alone | |\n|---|---|---|---|---|\n{lines}\n\n---\n")
+        self.feats_df = features_frame(kept)
+        return self.out(progress_html(0, self.cfg.epochs, f"Kept the {len(kept)} best features; tuning their weights..."), feats=self.feats_df)
+
+    def epoch(self, event: EpochResult):
+        self.rows += [{"epoch": event.epoch, "score": event.score, "series": "epoch score"},
+                      {"epoch": event.epoch, "score": event.best_score, "series": "best so far"}]
+        self.feats_df = features_frame(self.run.features, event.best_weights)
+        answers = "\n".join(f"> **{html.escape(p)}**  \n> {html.escape(o) or '(empty)'}\n" for p, o in zip(self.cfg.prompts, event.outputs))
+        free = (f" + a free direction (**not an SAE feature**, {event.free_share:.0%} of the steering norm)"
+                if event.free_share else "")
+        self.log_md = (
+            f"### Epoch {event.epoch}: score {event.score:.2f} (best {event.best_score:.2f})\n"
+            f"weights `{event.weights}`{free} · {event.seconds['generate']:.1f}s generating\n\n{answers}\n"
+            f"*Critique:* {html.escape(event.critique)}\n\n---\n" + self.log_md
+        )
+        return self.out(progress_html(event.epoch, self.cfg.epochs, f"Epoch {event.epoch} of {self.cfg.epochs} done"), pd.DataFrame(self.rows), self.feats_df)
+
+    def final(self, event: FinalResult):
+        """The held-out check; the profile goes into this session's list and a private download file."""
+        profile, epochs = event.profile, self.cfg.epochs
+        path = private_profile_file(profile)
+        held = None
+        if event.heldout:
+            held = pd.DataFrame({"condition": list(event.heldout.scores), "score": [round(s, 2) for s in event.heldout.scores.values()]})
+        held_score = event.heldout.scores.get(profile.mode) if event.heldout else None
+        self.learned, learned_name = remember(self.learned, profile, held_score)
+        verdict = VERDICTS.get(event.stopped, f"stopped early: {event.stopped}")
+        mode = "with the behaviour as a system prompt too" if profile.mode == "prompted_steered" else "steering only"
+        free = (f"; {profile.free_share:.0%} of the steering is a learned direction that is not an SAE feature"
+                if profile.free_share else "")
+        status = progress_html(epochs, epochs, f"Done ({verdict}). Answers {mode}{free}. "
+                               f"Saved for this browser session as {learned_name!r} (download it below).")
+        feats = self.feats_df if self.feats_df is not None else features_frame(self.run.features)
+        return self.out(status, self.plot(), feats, held, profile.to_dict(), str(path))
+
+
+def _new_run(behavior, prompts_text, epochs, n_features, judge, optimiser, base_url, model, key, threshold) -> AutoSteer:
+    prompts = [p.strip() for p in (prompts_text or "").splitlines() if p.strip()]
+    if len(behavior or "") > MAX_TEXT or len(prompts_text or "") > 10 * MAX_TEXT:
+        raise ValueError(f"that text is too long; keep the behaviour under {MAX_TEXT} characters")
+    cfg = AutoSteerConfig(behavior=behavior or "", prompts=prompts, epochs=int(epochs), features=int(n_features),
+                          threshold=float(threshold))
+    return make_autosteer(cfg, judge, optimiser, llm_client(base_url, model, key))
+
+
+def start_autosteer(behavior, prompts_text, epochs, n_features, judge, optimiser, base_url, model, key, threshold=7.0, learned=None,
+                    request: gr.Request = None):
+    """Generator: streams (status, log, plot, features, held-out, profile json, profile file, learned).
+
+    `learned` is this browser session's learned profiles (a gr.State): the finished profile is
+    added there, and nowhere another visitor could see it."""
+    sid = request.session_hash if request else "local"
+    try:
+        run = _new_run(behavior, prompts_text, epochs, n_features, judge, optimiser, base_url, model, key, threshold)
+    except (ValueError, LLMError) as exc:
+        yield (f"⚠️ {exc}", "", plot_update(EMPTY_PLOT), features_frame([]), empty_held(), None, None, dict(learned or {}))
+        return
+    page = Page(run, dict(learned or {}))
+    with _runs_lock:
+        _runs[sid] = run
+    yield page.out(progress_html(0, run.cfg.epochs, "Finding candidate features and trying each one alone (a minute or two on CPU)..."))
+    try:
+        yield from follow(iterate_at(BACKGROUND, run.run()), page)  # kids' questions decode first
+    except (LLMError, RuntimeError, ValueError) as exc:
+        yield page.out(f"⚠️ {exc}", page.plot(), page.feats_df)
+    finally:
+        with _runs_lock:
+            if _runs.get(sid) is run:
+                del _runs[sid]
+
+
+def stop_autosteer(request: gr.Request):
+    sid = request.session_hash if request else "local"
+    with _runs_lock:
+        run = _runs.get(sid)
+    if run is None:
+        return "Nothing is running."
+    run.cancel()
+    return "Stopping after the current step..."
+
+
+def search_features(query):
+    index = load_index(runtime().preset)
+    if index is None or not (query or "").strip():
+        return pd.DataFrame({"feature": [], "label": []})
+    hits = index.search(query[:MAX_TEXT], k=15)
+    return pd.DataFrame({"feature": [h.index for h in hits], "label": [h.label for h in hits], "score": [round(h.score, 3) for h in hits]})
+
+
+def compare_manual(prompt, *slots):
+    """Steered vs unsteered answer for hand-set feature weights (one batched generate)."""
+    prompt = (prompt or "").strip()
+    if not prompt:
+        return "⚠️ Type a prompt first.", ""
+    if len(prompt) > MAX_TEXT:
+        return f"⚠️ The prompt is too long ({len(prompt):,} characters; {MAX_TEXT} at most).", ""
+    rt = runtime()
+    weights = {}
+    for idx, w in zip(slots[::2], slots[1::2]):
+        if idx is None or idx == "" or not w:
+            continue
+        i = int(idx)
+        if not 0 <= i < rt.engine.basis.d_sae:
+            return f"⚠️ Feature {i} does not exist (0 to {rt.engine.basis.d_sae - 1}).", ""
+        weights[i] = float(w)
+    steered, plain = rt.engine.generate([prompt, prompt], [weights, None], config=GenerationConfig(max_new_tokens=96))
+    return steered.text, plain.text
+
+
+def use_in_kids(learned):
+    """Pick this session's newest learned profile in the kids' tab."""
+    if not learned:
+        return gr.update(), "⚠️ Run auto-steer first: there is no profile yet."
+    name = list(learned)[-1]
+    update, _ = kids_profiles(learned, name)
+    return update, f"Kids' Q&A now uses your profile {name!r}."

@@ -1,0 +1,164 @@
+"""The Kids' Q&A tab's handlers: browse and ask questions, both answers streamed then checked,
+votes, the recent list, and the profile picker's text and download."""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from collections import OrderedDict
+
+import gradio as gr
+
+from quora_kids.profiles import KIDS_BEHAVIOUR, UNSTEERED, ProfileEntry, UnknownProfile, content_key
+from quora_kids.questions import QuestionSearch, load_questions
+from quora_kids.safety import SafetyChecker
+from quora_kids.service import AnswerService, Partial, QuestionError, default_safety
+from quora_kids.store import AnswerStore
+from steering.artefacts.bind import blank_profile
+from steering.artefacts.profile import ProfileError
+from steering.runtime.scheduler import INTERACTIVE, iterate_at
+
+from .common import MAX_TEXT, catalog, private_profile_file, runtime
+
+_services: OrderedDict[str, AnswerService] = OrderedDict()  # profile content key -> service
+_services_lock = threading.Lock()
+MAX_SERVICES = 32
+STREAM_EVERY_S = 0.2  # partial answers are sent at most this often (each update costs the server CPU)
+_questions = None
+_search = None
+_store: AnswerStore | None = None
+_safety: SafetyChecker | None = None
+
+
+def questions():
+    global _questions, _search
+    if _questions is None:
+        _questions = load_questions()
+        _search = QuestionSearch(_questions)
+    return _questions, _search
+
+
+def store() -> AnswerStore:
+    global _store
+    if _store is None:
+        _store = AnswerStore()
+    return _store
+
+
+def safety() -> SafetyChecker:
+    global _safety
+    if _safety is None:
+        _safety = default_safety()
+    return _safety
+
+
+def service_for(entry: ProfileEntry) -> AnswerService:
+    """The answer service for a profile, shared by every session whose profile has the same
+    CONTENT (the key hashes weights, free direction, mode/system prompt and model)."""
+    rt = runtime()
+    prof = entry.profile if entry.profile is not None else blank_profile(rt, UNSTEERED, KIDS_BEHAVIOUR)
+    key = content_key(prof, preset=rt.preset.id)
+    with _services_lock:
+        svc = _services.get(key)
+        if svc is None:
+            svc = _services[key] = AnswerService(rt, prof, safety(), store())
+            while len(_services) > MAX_SERVICES:
+                _services.popitem(last=False)
+        _services.move_to_end(key)
+        return svc
+
+
+def profile_download(choice, learned):
+    """A download copy of the chosen profile (curated or this session's own); None when unsteered."""
+    try:
+        entry = catalog().resolve(choice, learned)
+    except UnknownProfile:
+        return None
+    if entry.profile is None:
+        return None
+    return str(private_profile_file(entry.profile))
+
+
+def profile_about(choice, learned) -> str:
+    try:
+        entry = catalog().resolve(choice, learned)
+    except UnknownProfile as exc:
+        return f"⚠️ {exc}"
+    return f"**{html.escape(entry.title)}**: {html.escape(entry.description)}"
+
+
+def kids_browse(query, category):
+    _, search = questions()
+    hits = search.search((query or "")[:MAX_TEXT], k=25, category=None if category in (None, "", "All") else category)
+    return gr.update(choices=[h.question for h in hits], value=None)
+
+
+def answer_card(title: str, side, tone: str) -> str:
+    notice = ""
+    if side.fallback and side.regenerated:
+        notice = '<p class="notice">🛡️ The first answers did not pass the safety check, so a safe answer is shown instead.</p>'
+    return (
+        f'<div class="answer {tone}"><h3>{html.escape(title)}</h3>'
+        f'<span class="badge">📖 {html.escape(side.readability.badge)} · grade {side.readability.grade:.1f}</span>'
+        f"<p>{html.escape(side.text) or '<i>(no answer)</i>'}</p>{notice}</div>"
+    )
+
+
+def writing_card(title: str, text: str, tone: str) -> str:
+    """An answer card while the model is still writing it (not yet safety-checked)."""
+    return (f'<div class="answer {tone} writing"><h3>{html.escape(title)}</h3><span class="badge">✍️ writing…</span>'
+            f"<p>{html.escape(text)}</p></div>")
+
+
+def kids_answer(question, profile_choice, learned=None):
+    """Generator of (steered html, unsteered html, notice, answer id, recent): both cards fill
+    as the model writes them, then show the checked answers (the safety check sees only the
+    finished text and may still replace it).
+
+    `profile_choice` is a profile NAME: a curated one or one this session learned (`learned`,
+    the session's gr.State). Anything else (a path, '..') is refused without opening a file."""
+    try:
+        entry = catalog().resolve(profile_choice, learned)
+        svc = service_for(entry)
+        steered_title = f"Steered answer ({entry.title})" if entry.profile is not None else "Answer (no steering profile chosen)"
+        ans, shown = None, 0.0
+        for item in iterate_at(INTERACTIVE, svc.stream(question or "")):
+            if isinstance(item, Partial):
+                if time.monotonic() - shown < STREAM_EVERY_S:
+                    continue
+                shown = time.monotonic()
+                yield (writing_card(steered_title, item.steered, "steered"), writing_card("Plain model answer", item.unsteered, "plain"),
+                       "", None, gr.update())
+            else:
+                ans = item
+    except (UnknownProfile, QuestionError) as exc:
+        yield "", "", f"⚠️ {exc}", None, recent_md()
+        return
+    except ProfileError as exc:
+        yield "", "", f"⚠️ That profile cannot be used with this model: {exc}", None, recent_md()
+        return
+    if ans.refused:
+        card = f'<div class="answer refusal"><h3>💛 Let\'s talk to a grown-up</h3><p>{html.escape(ans.steered.text)}</p></div>'
+        yield card, "", "🛡️ This question was not answered by the model.", None, recent_md()
+        return
+    notice = "♻️ Answered before: this is the saved answer." if ans.cached else ""
+    yield (answer_card(steered_title, ans.steered, "steered"), answer_card("Plain model answer", ans.unsteered, "plain"),
+           notice, ans.answer_id, recent_md())
+
+
+def vote(answer_id, which):
+    if answer_id is None:
+        return "Ask a question first."
+    try:
+        n = store().vote(int(answer_id), which)
+    except KeyError:
+        return "That answer is gone."
+    return f"Thanks! {n} {'person' if n == 1 else 'people'} found the {'kid-friendly' if which == 'steered' else 'plain'} answer helpful."
+
+
+def recent_md() -> str:
+    items = store().recent(8)
+    if not items:
+        return "*No questions asked yet.*"
+    return "\n".join(f"- {html.escape(r.question)} <small>(👍 {r.helpful_steered} / {r.helpful_unsteered})</small>" for r in items)
