@@ -11,6 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+from openai_server import FakeOpenAI
+from steering.llm import LLMClient
+from steering.runtime.basis import SteeringBasis
+from steering.runtime.engine import SteeringEngine
+from steering.runtime.models import ModelRef, SAERef, resolve_preset
+from steering.runtime.shared import Runtime
+
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -96,19 +103,12 @@ def tiny_sae():
 
 @pytest.fixture()
 def tiny_engine(tiny_model, tiny_tokenizer, tiny_sae):
-    from steering.runtime.basis import SteeringBasis
-
-    # A strong scale so that steering visibly changes a random model's greedy tokens.
-    from steering.runtime.engine import SteeringEngine
-
     # A strong scale so that steering visibly changes a random model's greedy tokens.
     return SteeringEngine(tiny_model, tiny_tokenizer, SteeringBasis.from_sae(tiny_sae, layer=2, scale=8.0))
 
 
 @pytest.fixture()
 def fake_openai():
-    from openai_server import FakeOpenAI
-
     server = FakeOpenAI().start()
     yield server
     server.stop()
@@ -116,18 +116,10 @@ def fake_openai():
 
 @pytest.fixture()
 def llm_client(fake_openai):
-    from steering.llm import LLMClient
-
     return LLMClient(base_url=fake_openai.base_url, model="judge-model", api_key="sk-test-secret", timeout=3.0, max_retries=0)
 
 
 @pytest.fixture()
 def tiny_runtime(tiny_model, tiny_tokenizer, tiny_sae):
-    from steering.runtime.basis import SteeringBasis
-    from steering.runtime.engine import SteeringEngine
-    from steering.runtime.models import resolve_preset
-    from steering.runtime.models import ModelRef, SAERef
-    from steering.runtime.shared import Runtime
-
     engine = SteeringEngine(tiny_model, tiny_tokenizer, SteeringBasis.from_sae(tiny_sae, layer=2, scale=8.0), tiny_sae)
     return Runtime(resolve_preset(None), engine, ModelRef("tiny", "tiny/llama"), SAERef("tiny-sae", "model.layers.2", 2, tiny_sae.cfg.d_sae))

@@ -6,13 +6,18 @@ Marked `model`: ~1 minute in all. These are the tests a user's first run would e
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from steering.artefacts.bind import blank_profile, make_profile
+from steering.artefacts.export import export_profile
+from steering.paths import ROOT
+from steering.runtime.engine import GenerationConfig
+from steering.runtime.shared import get_runtime
+
 pytestmark = pytest.mark.model
-ROOT = Path(__file__).resolve().parent.parent
+
 
 
 def run_cli(*args, timeout=600):
@@ -21,14 +26,10 @@ def run_cli(*args, timeout=600):
 
 @pytest.fixture(scope="module")
 def rt():
-    from steering.runtime.shared import get_runtime
-
     return get_runtime()
 
 
 def test_default_model_loads_offline_and_answers(rt):
-    from steering.runtime.engine import GenerationConfig
-
     assert rt.preset.id == "smollm2-135m" and rt.engine.model.config.num_hidden_layers == 30
     [g] = rt.engine.generate(["What is the capital of France?"], config=GenerationConfig(max_new_tokens=24))
     assert "paris" in g.text.lower()
@@ -41,16 +42,12 @@ def test_shipped_sae_and_calibration(rt):
 
 
 def test_steering_a_feature_changes_the_default_model(rt):
-    from steering.runtime.engine import GenerationConfig
-
     cfg = GenerationConfig(max_new_tokens=20)
     plain, steered = rt.engine.generate(["Tell me about your weekend."] * 2, [None, {0: 1.0, 1: 1.0, 2: 1.0}], config=cfg)
     assert plain.token_ids != steered.token_ids
 
 
 def test_generate_cli_with_an_all_zero_profile(rt, tmp_path):
-    from steering.artefacts.bind import blank_profile
-
     path = blank_profile(rt).save(tmp_path / "zero.json")
     res = run_cli("-m", "steering", "generate", "--profile", str(path), "--prompt", "What is the capital of France?", "--json", "--max-new-tokens", "16")
     assert res.returncode == 0, res.stderr
@@ -70,7 +67,6 @@ def test_generate_cli_bad_input_exits_2(tmp_path):
 def test_profile_for_another_sae_is_refused_by_the_cli(rt, tmp_path):
     from dataclasses import replace
 
-    from steering.artefacts.bind import blank_profile
 
     prof = blank_profile(rt)
     prof.sae = replace(prof.sae, layer=3)
@@ -82,9 +78,6 @@ def test_profile_for_another_sae_is_refused_by_the_cli(rt, tmp_path):
 def test_exported_checkpoint_matches_hooked_default_model(rt, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from steering.runtime.engine import GenerationConfig
-    from steering.artefacts.export import export_profile
-    from steering.artefacts.bind import make_profile
 
     prof = make_profile(rt, "t", "b", {int(i): 0.4 for i in (3, 10)})
     out = export_profile(prof, tmp_path / "ckpt")

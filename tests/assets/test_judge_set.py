@@ -3,9 +3,10 @@
 import hashlib
 import json
 from collections import Counter
-from pathlib import Path
 
-LABELLED = Path(__file__).resolve().parent.parent / "assets" / "judge" / "labelled.jsonl"
+from steering.paths import JUDGE_DIR
+
+LABELLED = JUDGE_DIR / "labelled.jsonl"
 
 
 def rows():

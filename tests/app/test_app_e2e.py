@@ -4,13 +4,14 @@ import json
 
 import pytest
 
+from app_server import AppServer
+from steering.artefacts.profile import SteeringProfile
+
 pytestmark = [pytest.mark.e2e, pytest.mark.model]
 
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    from app_server import AppServer
-
     server = AppServer(tmp_path_factory.mktemp("app")).wait()
     yield server
     server.stop()
@@ -32,8 +33,6 @@ def test_every_event_has_an_api_name(client):
 
 
 def test_autosteer_streams_two_epochs_and_returns_a_valid_profile(client):
-    from steering.artefacts.profile import SteeringProfile
-
     job = client.submit("Behave like a dog", "What is your favourite food?", 2, 2, "metric", "gradient", "", "", "", 10, api_name="/autosteer")
     final = job.result(timeout=900)
     updates = job.outputs()

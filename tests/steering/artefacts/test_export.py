@@ -1,15 +1,31 @@
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from steering.runtime.engine import GenerationConfig
-from steering.artefacts.export import ExportError, folded_model
+from steering.artefacts.bind import (
+    engine_for_profile,
+    make_profile,
+    system_for,
+    weights_for,
+)
+from steering.artefacts.export import (
+    ExportError,
+    control_vector_layer,
+    export_checkpoint,
+    export_control_vector,
+    export_profile,
+    folded_model,
+    profile_vector,
+)
+from steering.artefacts.profile import load_profile
+from steering.cli.main import main
+from steering.paths import ROOT
+from steering.runtime.engine import GenerationConfig, SteeringEngine
 
 PROMPTS = ["Why is the sky blue?", "Dogs like bones and walks."]
-ROOT = Path(__file__).resolve().parent.parent
+
 
 
 def test_folded_checkpoint_matches_the_hooked_model(tiny_engine, tmp_path):
@@ -55,8 +71,6 @@ def test_refuses_architectures_where_the_fold_is_not_exact(tiny_engine):
 
 def test_a_profile_free_direction_reaches_the_steering_vector_and_the_fold(tiny_runtime):
     """weights_for turns the profile's free direction into engine units; the folded bias carries it."""
-    from steering.artefacts.bind import make_profile, weights_for
-
     engine = tiny_runtime.engine
     d = engine.model.config.hidden_size
     free = [0.0] * d
@@ -78,8 +92,6 @@ def test_checkpoint_generation_config_carries_the_app_decoding(tiny_runtime, tmp
     """The saved generation_config.json is the app's: greedy, its repetition penalty and length."""
     from transformers import AutoModelForCausalLM
 
-    from steering.artefacts.export import export_checkpoint
-    from steering.artefacts.bind import make_profile
 
     app = GenerationConfig()
     engine = tiny_runtime.engine
@@ -109,8 +121,6 @@ def test_checkpoint_generation_config_carries_the_app_decoding(tiny_runtime, tmp
 
 def test_control_vector_layer_is_the_hook_layer():
     """The SAE hook on decoder layer L's output (0-based, `model.layers.L`) is llama.cpp's direction.L."""
-    from steering.artefacts.export import control_vector_layer
-
     assert control_vector_layer(15, 30) == 15
     assert control_vector_layer(1, 4) == 1 and control_vector_layer(3, 4) == 3
     with pytest.raises(ExportError, match="layer 0"):
@@ -148,8 +158,6 @@ def llama_cpp_cvec_data(path, n_embd: int):
 def test_control_vector_gguf_reads_back(tiny_runtime, tmp_path):
     import gguf
 
-    from steering.artefacts.export import export_control_vector, profile_vector
-    from steering.artefacts.bind import make_profile
 
     engine = tiny_runtime.engine
     d = engine.model.config.hidden_size
@@ -179,8 +187,6 @@ def test_control_vector_gguf_reads_back(tiny_runtime, tmp_path):
 def test_control_vector_applied_as_llama_cpp_does_steers_like_the_engine(tiny_runtime, tmp_path):
     """Apply the GGUF the way llama.cpp does (after block il add data[(il - 1) * n_embd:...], il >= 1)
     to the plain model: greedy tokens and logits equal the hooked engine's."""
-    from steering.artefacts.export import export_control_vector
-    from steering.artefacts.bind import make_profile
 
     engine = tiny_runtime.engine
     w = {5: 0.8, 17: -0.5}
@@ -213,9 +219,6 @@ def test_control_vector_applied_as_llama_cpp_does_steers_like_the_engine(tiny_ru
 
 
 def test_unknown_export_format_is_refused(tiny_runtime):
-    from steering.artefacts.export import export_profile
-    from steering.artefacts.bind import make_profile
-
     with pytest.raises(ExportError, match="unknown export format"):
         export_profile(make_profile(tiny_runtime, "p", "b", {}), "/nonexistent", fmt="onnx")
 
@@ -232,11 +235,6 @@ def test_kids_checkpoint_served_by_plain_transformers_gives_the_app_answers(tmp_
     config only: token for token the app's steered answers (full-precision decoding)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from steering.cli.main import main
-    from steering.artefacts.profile import load_profile
-    from steering.artefacts.bind import engine_for_profile, system_for, weights_for
-
-    from steering.runtime.engine import SteeringEngine
 
     profile = load_profile(ROOT / "assets" / "profiles" / "kids.json")
     engine = engine_for_profile(profile)
@@ -266,11 +264,6 @@ def test_kids_checkpoint_served_by_plain_transformers_gives_the_app_answers(tmp_
 
 @pytest.mark.model
 def test_kids_control_vector_on_the_default_model(tmp_path):
-    from steering.cli.main import main
-    from steering.artefacts.export import profile_vector
-    from steering.artefacts.profile import load_profile
-    from steering.artefacts.bind import engine_for_profile
-
     profile = load_profile(ROOT / "assets" / "profiles" / "kids.json")
     engine = engine_for_profile(profile)
     assert main(["export", "--profile", str(ROOT / "assets" / "profiles" / "kids.json"), "--out", str(tmp_path / "cv"),

@@ -1,16 +1,22 @@
-"""The loop's bookkeeping with the tiny real engine and scripted judges; numeric optimiser; retrieval."""
+"""The loop's phases and bookkeeping with the tiny real engine and scripted judges and optimisers."""
 
-import threading
-
-import pytest
-
+import steering.autosteer.loop as autosteer_mod
+import steering.autosteer.retrieve as retrieve_mod
 from fakes import Given, ListOptimiser, ScriptedJudge
 from steering.autosteer.config import AutoSteerConfig
-from steering.autosteer.loop import AutoSteer, SCREEN_WEIGHT
-from steering.autosteer.results import EpochResult, FinalResult, PhaseEvent, ScreenResult
-from steering.autosteer.judges import harmonic_mean, Judge, JudgeContext, Judgement, JudgeError, MetricJudge
-from steering.autosteer.optimisers import NumericOptimiser, Trial
-from steering.autosteer.retrieve import contrastive_candidates, contrastive_scores, FeatureCandidate, merge, PROBE_PROMPTS, probe_prompts
+from steering.autosteer.judges import Judge, JudgeError, Judgement
+from steering.autosteer.loop import SCREEN_WEIGHT, AutoSteer
+from steering.autosteer.optimisers import NumericOptimiser, Optimiser, WeightVector
+from steering.autosteer.results import (
+    Best,
+    EpochResult,
+    FinalResult,
+    HeldOutResult,
+    PhaseEvent,
+    ScreenResult,
+)
+from steering.autosteer.retrieve import PROBE_PROMPTS, FeatureCandidate
+from steering.runtime.engine import GenerationConfig
 
 FEATS = [FeatureCandidate(5, "five", "manual", 1.0, 1.0), FeatureCandidate(9, "nine", "manual", -1.0, 1.0)]
 
@@ -88,8 +94,6 @@ def test_numeric_candidates_come_from_one_batched_generate(tiny_runtime, monkeyp
 
 
 def test_screening_keeps_the_candidates_that_score_best_alone(tiny_runtime, monkeypatch):
-    import steering.autosteer.retrieve as retrieve_mod
-
     pool = [FeatureCandidate(i, f"f{i}", "semantic", s, 1.0) for i, s in ((3, 1.0), (7, -1.0), (11, 1.0), (20, -1.0))]
     asked = {}
 
@@ -125,8 +129,6 @@ def test_screening_keeps_the_candidates_that_score_best_alone(tiny_runtime, monk
 
 def _no_distill(monkeypatch):
     """Skip the answers with/without the behaviour that real retrieval reads (retrieval is faked)."""
-    import steering.autosteer.retrieve as retrieve_mod
-
     monkeypatch.setattr(retrieve_mod, "distill_answers", lambda engine, behavior, prompts, **kw: retrieve_mod.DistillAnswers(list(prompts), [], []))
 
 
@@ -143,9 +145,6 @@ def _spy_generate(monkeypatch, engine, calls, before=None):
 
 
 def test_screening_chunks_rows_and_uses_at_most_four_prompts(tiny_runtime, monkeypatch):
-    import steering.autosteer.loop as autosteer_mod
-    import steering.autosteer.retrieve as retrieve_mod
-
     pool = [FeatureCandidate(i, "", "semantic", 1.0, 1.0) for i in (1, 2, 3)]
     _no_distill(monkeypatch)
     monkeypatch.setattr(retrieve_mod, "retrieve", lambda *a, **kw: pool)
@@ -166,9 +165,6 @@ def test_screening_chunks_rows_and_uses_at_most_four_prompts(tiny_runtime, monke
 
 
 def test_cancel_during_screening_stops_before_any_epoch(tiny_runtime, monkeypatch):
-    import steering.autosteer.loop as autosteer_mod
-    import steering.autosteer.retrieve as retrieve_mod
-
     _no_distill(monkeypatch)
     monkeypatch.setattr(retrieve_mod, "retrieve", lambda *a, **kw: [FeatureCandidate(i, "", "semantic", 1.0, 1.0) for i in range(4)])
     monkeypatch.setattr(autosteer_mod, "SCREEN_BATCH", 2)
@@ -186,7 +182,6 @@ def test_cancel_during_screening_stops_before_any_epoch(tiny_runtime, monkeypatc
 
 class FlakyJudge(Judge):
     """Fails on any batch of several candidates; one at a time, follows a script (None = fail)."""
-
     name = "flaky"
 
     def __init__(self, script):
@@ -202,8 +197,6 @@ class FlakyJudge(Judge):
 
 
 def test_screening_survives_a_judge_that_fails_on_one_candidate(tiny_runtime, monkeypatch):
-    import steering.autosteer.retrieve as retrieve_mod
-
     _no_distill(monkeypatch)
     monkeypatch.setattr(retrieve_mod, "retrieve", lambda *a, **kw: [FeatureCandidate(i, "", "semantic", 1.0, 1.0) for i in (4, 5, 6)])
     cfg = AutoSteerConfig(behavior="b", prompts=["Hi"], max_new_tokens=3, epochs=1, features=2, screen=2, candidates=1, heldout=[])
@@ -214,162 +207,79 @@ def test_screening_survives_a_judge_that_fails_on_one_candidate(tiny_runtime, mo
     assert events[1].score == 3.0 and [f.index for f in events[-1].features] == [4, 6]
 
 
-def test_numeric_optimiser_skips_repeated_initial_vectors():
-    opt = NumericOptimiser(2, initial=[[0.2, 0.0], [0.2, 0.0], [0.1, 0.1]], bound=0.5)
-    assert opt.ask(2) == [[0.2, 0.0], [0.1, 0.1]]
-    assert all(-0.5 <= x <= 0.5 for w in opt.ask(4) for x in w)
+
+class Observing(Optimiser):
+    """Records what it observes; proposes nothing."""
+
+    def __init__(self):
+        self.observed = []
+
+    def ask(self, n):
+        return []
+
+    def tell(self, trials):
+        pass
+
+    def observe(self, trials):
+        self.observed += trials
 
 
-def test_numeric_optimiser_observe_adds_known_trials():
-    opt = NumericOptimiser(2, seed=0)
-    opt.observe([Trial([0.3, 0.0], 4.0), Trial([0.0, -2.0], 1.0)])
-    assert opt.study.best_value == 4.0 and opt.study.best_params == {"w0": 0.3, "w1": 0.0}
-    assert sorted(t.params["w1"] for t in opt.study.trials) == [-1.0, 0.0]  # clamped
-    assert len(opt.ask(3)) == 3
+def _loop(rt, judge, opt=None, features=FEATS, **cfg):
+    cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi", "Hello"], max_new_tokens=4, heldout=["Why?", "How?"], **cfg)
+    return AutoSteer(rt, cfg, judge, Given(lambda c, answers=None: opt), features=features)
 
 
-@pytest.mark.parametrize(
-    "kw, msg",
-    [
-        ({"behavior": "  "}, "describe a behaviour"),
-        ({"behavior": "x" * 501}, "too long"),
-        ({"prompts": ["", " "]}, "training prompt"),
-        ({"epochs": 0}, "epochs"),
-        ({"features": 99}, "features"),
-        ({"screen": 0}, "screen"),
-    ],
-)
-def test_config_validation(kw, msg):
-    base = dict(behavior="Behave like a dog", prompts=["Hi"])
-    base.update(kw)
-    with pytest.raises(ValueError, match=msg):
-        AutoSteerConfig(**base)
+def test_screen_alone_orders_candidates_by_their_score_alone(tiny_runtime):
+    pool = [FeatureCandidate(i, f"f{i}", "semantic", 1.0, 1.0) for i in (3, 7, 11)]
+    loop = AutoSteer(tiny_runtime, AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi", "Hello"], max_new_tokens=4, features=2),
+                     ScriptedJudge([1.0, 3.0, 2.0]), Given(lambda c, answers=None: None))
+    ctx = loop.baseline()
+    res = loop.screen(pool, ctx)
+    assert [c.index for c in res.candidates] == [7, 11, 3] and res.scores == [3.0, 2.0, 1.0] and res.kept == 2
+    assert all(len(outs) == 2 for outs in res.outputs)
 
 
-def test_heldout_excludes_training_prompts():
-    cfg = AutoSteerConfig(behavior="b", prompts=["Why do we have seasons?"])
-    assert "Why do we have seasons?" not in cfg.heldout and cfg.heldout
+def test_seed_alone_tells_the_optimiser_what_each_kept_feature_scored_alone(tiny_runtime):
+    opt = Observing()
+    loop = _loop(tiny_runtime, ScriptedJudge([]), opt)
+    other = FeatureCandidate(42, "dropped", "semantic", 1.0, 1.0)
+    screened = ScreenResult([FEATS[1], other, FEATS[0]], [4.0, 3.0, 2.0], ["c9", "c42", "c5"], 2, 0.1, [["a"], ["b"], ["c"]])
+    assert loop.seed(screened) is opt
+    assert [(list(t.weights), t.score, t.critique, t.outputs) for t in opt.observed] == [
+        ([0.0, -SCREEN_WEIGHT], 4.0, "c9", ("a",)), ([SCREEN_WEIGHT, 0.0], 2.0, "c5", ("c",))]
+    assert all(isinstance(t.weights, WeightVector) and t.weights.free is None for t in opt.observed)
 
 
-def test_numeric_optimiser_improves_a_synthetic_objective():
-    target = [0.6, -0.4, 0.2]
-
-    def f(w):
-        return -sum((a - b) ** 2 for a, b in zip(w, target))
-
-    opt = NumericOptimiser(3, seed=0)
-    scores = []
-    for _ in range(15):
-        ws = opt.ask(4)
-        trials = [Trial(w, f(w)) for w in ws]
-        opt.tell(trials)
-        scores.append(max(t.score for t in trials))
-    assert all(-1 <= x <= 1 for w in ws for x in w)
-    assert max(scores[-5:]) > max(scores[:2])
-    assert max(scores) > -0.1
+def test_epoch_alone_keeps_the_better_best(tiny_runtime):
+    loop = _loop(tiny_runtime, ScriptedJudge([2.0]))
+    ctx = loop.baseline()
+    before = Best(5.0, WeightVector([0.4, 0.0]), ["x", "y"], "old")
+    result, best = loop.epoch(1, ListOptimiser([[0.1, 0.2]]), ctx, before)
+    assert best is before and result.score == 2.0 and result.best_score == 5.0 and result.best_weights == [0.4, 0.0]
+    assert result.weights == [0.1, 0.2] and result.free_share == 0.0 and set(result.seconds) == {"optimise", "generate", "judge"}
 
 
-def test_numeric_optimiser_tries_the_suggested_directions_first():
-    opt = NumericOptimiser(2, initial=[[0.5, -0.5], [2.0, 0.0]])
-    assert opt.ask(2) == [[0.5, -0.5], [1.0, 0.0]]
+def test_heldout_check_alone_judges_the_four_conditions_in_one_call(tiny_runtime):
+    judge = ScriptedJudge([1.0, 2.0, 3.0, 4.0])
+    loop = _loop(tiny_runtime, judge)
+    held = loop.heldout_check(loop._weights([0.5, -0.5]))
+    assert held.scores == {"unsteered": 1.0, "prompted": 2.0, "steered": 3.0, "prompted_steered": 4.0}
+    assert len(judge.calls) == 1 and len(judge.calls[0][1]) == 4
+    plain = [g.text for g in tiny_runtime.engine.generate(["Why?", "How?"], config=GenerationConfig(max_new_tokens=4))]
+    assert held.outputs["unsteered"] == plain and judge.calls[0][0].baseline == plain
 
 
-def test_merge_round_robins_and_dedupes():
-    a = [FeatureCandidate(i, "", "contrastive", 1, 1) for i in (1, 2, 3)]
-    b = [FeatureCandidate(i, "", "semantic", 1, 1) for i in (2, 4, 5)]
-    assert [c.index for c in merge([a, b], 4)] == [1, 2, 3, 4]
-    assert [c.index for c in merge([a, []], 10)] == [1, 2, 3]
+def _held(prompted_steered, steered):
+    return HeldOutResult(["Why?"], {"unsteered": 1.0, "prompted": 1.0, "steered": steered, "prompted_steered": prompted_steered}, {}, {}, {})
 
 
-def test_contrastive_candidates_rank_latents_by_consistent_activation_difference(tiny_runtime, monkeypatch):
-    from steering.autosteer.retrieve import DistillAnswers, mean_answer_activations
-
-    eng = tiny_runtime.engine
-    tok = eng.tokenizer
-    dog = tok("Dogs like bones and walks. Dogs like bones.", add_special_tokens=False)["input_ids"]
-    sky = tok("The quick brown fox jumps over the lazy dog.", add_special_tokens=False)["input_ids"]
-    # The tiny random model ignores system prompts; script its answers: behaviour rows talk about bones.
-    answers = DistillAnswers(["Why is the sky blue?"], [dog], [sky])
-    cands = contrastive_candidates(eng, None, answers, k=6)
-    assert len(cands) == 6 and len({c.index for c in cands}) == 6
-    assert [c.score for c in cands] == sorted([c.score for c in cands], reverse=True)
-    ctx = tok(eng.chat_prompt("Why is the sky blue?"), add_special_tokens=False)["input_ids"]
-    means = mean_answer_activations(eng, [ctx, ctx], [dog, sky])
-    diff = means[0] - means[1]
-    for c in cands:
-        assert c.sign == (1.0 if diff[c.index] > 0 else -1.0)
-        assert abs(float(diff[c.index])) == pytest.approx(c.score, rel=1e-5)
-    assert cands[0].score == pytest.approx(float(diff.abs().max()), rel=1e-5)
-
-
-def test_contrastive_score_prefers_consistent_latents():
-    import torch
-
-    # latent 0 jumps on one prompt only; latent 1 moves a little on every prompt; latent 2 is mixed.
-    per_prompt = torch.tensor([[4.0, 1.0, 2.0], [0.0, 1.0, -2.5], [0.0, 1.0, 1.0], [0.0, 1.0, 0.0]])
-    diff, score = contrastive_scores(per_prompt)
-    assert diff.tolist() == pytest.approx([1.0, 1.0, 0.125])
-    assert score.tolist() == pytest.approx([0.25, 1.0, 0.125 * 0.5])
-
-
-def test_probe_prompts_add_the_fixed_probes_without_heldout_or_repeats():
-    from steering.autosteer.retrieve import PROBE_PROMPTS
-
-    out = probe_prompts(["A?", "A?", "B?", PROBE_PROMPTS[1]], exclude=[PROBE_PROMPTS[0]])
-    assert out[:3] == ["A?", "B?", PROBE_PROMPTS[1]] and PROBE_PROMPTS[0] not in out
-    assert len(out) == len(set(out)) == 3 + len(PROBE_PROMPTS) - 2
-    many = probe_prompts([f"q{i}" for i in range(12)], max_prompts=8)
-    assert many == [f"q{i}" for i in range(8)] + PROBE_PROMPTS
-
-
-def test_harmonic_mean_is_zero_if_any_part_is_zero():
-    assert harmonic_mean([1, 1, 0]) == 0
-    assert harmonic_mean([1, 1, 1]) == 1
-    assert 0 < harmonic_mean([1, 0.5, 0.5]) < 0.75
-
-
-def test_metric_judge_scores_baseline_zero_and_behaviour_above(tiny_runtime):
-    judge = MetricJudge(tiny_runtime.engine)
-    ctx = JudgeContext("Behave like a dog", ["What do you like to eat?"], ["I like to eat pasta with tomato sauce."])
-    same, doggy, garbage, empty = judge.judge_many(
-        ctx, [["I like to eat pasta with tomato sauce."], ["Woof! As a dog I like to eat bones and kibble, woof woof!"], ["zx qj vv kk pp"], [""]]
-    )
-    # No behaviour but fluent and on the question: the rubric's 0-1 band, never more.
-    assert same.score <= 1.0 and "concept" in same.critique
-    assert doggy.parts["concept_similarity"] > 0.5  # (the likelihood half needs a real model)
-    assert garbage.score < doggy.score or doggy.score == 0
-    assert empty.score == 0
-    assert 0 <= doggy.score <= 10
-
-
-def test_metric_judge_relevance_is_zero_off_topic_and_full_near_the_baseline(tiny_runtime):
-    judge = MetricJudge(tiny_runtime.engine)
-    ctx = JudgeContext("Explain things in a way that children can understand", ["How do plants grow?"],
-                       ["Plants grow from seeds. They take in water through their roots and use sunlight to make food."])
-    same, off_topic = judge.judge_many(ctx, [ctx.baseline, ["My favourite football team won the cup yesterday after a penalty shootout."]])
-    assert same.parts["relevance"] == 1.0
-    assert off_topic.parts["relevance"] == 0.0 and off_topic.score == 0.0
-
-
-
-LOOP = "The sky is made up of lots of things that make it blue. " * 5
-
-
-def test_metric_judge_gives_zero_to_a_looping_answer(tiny_runtime):
-    judge = MetricJudge(tiny_runtime.engine)
-    ctx = JudgeContext("Explain things in a way that children can understand", ["Why is the sky blue?"],
-                       ["The sky looks blue because air scatters blue sunlight more than red light."])
-    [loop] = judge.judge_many(ctx, [[LOOP]])
-    assert loop.score == 0.0 and loop.parts["coherence"] == 0.0 and loop.parts["degenerate"] == 1.0
-    assert "degenerate" in loop.critique
-
-
-def test_metric_judge_gives_zero_to_an_answer_that_leaves_the_question(tiny_runtime):
-    # The kids' profile's drift, quoted in the issue: brushing teeth -> breathing and "why I'm here".
-    judge = MetricJudge(tiny_runtime.engine)
-    ctx = JudgeContext("Explain things in a way that children can understand", ["Why do we have to brush our teeth?"],
-                       ["We brush our teeth to remove food and plaque, which stops tooth decay and gum disease."])
-    drift = ("Breathing is not just about breathing. It's also about the environment. So let me tell you something. "
-             "You're right. That's why I'm here today.")
-    [j] = judge.judge_many(ctx, [[drift]])
-    assert j.parts["relevance"] == 0.0 and j.score == 0.0
+def test_make_profile_answers_with_the_prompt_too_only_when_that_scored_better(tiny_runtime):
+    loop = _loop(tiny_runtime, ScriptedJudge([]))
+    best = Best(6.0, WeightVector([0.5, -0.25]), ["a"], "c")
+    prof = loop.make_profile(best, [4.0, 6.0], _held(5.0, 3.0), "epochs", None, "list")
+    assert prof.mode == "prompted_steered" and prof.system_prompt == "Behave like a dog" and prof.weights() == {5: 0.5, 9: -0.25}
+    assert prof.scores == {"epochs": [4.0, 6.0], "best": 6.0, "held_out": _held(5.0, 3.0).scores}
+    assert prof.provenance["judge"] == "scripted" and prof.provenance["optimiser"] == "list" and prof.provenance["stopped"] == "epochs"
+    assert loop.make_profile(best, [6.0], _held(3.0, 5.0), "epochs", None, "list").mode == "steered"
+    none_found = loop.make_profile(Best(float("-inf"), WeightVector([0.0, 0.0]), [], ""), [], None, "cancelled", None, "list")
+    assert none_found.weights() == {} and none_found.scores["best"] is None and none_found.mode == "steered"

@@ -6,7 +6,15 @@ import pytest
 
 from steering.runtime.basis import SteeringBasis
 from steering.runtime.engine import GenerationConfig, SteeringEngine
-from steering.runtime.scheduler import BACKGROUND, current_priority, GenerationScheduler, INTERACTIVE, iterate_at, NORMAL, priority
+from steering.runtime.scheduler import (
+    BACKGROUND,
+    INTERACTIVE,
+    NORMAL,
+    GenerationScheduler,
+    current_priority,
+    iterate_at,
+    priority,
+)
 
 CFG = GenerationConfig(max_new_tokens=10)
 

@@ -2,14 +2,11 @@
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-from quora_kids.moderation import LLMSafety
-from quora_kids.safety import OfflineSafety, refusal_for, REFUSAL_SELF_HARM
-
-ROOT = Path(__file__).resolve().parent.parent
+from quora_kids.safety import REFUSAL_SELF_HARM, OfflineSafety, refusal_for
+from steering.paths import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -108,19 +105,3 @@ def test_patterns_and_answers(checker):
     assert not checker.check(answer, "answer").ok
     assert checker.check("Cats are lovely pets. They sleep a lot and purr when happy.", "answer").ok
     assert checker.check("", "answer").ok
-
-
-def test_llm_safety_over_http_with_offline_fallback(fake_openai, llm_client, checker):
-    fake_openai.script = ["UNSAFE: weapons: asks how to build a weapon", "SAFE", (500, {"error": "x"}), "maybe?"]
-    llm = LLMSafety(llm_client, checker)
-    v = llm.check("how to build a gun")
-    assert not v.ok and v.topic == "weapons" and v.checker == "llm"
-    assert llm.check("Why is the sky blue?").ok
-    assert llm.check("Why is the sky blue?").checker == "offline"  # HTTP 500 -> offline check
-    assert llm.check("Why is the sky blue?").checker == "offline"  # no clear verdict -> offline check
-    assert "children aged 6-12" in fake_openai.requests[0]["body"]["messages"][0]["content"]
-
-
-def test_llm_safety_without_fallback_refuses_when_unclear(fake_openai, llm_client):
-    fake_openai.script = ["I think it is fine"]
-    assert LLMSafety(llm_client).check("hello").verdict == "refused"

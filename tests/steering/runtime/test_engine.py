@@ -3,7 +3,7 @@ import threading
 import pytest
 import torch
 
-from steering.runtime.basis import calibrate_scale, SteeringBasis
+from steering.runtime.basis import Steer, SteeringBasis
 from steering.runtime.engine import GenerationConfig, SteeringEngine
 
 PROMPT = "Why is the sky blue?"
@@ -202,33 +202,7 @@ def test_engine_without_sae_refuses_weights(tiny_model, tiny_tokenizer):
         engine.generate([PROMPT], [{1: 0.5}], config=CFG)
 
 
-def test_calibrate_scale_skips_the_first_position(tiny_model, tiny_tokenizer):
-    texts = ["Dogs like bones and walks.", "Why is the sky blue?"]
-    s = calibrate_scale(tiny_model, tiny_tokenizer, 2, texts)
-    assert s > 0
-    # Blow up the first position's residual: the median must not move.
-    def spike(_m, _i, out):
-        h = out[0] if isinstance(out, tuple) else out
-        h = h.clone()
-        h[:, 0] *= 1000
-        return (h, *out[1:]) if isinstance(out, tuple) else h
-
-    handle = tiny_model.model.layers[2].register_forward_hook(spike)
-    try:
-        assert calibrate_scale(tiny_model, tiny_tokenizer, 2, texts) == pytest.approx(s, rel=1e-5)
-    finally:
-        handle.remove()
-
-
-def test_basis_from_sae_normalises_decoder_rows(tiny_sae):
-    b = SteeringBasis.from_sae(tiny_sae, layer=2, scale=3.0)
-    assert b.d_sae == tiny_sae.cfg.d_sae
-    assert torch.allclose(b.directions.norm(dim=-1), torch.ones(b.d_sae), atol=1e-5)
-
-
 def test_a_free_vector_adds_scale_times_itself_and_changes_the_answer(tiny_engine):
-    from steering.runtime.basis import Steer
-
     d = tiny_engine.basis.directions.shape[1]
     free = torch.zeros(d)
     free[3] = 0.5

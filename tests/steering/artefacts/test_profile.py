@@ -2,7 +2,14 @@ import json
 
 import pytest
 
-from steering.artefacts.profile import FeatureWeight, ProfileError, SteeringProfile, load_profile, provenance, validate
+from steering.artefacts.profile import (
+    FeatureWeight,
+    ProfileError,
+    SteeringProfile,
+    load_profile,
+    provenance,
+    validate,
+)
 from steering.runtime.models import ModelRef, SAERef
 
 MODEL = ModelRef("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "r1")

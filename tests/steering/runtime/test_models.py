@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from steering.runtime import loading, models
-from steering.runtime.models import layer_from_hook_name, OfflineError, PresetError, resolve_preset
+from steering.runtime.loading import SMALL_BATCH_ROWS, use_small_batch_linear
+from steering.runtime.models import (
+    OfflineError,
+    PresetError,
+    layer_from_hook_name,
+    resolve_preset,
+)
 
 
 def test_default_preset_is_offline():
@@ -22,8 +28,9 @@ def test_env_var_and_unknown_preset(monkeypatch):
 
 @pytest.mark.parametrize("name", ["gemma-2-2b-it", "llama-3.1-8b-instruct"])
 def test_hub_presets_name_real_sae_lens_releases(name):
-    import yaml
     from importlib.resources import files
+
+    import yaml
 
     registry = yaml.safe_load(files("sae_lens").joinpath("pretrained_saes.yaml").read_text())
     p = resolve_preset(name)
@@ -81,7 +88,6 @@ def test_cache_dir_env(monkeypatch, tmp_path):
 def test_small_batch_linear_matches_the_usual_kernel(tiny_tokenizer):
     from conftest import build_model
 
-    from steering.runtime.loading import SMALL_BATCH_ROWS, use_small_batch_linear
 
     lin = torch.nn.Linear(64, 48)
     plain = torch.nn.Linear(64, 48)

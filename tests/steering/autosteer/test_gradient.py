@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 
 from steering.autosteer import gradient, objective
-from steering.autosteer.judges import Judge
+from steering.autosteer.config import AutoSteerConfig
+from steering.autosteer.factory import NamedOptimiserFactory
+from steering.autosteer.judges import Judge, Judgement
+from steering.autosteer.loop import AutoSteer
+from steering.autosteer.results import EpochResult, FinalResult
+from steering.autosteer.retrieve import FeatureCandidate
 from steering.runtime.engine import GenerationConfig
 
 PROMPTS = ["Why is the sky blue?", "Dogs like bones and walks.", "Plants need water.", "Tell me about space."]
@@ -69,12 +74,6 @@ def test_fit_leaves_the_shared_model_untouched(tiny_engine):
 def test_the_loop_runs_the_gradient_optimiser_end_to_end(tiny_runtime):
     """Distillation answers for the training prompts, 2 strengths x (with, without) the free
     direction per epoch in one batch, and a profile that records the free direction's share."""
-    from steering.autosteer.config import AutoSteerConfig
-    from steering.autosteer.factory import NamedOptimiserFactory
-    from steering.autosteer.loop import AutoSteer
-    from steering.autosteer.results import EpochResult, FinalResult
-    from steering.autosteer.judges import Judgement
-    from steering.autosteer.retrieve import FeatureCandidate
 
     class PreferFree(Judge):
         name = "prefers-free"

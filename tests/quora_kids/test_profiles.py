@@ -1,21 +1,25 @@
-"""Profiles by name, never by path: the catalog, session-scoped learned profiles, content-keyed cache."""
-
 import builtins
 import io
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from quora_kids.profiles import UNSTEERED, ProfileCatalog, UnknownProfile, content_key, load_curated, remember
+from quora_kids.profiles import (
+    UNSTEERED,
+    ProfileCatalog,
+    UnknownProfile,
+    content_key,
+    load_curated,
+    remember,
+)
 from quora_kids.safety import SafetyVerdict
 from quora_kids.service import AnswerService
 from quora_kids.store import AnswerStore
 from steering.artefacts.bind import make_profile
+from steering.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 BAD_NAMES = [
     "/etc/passwd", "/etc/hostname", "../../../../etc/hostname", "assets/profiles/kids.json", "./assets/profiles/dog.json",
     "kids.json", "..", "../kids", str(ROOT / "assets/profiles/kids.json"), "~/.bashrc", "kids/../../etc/passwd", "file:///etc/passwd",
@@ -152,37 +156,3 @@ def test_two_profiles_with_one_name_never_share_cached_answers(tiny_runtime, tmp
     c = twin.answer("why is the sky blue")
     assert c.cached and c.answer_id == a.answer_id
 
-
-def test_old_database_gains_the_key_column_and_old_rows_are_not_served(tmp_path):
-    import sqlite3
-
-    path = tmp_path / "old.db"
-    with sqlite3.connect(path) as db:
-        db.executescript(
-            "CREATE TABLE answers (id INTEGER PRIMARY KEY AUTOINCREMENT, question TEXT NOT NULL, question_key TEXT NOT NULL, "
-            "profile TEXT NOT NULL, steered TEXT NOT NULL, unsteered TEXT NOT NULL, details TEXT NOT NULL DEFAULT '{}', "
-            "created_at REAL NOT NULL, helpful_steered INTEGER NOT NULL DEFAULT 0, helpful_unsteered INTEGER NOT NULL DEFAULT 0);"
-            "INSERT INTO answers (question, question_key, profile, steered, unsteered, created_at) VALUES ('Hi?', 'hi', 'kids', 's', 'u', 0);"
-        )
-    store = AnswerStore(path)
-    assert store.lookup("Hi?", "kids") is None and store.count() == 1
-    i = store.save("Hi?", "kids", "s2", "u2", profile_key="abc")
-    assert store.lookup("hi", "abc").id == i
-
-
-def test_app_refuses_paths_without_opening_a_file(monkeypatch, tmp_path):
-    """The app's handler, not only the catalog: a path never reaches the filesystem."""
-    from webapp import common, kids
-
-    monkeypatch.setattr(common, "_catalog", ProfileCatalog())
-    monkeypatch.setattr(kids, "service_for", lambda entry: pytest.fail("built a service for an unknown name"))
-    monkeypatch.setattr(kids, "recent_md", lambda: "")
-    opened = []
-    real_open = builtins.open
-    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: opened.append(f) or real_open(f, *a, **k))
-    for name in ("/etc/passwd", "../../../../etc/hostname", "assets/profiles/kids.json"):
-        *_, (steered, plain, notice, answer_id, _) = kids.kids_answer("Why is the sky blue?", name, {})  # a generator
-        assert steered == plain == "" and answer_id is None and "no profile with that name" in notice
-        assert "passwd" not in notice and "hostname" not in notice
-    assert opened == []
-    assert kids.profile_download("/etc/passwd", {}) is None and opened == []

@@ -4,8 +4,15 @@ import json
 
 import pytest
 
-from quora_kids.batch import batch_answer, dataset_for, local_generator, partial_path, remote_generator
+from quora_kids.batch import (
+    batch_answer,
+    dataset_for,
+    local_generator,
+    partial_path,
+    remote_generator,
+)
 from steering.artefacts.bind import make_profile
+from steering.llm import LLMError
 
 QUESTIONS = [f"Question number {i}: why is the sky blue?" for i in range(10)]
 
@@ -59,8 +66,6 @@ def test_remote_generation_talks_to_an_openai_compatible_server(fake_openai, llm
 
 
 def test_remote_failure_keeps_finished_batches(fake_openai, llm_client, tmp_path):
-    from steering.llm import LLMError
-
     fake_openai.script = ["a1", "a2", (500, {"error": "down"})]
     fake_openai.default = "late"
     out = tmp_path / "r.parquet"

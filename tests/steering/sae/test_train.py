@@ -6,8 +6,8 @@ import datasets
 import torch
 from conftest import TEXT
 
-from steering.sae.activations import layer_output
 from steering.sae.activation_cache import cache_activations, mark_sinks, token_dataset
+from steering.sae.activations import layer_output
 from steering.sae.train import SAEBuildConfig, train_from_cache
 
 

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from steering.runtime.decode import FastDecoder, PRECISIONS, supports
 from steering.runtime.basis import SteeringBasis
+from steering.runtime.decode import PRECISIONS, DecodeSettings, FastDecoder, supports
 from steering.runtime.engine import GenerationConfig, SteeringEngine
+from steering.runtime.packed import GROUP, int4_error, resolve_precision
 
 PROMPTS = ["Why is the sky blue?", "Dogs like bones and walks. Why?", "Plants?"]  # different lengths: left padding
 
@@ -69,7 +70,6 @@ def test_unknown_decode_path_is_a_clear_error(tiny_model, tiny_tokenizer, tiny_s
 def test_auto_precision_is_int4_only_for_weights_that_are_4_bit_blocks_already(tiny_tokenizer):
     from conftest import build_model
 
-    from steering.runtime.packed import GROUP, int4_error, resolve_precision
 
     model = build_model(len(tiny_tokenizer))
     assert resolve_precision(model, "auto") == "bfloat16"  # random fp32 weights
@@ -86,8 +86,6 @@ def test_auto_precision_is_int4_only_for_weights_that_are_4_bit_blocks_already(t
 
 
 def test_rescoring_makes_the_low_precision_head_exact_for_the_best_tokens(tiny_model, tiny_tokenizer, tiny_sae):
-    from steering.runtime.decode import DecodeSettings
-
     fast = FastDecoder(tiny_model, "bfloat16")
     h = torch.randn(3, tiny_model.config.hidden_size)
     settings = DecodeSettings(max_new_tokens=1, eos_id=2, pad_id=2, repetition_penalty=1.1)

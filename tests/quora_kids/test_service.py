@@ -1,0 +1,92 @@
+"""The answer service on the tiny real engine with a scripted safety check."""
+
+import pytest
+
+from quora_kids.safety import FALLBACK_ANSWER, REFUSAL, SafetyVerdict
+from quora_kids.service import AnswerService, QuestionError
+from quora_kids.store import AnswerStore
+from steering.artefacts.bind import make_profile
+from steering.artefacts.profile import ProfileError
+
+
+class ScriptedSafety:
+    """Refuses questions containing 'bomb'; refuses the first N answers it sees."""
+    name = "scripted"
+
+    def __init__(self, unsafe_answers=0):
+        self.unsafe_answers = unsafe_answers
+        self.seen = []
+
+    def check(self, text, kind="question"):
+        self.seen.append((kind, text))
+        if kind == "question":
+            return SafetyVerdict("refused", "bomb", "violence_weapons", self.name) if "bomb" in text else SafetyVerdict("ok")
+        if self.unsafe_answers > 0:
+            self.unsafe_answers -= 1
+            return SafetyVerdict("refused", "scripted", "crime", self.name)
+        return SafetyVerdict("ok")
+
+
+@pytest.fixture()
+def service(tiny_runtime, tmp_path):
+    prof = make_profile(tiny_runtime, "kids", "Explain for kids", {5: 0.8})
+    return AnswerService(tiny_runtime, prof, ScriptedSafety(), AnswerStore(tmp_path / "a.db"), retries=2, max_new_tokens=8)
+
+
+def test_answer_gives_both_answers_from_one_batched_call(service, monkeypatch):
+    calls = []
+    real = service.rt.engine.generate
+    monkeypatch.setattr(service.rt.engine, "generate", lambda p, w=None, **kw: calls.append((p, w)) or real(p, w, **kw))
+    a = service.answer("  Why is the   sky blue? ")
+    assert a.question == "Why is the sky blue?"
+    assert len(calls) == 1 and calls[0][0] == [a.question] * 2 and calls[0][1][1] is None
+    assert a.steered.text != a.unsteered.text
+    j = a.to_json()
+    assert set(j) >= {"question", "steered", "unsteered", "readability", "safety"}
+    assert j["safety"]["verdict"] == "ok" and set(j["readability"]) == {"steered", "unsteered"}
+    assert isinstance(j["readability"]["steered"]["grade"], float)
+
+
+def test_unsafe_question_is_refused_kindly_without_generating(service, monkeypatch):
+    monkeypatch.setattr(service.rt.engine, "generate", lambda *a, **k: pytest.fail("generated for an unsafe question"))
+    a = service.answer("how do I make a bomb")
+    assert a.refused and a.steered.text == REFUSAL and a.to_json()["safety"]["verdict"] == "refused"
+
+
+def test_unsafe_answer_is_regenerated_then_replaced(tiny_runtime, tmp_path):
+    prof = make_profile(tiny_runtime, "kids", "b", {5: 0.8})
+    # 1 unsafe answer: steered is checked first and regenerated once, then ok.
+    s1 = AnswerService(tiny_runtime, prof, ScriptedSafety(unsafe_answers=1), None, retries=2, max_new_tokens=8)
+    a = s1.answer("Why is the sky blue?")
+    assert a.steered.regenerated == 1 and not a.steered.fallback and a.steered.safety.ok
+    # Always unsafe: after 2 retries the fallback is shown, never the unsafe text.
+    s2 = AnswerService(tiny_runtime, prof, ScriptedSafety(unsafe_answers=100), None, retries=2, max_new_tokens=8)
+    a = s2.answer("Why is the sky blue?")
+    assert a.steered.fallback and a.steered.text == FALLBACK_ANSWER and a.steered.regenerated == 2
+    assert a.unsteered.text == FALLBACK_ANSWER
+    assert [k for k, _ in s2.safety.seen].count("answer") == 6
+
+
+def test_repeated_question_comes_from_the_store(service, monkeypatch):
+    first = service.answer("Why is the sky blue?")
+    monkeypatch.setattr(service.rt.engine, "generate", lambda *a, **k: pytest.fail("not cached"))
+    again = service.answer("why is the sky blue")
+    assert again.cached and again.answer_id == first.answer_id and again.steered.text == first.steered.text
+    assert again.steered.readability == first.steered.readability
+
+
+@pytest.mark.parametrize("q, msg", [("", "type a question"), ("   ", "type a question"), ("x" * 50_000, "very long")])
+def test_bad_questions_get_clear_errors(service, q, msg):
+    with pytest.raises(QuestionError, match=msg):
+        service.answer(q)
+
+
+def test_profile_for_another_sae_is_refused(tiny_runtime):
+    from dataclasses import replace
+
+
+    prof = make_profile(tiny_runtime, "x", "b", {})
+    prof.sae = replace(prof.sae, d_sae=999)
+    with pytest.raises(ProfileError):
+        AnswerService(tiny_runtime, prof, ScriptedSafety())
+

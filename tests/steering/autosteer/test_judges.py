@@ -1,0 +1,165 @@
+"""The metric judge on the tiny real engine; the LLM judge and the fallback judge over a fake endpoint."""
+
+import pytest
+
+from fakes import Given
+from steering.autosteer.config import AutoSteerConfig
+from steering.autosteer.judges import (
+    FallbackJudge,
+    Judge,
+    JudgeContext,
+    JudgeError,
+    Judgement,
+    LLMJudge,
+    MetricJudge,
+    harmonic_mean,
+    parse_score,
+)
+from steering.autosteer.loop import AutoSteer
+from steering.autosteer.optimisers import NumericOptimiser
+from steering.autosteer.results import EpochResult, FinalResult
+from steering.autosteer.retrieve import FeatureCandidate
+from steering.llm import LLMClient, LLMError
+
+
+def test_harmonic_mean_is_zero_if_any_part_is_zero():
+    assert harmonic_mean([1, 1, 0]) == 0
+    assert harmonic_mean([1, 1, 1]) == 1
+    assert 0 < harmonic_mean([1, 0.5, 0.5]) < 0.75
+
+
+def test_metric_judge_scores_baseline_zero_and_behaviour_above(tiny_runtime):
+    judge = MetricJudge(tiny_runtime.engine)
+    ctx = JudgeContext("Behave like a dog", ["What do you like to eat?"], ["I like to eat pasta with tomato sauce."])
+    same, doggy, garbage, empty = judge.judge_many(
+        ctx, [["I like to eat pasta with tomato sauce."], ["Woof! As a dog I like to eat bones and kibble, woof woof!"], ["zx qj vv kk pp"], [""]]
+    )
+    # No behaviour but fluent and on the question: the rubric's 0-1 band, never more.
+    assert same.score <= 1.0 and "concept" in same.critique
+    assert doggy.parts["concept_similarity"] > 0.5  # (the likelihood half needs a real model)
+    assert garbage.score < doggy.score or doggy.score == 0
+    assert empty.score == 0
+    assert 0 <= doggy.score <= 10
+
+
+def test_metric_judge_relevance_is_zero_off_topic_and_full_near_the_baseline(tiny_runtime):
+    judge = MetricJudge(tiny_runtime.engine)
+    ctx = JudgeContext("Explain things in a way that children can understand", ["How do plants grow?"],
+                       ["Plants grow from seeds. They take in water through their roots and use sunlight to make food."])
+    same, off_topic = judge.judge_many(ctx, [ctx.baseline, ["My favourite football team won the cup yesterday after a penalty shootout."]])
+    assert same.parts["relevance"] == 1.0
+    assert off_topic.parts["relevance"] == 0.0 and off_topic.score == 0.0
+
+
+LOOP = "The sky is made up of lots of things that make it blue. " * 5
+
+
+def test_metric_judge_gives_zero_to_a_looping_answer(tiny_runtime):
+    judge = MetricJudge(tiny_runtime.engine)
+    ctx = JudgeContext("Explain things in a way that children can understand", ["Why is the sky blue?"],
+                       ["The sky looks blue because air scatters blue sunlight more than red light."])
+    [loop] = judge.judge_many(ctx, [[LOOP]])
+    assert loop.score == 0.0 and loop.parts["coherence"] == 0.0 and loop.parts["degenerate"] == 1.0
+    assert "degenerate" in loop.critique
+
+
+def test_metric_judge_gives_zero_to_an_answer_that_leaves_the_question(tiny_runtime):
+    # The kids' profile's drift, quoted in the issue: brushing teeth -> breathing and "why I'm here".
+    judge = MetricJudge(tiny_runtime.engine)
+    ctx = JudgeContext("Explain things in a way that children can understand", ["Why do we have to brush our teeth?"],
+                       ["We brush our teeth to remove food and plaque, which stops tooth decay and gum disease."])
+    drift = ("Breathing is not just about breathing. It's also about the environment. So let me tell you something. "
+             "You're right. That's why I'm here today.")
+    [j] = judge.judge_many(ctx, [[drift]])
+    assert j.parts["relevance"] == 0.0 and j.score == 0.0
+
+
+CTX = JudgeContext("Behave like a dog", ["What is your favourite food?"], ["I like pizza."])
+
+
+def test_judge_parses_the_score_and_sends_an_openai_request(fake_openai, llm_client):
+    fake_openai.script = ["Woofs a lot, stays on topic. Could mention bones.\nScore: 7.5"]
+    j = LLMJudge(llm_client).judge(CTX, ["Woof! Bones are my favourite!"])
+    assert j.score == 7.5
+    assert "bones" in j.critique.lower() and "Score" not in j.critique
+    req = fake_openai.requests[0]
+    assert req["path"] == "/v1/chat/completions"
+    assert req["body"]["model"] == "judge-model"
+    assert "Behave like a dog" in req["body"]["messages"][0]["content"]
+    assert req["auth"] == "Bearer sk-test-secret"
+
+
+def test_judge_retries_when_no_score_then_succeeds(fake_openai, llm_client):
+    fake_openai.script = ["Nice answer, very doggy.", "Score: 8"]
+    assert LLMJudge(llm_client).judge(CTX, ["Woof"]).score == 8
+    assert len(fake_openai.requests) == 2
+    assert "Score: N" in fake_openai.requests[1]["body"]["messages"][-1]["content"]
+
+
+def test_judge_without_a_score_fails_clearly_never_a_silent_zero(fake_openai, llm_client):
+    fake_openai.script = ["I cannot decide.", "Still undecided. Score: eleven"]
+    with pytest.raises(JudgeError, match="no 'Score: N'"):
+        LLMJudge(llm_client).judge(CTX, ["Woof"])
+
+
+def test_judge_http_500_is_a_clear_error(fake_openai, llm_client):
+    fake_openai.script = [(500, {"error": {"message": "boom"}})]
+    with pytest.raises(LLMError, match="HTTP 500"):
+        LLMJudge(llm_client).judge(CTX, ["Woof"])
+
+
+def test_judge_timeout_is_a_clear_error(fake_openai):
+    client = LLMClient(base_url=fake_openai.base_url, model="m", api_key="k", timeout=0.5, max_retries=0)
+    fake_openai.script = [("sleep", 2.0, "Score: 9")]
+    with pytest.raises(LLMError, match="did not answer within 0.5 s"):
+        LLMJudge(client).judge(CTX, ["Woof"])
+
+
+@pytest.mark.parametrize(
+    "text, score",
+    [("Good.\nScore: 6", 6.0), ("score=3/10", 3.0), ("**Score:** 9.5", 9.5), ("Score: 4\nlater Score: 7", 7.0), ("no number", None), ("Score: 12", None)],
+)
+def test_parse_score(text, score):
+    assert parse_score(text) == score
+
+
+class OneScoreJudge(Judge):
+    """Offline stand-in for the metric judge: a fixed score (unit test of the fallback only)."""
+    name = "metric"
+
+    def judge_many(self, ctx, candidates):
+        return [Judgement(4.0, "metric critique", {"concept": 0.4}) for _ in candidates]
+
+
+def test_fallback_judge_uses_the_metric_judge_when_the_llm_answers_off_format(fake_openai, llm_client):
+    # candidate 1: off-format twice (no score); candidate 2: a proper verdict
+    fake_openai.script = ["Looks fine.", "Really fine.", "Very doggy. Score: 8"]
+    judge = FallbackJudge(LLMJudge(llm_client), OneScoreJudge())
+    a, b = judge.judge_many(CTX, [["Hello"], ["Woof"]])
+    assert a.score == 4.0 and "llm judge failed" in a.critique and "metric judge" in a.critique and a.parts["fallback"] == 1.0
+    assert b.score == 8.0 and "failed" not in b.critique
+    assert judge.fallbacks == 1
+
+
+def test_fallback_judge_survives_a_timeout(fake_openai):
+    client = LLMClient(base_url=fake_openai.base_url, model="m", api_key="k", timeout=0.5, max_retries=0)
+    fake_openai.script = [("sleep", 2.0, "Score: 9")]
+    [j] = FallbackJudge(LLMJudge(client), OneScoreJudge()).judge_many(CTX, [["Woof"]])
+    assert j.score == 4.0 and "did not answer" in j.critique
+
+
+def test_a_run_with_a_broken_llm_judge_still_ends_with_a_profile(fake_openai, llm_client, tiny_runtime):
+    """Every verdict off-format: screening and epochs fall back to the metric judge, the run
+    completes and saves weights (it used to end at epoch 1 with nothing saved)."""
+
+    fake_openai.default = "I would rather not give a number."
+    judge = FallbackJudge(LLMJudge(llm_client, retries=0), MetricJudge(tiny_runtime.engine))
+    cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi"], max_new_tokens=4, epochs=2, candidates=2, heldout=["Why?"])
+    feats = [FeatureCandidate(5, "five", "manual", 1.0, 1.0), FeatureCandidate(9, "nine", "manual", -1.0, 1.0)]
+    events = list(AutoSteer(tiny_runtime, cfg, judge, Given(lambda c, answers=None: NumericOptimiser(2, seed=0)), features=feats).run())
+    epochs = [e for e in events if isinstance(e, EpochResult)]
+    final = events[-1]
+    assert len(epochs) == 2 and all("llm judge failed" in e.critique for e in epochs)
+    assert isinstance(final, FinalResult) and final.stopped == "epochs" and final.heldout is not None
+    assert judge.fallbacks >= 2 * 2 + 4  # every candidate of both epochs and the four held-out conditions
+

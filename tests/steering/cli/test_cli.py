@@ -1,0 +1,82 @@
+"""The command line's adapters, in process and without the real model: bad input exits 2 with
+one line, and the two ways of showing a run (terminal, --json lines)."""
+
+import json
+
+import pytest
+from tqdm import tqdm
+
+from steering.artefacts.bind import make_profile
+from steering.autosteer.config import AutoSteerConfig
+from steering.autosteer.events import show
+from steering.autosteer.results import (
+    EpochResult,
+    FinalResult,
+    PhaseEvent,
+    ScreenResult,
+)
+from steering.autosteer.retrieve import FeatureCandidate
+from steering.cli import autosteer as cli_autosteer
+from steering.cli.main import build_parser, main
+
+FEATS = [FeatureCandidate(5, "five", "attribution", 1.0, 1.0)]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["autosteer", "--behavior", " ", "--prompt", "Hi"], "describe a behaviour"),
+    (["autosteer", "--behavior", "x", "--prompt", "Hi", "--epochs", "0"], "epochs must be between 1 and 100"),
+    (["features", "search", "  "], "the search query is empty"),
+    (["features", "search", "dogs", "--k", "0"], "--k must be between 1 and 1000"),
+    (["evaluate-sae", "--preset", "gemma-2-2b-it"], "uses a hub SAE"),
+    (["calibrate", "--preset", "gemma-2-2b-it"], "uses a hub SAE"),
+    (["generate", "--profile", "missing.json", "--prompt", "Hi"], "profile file not found"),
+    (["generate", "--profile", "missing.json", "--prompt", "  "], "--prompt is empty"),
+    (["export", "--profile", "missing.json", "--out", "x"], "profile file not found"),
+])
+def test_bad_input_exits_2_with_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_every_command_of_the_contract_is_there():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert list(sub.choices) == ["generate", "features", "export", "prepare", "autosteer", "build-sae", "build-index", "evaluate-sae", "calibrate"]
+    args = build_parser().parse_args(["autosteer", "--behavior", "b", "--prompt", "p", "--optimizer", "gradient"])
+    assert args.optimiser == "gradient" and args.judge == "metric" and args.epochs == 8
+
+
+class FakeRun:
+    def __init__(self, cfg):
+        self.cfg, self.features = cfg, FEATS
+
+
+def _events(rt):
+    profile = make_profile(rt, "dog", "Behave like a dog", {5: 0.3}, provenance={"notes": ["a note"]})
+    return [PhaseEvent("retrieve", "finding"), ScreenResult(FEATS, [2.0], [""], 1, 1.0),
+            EpochResult(1, [0.3], ["Woof."], 2.5, "more dog", 2.5, [0.3], 4, {"generate": 1.0}),
+            FinalResult(profile, FEATS, None, "epochs")]
+
+
+def test_json_lines_print_one_line_per_epoch_and_the_final_line(tiny_runtime, tmp_path, capsys):
+    cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi"])
+    view = cli_autosteer.JsonLines(FakeRun(cfg), tmp_path / "dog.json")
+    for event in _events(tiny_runtime):
+        show(event, view)
+    epoch, final = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert epoch["epoch"] == 1 and epoch["features"] == [5] and epoch["critique"] == "more dog"
+    assert final["profile"] == str(tmp_path / "dog.json") and final["notes"] == ["a note"] and (tmp_path / "dog.json").is_file()
+
+
+def test_the_terminal_shows_the_phase_screening_epochs_and_where_it_saved(tiny_runtime, tmp_path, capsys):
+    cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi"])
+    bar = tqdm(total=1, disable=True)
+    view = cli_autosteer.Terminal(cfg, tmp_path / "dog.json", bar)
+    lines = []
+    bar.write = lines.append
+    for event in _events(tiny_runtime):
+        show(event, view)
+    assert lines[0] == "[retrieve] finding" and "keep     5 +1 attribution  2.00  five" in lines[2]
+    assert lines[3].startswith("epoch 1: score 2.50 (best 2.50)") and lines[5] == "  [Hi] 'Woof.'"
+    out = capsys.readouterr().out
+    assert out.startswith(f"saved {tmp_path / 'dog.json'} (epochs; answers steered)") and "  note: a note" in out

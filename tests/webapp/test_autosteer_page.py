@@ -1,0 +1,59 @@
+"""The Auto-steer tab's view of a run, without a server: what each event puts on the page."""
+
+import pytest
+
+from steering.artefacts.bind import make_profile
+from steering.autosteer.config import AutoSteerConfig
+from steering.autosteer.events import follow
+from steering.autosteer.results import (
+    EpochResult,
+    FinalResult,
+    HeldOutResult,
+    PhaseEvent,
+    ScreenResult,
+)
+from steering.autosteer.retrieve import FeatureCandidate
+from webapp import autosteer, common
+
+FEATS = [FeatureCandidate(5, "five | dogs", "attribution", 1.0, 1.0), FeatureCandidate(9, "nine", "semantic", -1.0, 1.0)]
+
+
+class FakeRun:
+    def __init__(self):
+        self.cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi"], epochs=2)
+        self.features = FEATS
+
+
+@pytest.fixture()
+def updates(tiny_runtime, tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "USER_PROFILES", tmp_path)
+    profile = make_profile(tiny_runtime, "dog", "Behave like a dog", {5: 0.3, 9: -0.1})
+    held = HeldOutResult(["Why?"], {"unsteered": 1.0, "prompted": 2.0, "steered": 3.0, "prompted_steered": 2.5}, {}, {}, {})
+    events = [PhaseEvent("screen", "steering with each of 2 candidates alone"), ScreenResult(FEATS, [3.0, 1.0], ["", ""], 1, 0.5),
+              EpochResult(1, [0.3, -0.1], ["Woof <b>"], 2.5, "more dog", 2.5, [0.3, -0.1], 4, {"generate": 1.25}),
+              FinalResult(profile, FEATS, held, "epochs")]
+    page = autosteer.Page(FakeRun(), {})
+    return page, list(follow(events, page))
+
+
+def test_every_update_fills_the_eight_outputs(updates):
+    _, outs = updates
+    assert all(len(o) == 8 for o in outs)
+    assert "screen: steering with each of 2 candidates alone..." in outs[0][0] and outs[0][2]["visible"] is False
+
+
+def test_screening_and_epochs_go_to_the_log_newest_first_and_escaped(updates):
+    _, outs = updates
+    log = outs[2][1]
+    assert log.index("### Epoch 1: score 2.50") < log.index("### Screening: 2 candidate features")
+    assert "five \\| dogs" in log and "Woof &lt;b&gt;" in log and "1.2s generating" in log
+    assert list(outs[2][3]["weight"]) == [0.3, -0.1] and outs[2][2]["visible"] is True
+
+
+def test_the_final_update_saves_the_profile_for_this_session_only(updates, tmp_path):
+    page, outs = updates
+    status, _, _, _, held, prof, path, learned = outs[-1]
+    assert "Done (ran every epoch). Answers steering only." in status and "&#x27;my-dog&#x27;" in status
+    assert list(held["condition"]) == ["unsteered", "prompted", "steered", "prompted_steered"]
+    assert prof["name"] == "dog" and path.startswith(str(tmp_path / "sessions")) and list(learned) == ["my-dog"]
+    assert "held-out score 3.0/10" in learned["my-dog"]["description"]
