@@ -19,13 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from quora_kids.profiles import KIDS_BEHAVIOUR  # noqa: E402
 from steering.autosteer.config import AutoSteerConfig  # noqa: E402
 from steering.autosteer.factory import make_autosteer  # noqa: E402
 from steering.autosteer.results import EpochResult, PhaseEvent  # noqa: E402
 from steering.metrics import degeneration  # noqa: E402
 from steering.runtime.engine import GenerationConfig  # noqa: E402
 from steering.runtime.shared import get_runtime  # noqa: E402
-from quora_kids.profiles import KIDS_BEHAVIOUR  # noqa: E402
 
 BEHAVIORS = {
     "kids": KIDS_BEHAVIOUR,

@@ -19,8 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from steering.autosteer.judges import JudgeContext, MetricJudge  # noqa: E402
-from steering.runtime.shared import get_runtime  # noqa: E402
 from steering.paths import JUDGE_DIR  # noqa: E402
+from steering.runtime.shared import get_runtime  # noqa: E402
 
 LABELLED = JUDGE_DIR / "labelled.jsonl"
 # judge part -> hand-scored part it should track

@@ -38,6 +38,7 @@ from steering.artefacts.profile import load_profile  # noqa: E402
 from steering.paths import PROFILES_DIR, SAFETY_DIR  # noqa: E402
 from steering.runtime.engine import GenerationConfig  # noqa: E402
 from steering.runtime.shared import get_runtime  # noqa: E402
+
 SAFETY = SAFETY_DIR
 
 

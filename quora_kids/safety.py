@@ -35,8 +35,17 @@ import numpy as np
 from steering.paths import QUESTIONS_DIR, SAFETY_DIR
 from steering.runtime.embeddings import embed
 
-from .safety_model import (ANSWER_VOTE, AnswerModel, QuestionModel, answer_training_set, benign_answer_sentences, fit_answer_model,
-                           fit_question_model, read_rows, sentences)
+from .safety_model import (
+    ANSWER_VOTE,
+    AnswerModel,
+    QuestionModel,
+    answer_training_set,
+    benign_answer_sentences,
+    fit_answer_model,
+    fit_question_model,
+    read_rows,
+    sentences,
+)
 
 log = logging.getLogger(__name__)
 

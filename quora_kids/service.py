@@ -16,9 +16,9 @@ from steering.artefacts.profile import validate
 from steering.metrics import Readability, readability
 from steering.runtime.engine import GenerationConfig
 
+from .moderation import LLMSafety
 from .profiles import content_key
 from .questions import MAX_QUESTION_CHARS
-from .moderation import LLMSafety
 from .safety import FALLBACK_ANSWER, OfflineSafety, SafetyVerdict, refusal_for
 from .store import AnswerStore
 

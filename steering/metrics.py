@@ -18,7 +18,6 @@ import torch.nn.functional as F
 
 from .runtime.embeddings import embed
 
-
 PPL_BATCH = 8  # answers scored per forward pass (right-padded; logits of 8 x ~150 tokens ~ 240 MB)
 
 

@@ -29,8 +29,7 @@ from .config import AutoSteerConfig
 from .judges import Judge, JudgeContext, JudgeError, Judgement
 from .objective import free_share
 from .optimisers import Optimiser, OptimiserFactory, Trial, WeightVector
-from .results import (CONDITIONS, Best, EpochResult, FinalResult, HeldOutResult, PhaseEvent, RunScores, ScreenResult,
-                      four_conditions)
+from .results import CONDITIONS, Best, EpochResult, FinalResult, HeldOutResult, PhaseEvent, RunScores, ScreenResult, four_conditions
 from .retrieve import FeatureCandidate, probe_prompts
 
 log = logging.getLogger(__name__)

@@ -13,11 +13,10 @@ import shutil
 import threading
 import time
 import types
-
 from pathlib import Path
 
-import huggingface_hub.errors as hub_errors
 import httpx
+import huggingface_hub.errors as hub_errors
 import requests
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
