@@ -57,6 +57,52 @@ def batched_vs_sequential(engine, k: int = 4, tokens: int = 48) -> dict:
             "speedup": round(seq / batched, 2)}
 
 
+def run_behaviour(name: str, epochs: int, optimiser: str) -> dict:
+    """One auto-steer run on the shared runtime: held-out scores, timings, features, answers."""
+    cfg = AutoSteerConfig(behavior=BEHAVIORS[name], prompts=PROMPTS, epochs=epochs, heldout=list(HELDOUT))
+    run = make_autosteer(cfg, optimiser=optimiser)
+    epoch_s = []
+    final = None
+    before_s = None
+    t0 = time.perf_counter()
+    for ev in run.run():
+        if isinstance(ev, PhaseEvent):
+            continue
+        if isinstance(ev, EpochResult):
+            if before_s is None:  # baseline answers, retrieval and screening
+                before_s = time.perf_counter() - t0 - sum(ev.seconds.values())
+            epoch_s.append(sum(ev.seconds.values()))
+        else:
+            final = ev
+    return {
+        "behavior": cfg.behavior,
+        "best_train_score": final.profile.scores["best"],
+        "held_out": {k: round(v, 2) for k, v in final.heldout.scores.items()},
+        "seconds_per_epoch": round(statistics.fmean(epoch_s), 1),
+        "before_first_epoch_s": round(before_s or 0.0, 1),
+        "features": [(f.index, f.source) for f in final.features],
+        "total_s": round(time.perf_counter() - t0, 1),
+        "mode": final.profile.mode,
+        "free_share": final.profile.free_share,
+        "degenerate_held_out": {c: sum(degeneration(o).degenerate for o in outs) for c, outs in final.heldout.outputs.items()},
+        "held_out_outputs": final.heldout.outputs,
+    }
+
+
+def print_table(results: dict, speed: dict) -> None:
+    print()
+    print(f"{'behaviour':10s} {'unsteered':>9s} {'prompted':>9s} {'steered':>9s} {'both':>9s} {'s/epoch':>8s} {'start s':>8s} {'total s':>8s} {'free':>5s}")
+    wins = 0
+    for name, r in results.items():
+        h = r["held_out"]
+        wins += max(h["steered"], h["prompted_steered"]) > h["prompted"]
+        print(f"{name:10s} {h['unsteered']:9.2f} {h['prompted']:9.2f} {h['steered']:9.2f} {h['prompted_steered']:9.2f} "
+              f"{r['seconds_per_epoch']:8.1f} {r['before_first_epoch_s']:8.1f} {r['total_s']:8.1f} {r['free_share']:5.0%}")
+    print(f"steered or prompted+steered beats prompting on {wins} of {len(results)}; degenerate held-out answers (steered, both): "
+          f"{sum(r['degenerate_held_out']['steered'] + r['degenerate_held_out']['prompted_steered'] for r in results.values())}")
+    print(f"\nK=4 candidates: batched {speed['batched_s']}s vs sequential {speed['sequential_s']}s -> {speed['speedup']}x candidates/s (target >= 2x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=6)
@@ -69,34 +115,7 @@ def main() -> None:
     rt = get_runtime()
     results = {}
     for name in args.behaviors:
-        cfg = AutoSteerConfig(behavior=BEHAVIORS[name], prompts=PROMPTS, epochs=args.epochs, heldout=list(HELDOUT))
-        run = make_autosteer(cfg, optimiser=args.optimizer)
-        epoch_s = []
-        final = None
-        before_s = None
-        t0 = time.perf_counter()
-        for ev in run.run():
-            if isinstance(ev, PhaseEvent):
-                continue
-            if isinstance(ev, EpochResult):
-                if before_s is None:  # baseline answers, retrieval and screening
-                    before_s = time.perf_counter() - t0 - sum(ev.seconds.values())
-                epoch_s.append(sum(ev.seconds.values()))
-            else:
-                final = ev
-        results[name] = {
-            "behavior": cfg.behavior,
-            "best_train_score": final.profile.scores["best"],
-            "held_out": {k: round(v, 2) for k, v in final.heldout.scores.items()},
-            "seconds_per_epoch": round(statistics.fmean(epoch_s), 1),
-            "before_first_epoch_s": round(before_s or 0.0, 1),
-            "features": [(f.index, f.source) for f in final.features],
-            "total_s": round(time.perf_counter() - t0, 1),
-            "mode": final.profile.mode,
-            "free_share": final.profile.free_share,
-            "degenerate_held_out": {c: sum(degeneration(o).degenerate for o in outs) for c, outs in final.heldout.outputs.items()},
-            "held_out_outputs": final.heldout.outputs,
-        }
+        results[name] = run_behaviour(name, args.epochs, args.optimizer)
         if not args.json:
             print(name, json.dumps({k: v for k, v in results[name].items() if k != "held_out_outputs"}), flush=True)
         if args.out:
@@ -105,17 +124,7 @@ def main() -> None:
     if args.json:
         print(json.dumps({"behaviors": results, "batched_candidates": speed}))
         return
-    print()
-    print(f"{'behaviour':10s} {'unsteered':>9s} {'prompted':>9s} {'steered':>9s} {'both':>9s} {'s/epoch':>8s} {'start s':>8s} {'total s':>8s} {'free':>5s}")
-    wins = 0
-    for name, r in results.items():
-        h = r["held_out"]
-        wins += max(h["steered"], h["prompted_steered"]) > h["prompted"]
-        print(f"{name:10s} {h['unsteered']:9.2f} {h['prompted']:9.2f} {h['steered']:9.2f} {h['prompted_steered']:9.2f} "
-              f"{r['seconds_per_epoch']:8.1f} {r['before_first_epoch_s']:8.1f} {r['total_s']:8.1f} {r['free_share']:5.0%}")
-    print(f"steered or prompted+steered beats prompting on {wins} of {len(results)}; degenerate held-out answers (steered, both): "
-          f"{sum(r['degenerate_held_out']['steered'] + r['degenerate_held_out']['prompted_steered'] for r in results.values())}")
-    print(f"\nK=4 candidates: batched {speed['batched_s']}s vs sequential {speed['sequential_s']}s -> {speed['speedup']}x candidates/s (target >= 2x)")
+    print_table(results, speed)
 
 
 if __name__ == "__main__":

@@ -91,7 +91,8 @@ def test_no_import_circle():
 
 def test_modules_and_functions_stay_short():
     long_modules, long_functions = [], []
-    for name, path in modules().items():
+    benchmarks = {f"benchmarks.{p.stem}": p for p in (ROOT / "benchmarks").glob("*.py")}
+    for name, path in {**modules(), **benchmarks}.items():
         text = path.read_text()
         if len(text.splitlines()) > MAX_MODULE_LINES:
             long_modules.append((name, len(text.splitlines())))

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 
+def _section(title: str) -> list[str]:
+    return ["", f"## {title}", ""]
+
+
 def _seconds(parts: dict) -> str:
     return ", ".join(f"{k.replace('_', ' ')} {v / 60:.0f} min" for k, v in parts.items())
 
@@ -54,10 +58,7 @@ def _training(recipe: dict) -> list[str]:
 
 def _quality(q: dict) -> list[str]:
     """The held-out figures against their targets, and which targets were missed."""
-    lines = [
-        "",
-        "## Quality (held-out)",
-        "",
+    lines = _section("Quality (held-out)") + [
         f"Measured on {q['tokens']:,} tokens of the model's own answers to {q.get('questions', '?')} questions "
         "that were not in the training corpus.",
         "",
@@ -88,10 +89,7 @@ def _quality(q: dict) -> list[str]:
 
 def _calibration(c: dict) -> list[str]:
     """The steering scale and the recorded examples at a few weights."""
-    lines = [
-        "",
-        "## Steering strength calibration",
-        "",
+    lines = _section("Steering strength calibration") + [
         f"Median residual norm after layer {c['layer']} (first position excluded): {c['median_residual_norm']:.1f}. "
         f"Scale s = {c['factor']} x that = {c['scale']:.1f}: weight w adds w * s * d_i (d_i a unit decoder row).",
         "",
