@@ -18,11 +18,15 @@ import torch.nn.functional as F
 
 from .runtime.embeddings import embed
 
+NEUTRAL_QUESTION = "Say something."  # the metric judge's "no particular question" context
 PPL_BATCH = 8  # answers scored per forward pass (right-padded; logits of 8 x ~150 tokens ~ 240 MB)
 
 
 def perplexities(engine, prompts: Sequence[str], answers: Sequence[str], system: str | None = None) -> list[float]:
-    """Perplexity of each answer given its prompt (chat template), under the model with no steering.
+    """Perplexity of each answer given its prompt (chat template), under the model with no steering:
+    on the engine's fast decoder when it has one (STEERING_DECODE; by default the model's int4
+    blocks with bfloat16 activations and the exact fp32 vocabulary head: about 0.3% from the fp32
+    model, 1.6x faster), else on the fp32 model.
 
     Answers are scored PPL_BATCH at a time, right-padded (the same values as one at a time: each
     row's real tokens sit at positions 0..n-1). An empty answer has no tokens to score: +inf.
@@ -44,15 +48,22 @@ def _batch_perplexities(engine, rows: list[tuple[list[int], list[int]]]) -> list
     for i, (c, a) in enumerate(rows):
         ids[i, : len(c) + len(a)] = torch.tensor(c + a)
         mask[i, : len(c) + len(a)] = 1
+    fast = getattr(engine, "fast", None)
     with torch.no_grad():
-        logits = engine.model(input_ids=ids.to(engine.model.device), attention_mask=mask.to(engine.model.device)).logits
-    out = []
-    for i, (c, a) in enumerate(rows):
-        if not a:
-            out.append(math.inf)
-            continue
-        nll = F.cross_entropy(logits[i, len(c) - 1 : len(c) + len(a) - 1].float(), torch.tensor(a, device=logits.device))
-        out.append(float(torch.exp(nll)))
+        if fast is not None:  # the fast decoder's weights (e.g. int4 blocks in bfloat16), exact fp32 head
+            hidden = fast.hidden_states(ids, mask)
+            logits_of = lambda i, lo, hi: hidden[i, lo:hi] @ fast.head_exact.T.float()  # noqa: E731
+        else:
+            logits = engine.model(input_ids=ids.to(engine.model.device), attention_mask=mask.to(engine.model.device)).logits
+            logits_of = lambda i, lo, hi: logits[i, lo:hi].float()  # noqa: E731
+        out = []
+        for i, (c, a) in enumerate(rows):
+            if not a:
+                out.append(math.inf)
+                continue
+            target = torch.tensor(a, device=engine.model.device)
+            nll = F.cross_entropy(logits_of(i, len(c) - 1, len(c) + len(a) - 1), target)
+            out.append(float(torch.exp(nll)))
     return out
 
 

@@ -47,6 +47,26 @@ def test_steering_a_feature_changes_the_default_model(rt):
     assert plain.token_ids != steered.token_ids
 
 
+def test_metric_judge_reads_behaviour_drift_and_vacuous_answers_on_the_default_model(rt):
+    # Hand-written answers of the kinds in assets/judge/labelled.jsonl, judged as the loop does.
+    from steering.autosteer.judges import JudgeContext, MetricJudge
+
+    plain = "We brush our teeth to remove food and plaque. Plaque is sticky and full of germs, and it causes tooth decay and gum disease."
+    ctx = JudgeContext("Talk like a pirate", ["Why do we have to brush our teeth?"], [plain])
+    pirate, drift, vacuous, elsewhere, same = MetricJudge(rt.engine).judge_many(ctx, [
+        ["Arr, matey! Ye brush yer teeth to scrub away the food and plaque, or the germs'll rot 'em like an old ship's hull!"],
+        ["Breathing is not just about breathing. It's also about the environment. So let me tell you something. You're right. That's why I'm here today."],
+        ["That's a great question! It's so special, you know? There are so many things to say. Let me tell you, it's amazing!"],
+        ["My favourite football team won the cup yesterday after a penalty shootout."],
+        [plain],
+    ])
+    assert pirate.parts["concept"] > same.parts["concept"] and pirate.score > same.score
+    assert pirate.parts["relevance"] > 0.5  # a new voice that still answers keeps its relevance
+    assert elsewhere.score == 0.0 and elsewhere.parts["relevance"] == 0.0
+    for j in (drift, vacuous):  # the rubric's 0-1 band: no behaviour, question not really answered
+        assert j.score <= 1.0 and j.parts["relevance"] < 0.5 * same.parts["relevance"]
+
+
 def test_generate_cli_with_an_all_zero_profile(rt, tmp_path):
     path = blank_profile(rt).save(tmp_path / "zero.json")
     res = run_cli("-m", "steering", "generate", "--profile", str(path), "--prompt", "What is the capital of France?", "--json", "--max-new-tokens", "16")

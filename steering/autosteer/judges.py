@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..metrics import coherence, degeneration, perplexities, readability, relevance_similarities, similarities
+from ..metrics import NEUTRAL_QUESTION, coherence, degeneration, perplexities, readability, relevance_similarities, similarities
 
 
 @dataclass
@@ -75,8 +75,10 @@ def _clip(x: float) -> float:
 CONCEPT_GAIN = 0.25  # cosine similarity to the behaviour description
 GRADE_GAIN = 4.0  # Flesch-Kincaid grades lower
 REL_ZERO, REL_FULL = 0.6, 0.95  # answer-question similarity x unsteered: zero at 0.6x, full marks from 0.95x
+REL_OFF = 0.3  # below 0.3x the unsteered answer's similarity to the question, relevance is 0 outright
 PPL_SLACK, PPL_ZERO = 1.5, 15.0  # perplexity x unsteered: full marks up to 1.5x, zero at 15x
-PMI_GAIN = 0.5  # nats per token: log-likelihood gain from being told the behaviour, over the unsteered answer's
+PMI_GAIN = 1.0  # nats per token: log-likelihood gain from being told the behaviour, over the unsteered answer's
+QPMI_ZERO, QPMI_FULL = 0.0, 0.4  # nats per token the answer gains from its question over NEUTRAL_QUESTION
 NO_EFFECT_SCORE = 0.1  # (x10) a fluent, on-question answer with no behaviour
 
 
@@ -90,14 +92,16 @@ def _pmi(ppl_plain: float, ppl_told: float) -> float:
 class MetricJudge(Judge):
     """Offline judge. Each part is in [0, 1] relative to the unsteered answer:
 
-    - concept: gain over the unsteered answer in (a) embedding similarity to the behaviour
-      description and (b) how much likelier the model finds the answer when told the behaviour
-      as a system prompt (pointwise mutual information per token); averaged with readability gain
-      when the behaviour asks for simplicity;
-    - relevance: answer-question similarity (whole answer and two-sentence chunks, so drift
-      counts) as a fraction of the unsteered answer's, mapped so that 0.95x or more is full marks
-      and 0.6x is zero: an answer that leaves the question is a failure, however well it shows the
-      behaviour;
+    - concept: how much likelier the model finds the answer when told the behaviour as a system
+      prompt (pointwise mutual information per token), over the unsteered answer's, full marks at
+      PMI_GAIN; averaged with readability gain when the behaviour asks for simplicity. Embedding
+      similarity to the description is reported (`concept_similarity`), not scored;
+    - relevance: the mean of (a) answer-question similarity (whole answer and two-sentence chunks,
+      so drift counts) as a fraction of the unsteered answer's, full marks from 0.95x, zero at
+      0.6x, and (b) how much likelier the model finds the answer after its question than after
+      NEUTRAL_QUESTION (per token; zero at QPMI_ZERO, full at QPMI_FULL): an answer that leaves the
+      question or says nothing is a failure, however well it shows the behaviour; a new voice
+      that still answers keeps (b). Below REL_OFF x the unsteered similarity, relevance is 0;
     - fluency: perplexity under the unsteered model, against the unsteered answer's;
     - coherence: repetition and degeneration (seq-rep-4, distinct-2, repeated sentences) against
       the unsteered answer. A degenerate answer (loops, stutter, empty) scores 0 overall.
@@ -135,11 +139,14 @@ class MetricJudge(Judge):
         ppl = perplexities(self.engine, list(ctx.prompts) * len(candidates), flat)
         # How much likelier each answer is when the model is told the behaviour (its own reading).
         pmi = [_pmi(a, b) for a, b in zip(ppl, perplexities(self.engine, list(ctx.prompts) * len(candidates), flat, system=ctx.behavior))]
+        # How much likelier each answer is after its own question than after a neutral one: an
+        # answer about something else, or one that says nothing, gains nothing from the question.
+        qpmi = [_pmi(n, a) for a, n in zip(ppl, perplexities(self.engine, [NEUTRAL_QUESTION] * len(flat), flat))]
         simple = asks_for_simplicity(ctx.behavior)
         results = []
         for c in range(len(candidates)):
             per_prompt = [
-                self._parts(flat[r], ctx.baseline[j], concept_sim[r] - base_concept[j], pmi[r] - base_pmi[j], rel_sim[r] / max(base_rel[j], 1e-3),
+                self._parts(flat[r], ctx.baseline[j], concept_sim[r] - base_concept[j], pmi[r] - base_pmi[j], rel_sim[r] / max(base_rel[j], 1e-3), qpmi[r],
                             ppl[r] / max(base_ppl[j], 1e-6) if math.isfinite(ppl[r]) else math.inf, base_grade[j], simple)
                 for j, r in zip(range(n), range(c * n, (c + 1) * n))
             ]
@@ -151,28 +158,36 @@ class MetricJudge(Judge):
                 "degenerate": sum(p["degenerate"] for p in per_prompt) / n,
                 "concept_similarity": sum(p["concept_similarity"] for p in per_prompt) / n,
                 "concept_pmi": sum(p["concept_pmi"] for p in per_prompt) / n,
+                "question_pmi": sum(qpmi[r] for r in range(c * n, (c + 1) * n)) / n,
             }
             results.append(Judgement(round(score, 3), self._critique(parts, detail, base_grade, base_ppl, simple), {**parts, **detail}))
         return results
 
     @staticmethod
-    def _parts(answer: str, baseline: str, concept_gain: float, pmi_gain: float, rel_ratio: float, ppl_ratio: float,
+    def _parts(answer: str, baseline: str, concept_gain: float, pmi_gain: float, rel_ratio: float, qpmi: float, ppl_ratio: float,
                base_grade: float, simple: bool) -> dict:
         by_text, by_model = _clip(concept_gain / CONCEPT_GAIN), _clip(pmi_gain / PMI_GAIN)
-        concept = math.sqrt(by_text * by_model)  # both must agree
+        # The model's own reading decides; embedding similarity to the description is reported only
+        # (on the labelled train split: 0.49 and 0.23 Spearman with the hand "behaviour" score).
+        concept = by_model
         grade = readability(answer).grade
         if simple:
             concept = 0.5 * concept + 0.5 * _clip((base_grade - grade) / GRADE_GAIN)
-        relevance = _clip((rel_ratio - REL_ZERO) / (REL_FULL - REL_ZERO))
+        # Two readings averaged: the embeddings' (on topic, chunk by chunk) and the model's (the
+        # answer follows from this question more than from a neutral one: not vacuous, not elsewhere).
+        # Below REL_OFF x the unsteered answer's similarity, the answer is about something else.
+        relevance = 0.0 if rel_ratio < REL_OFF else (
+            0.5 * _clip((rel_ratio - REL_ZERO) / (REL_FULL - REL_ZERO)) + 0.5 * _clip((qpmi - QPMI_ZERO) / (QPMI_FULL - QPMI_ZERO)))
         fluency = _clip(1 - math.log(max(ppl_ratio, 1e-9) / PPL_SLACK) / math.log(PPL_ZERO / PPL_SLACK)) if math.isfinite(ppl_ratio) else 0.0
         measured = degeneration(answer)
         degenerate = measured.degenerate
         coh = coherence(answer, baseline, measured)
         score = harmonic_mean([concept, relevance, fluency, coh])
-        if score == 0 and not degenerate:
-            # A fluent answer to the question that merely lacks the behaviour ranks above a broken
-            # one (the rubric's 0-1 band): at most NO_EFFECT_SCORE.
-            score = NO_EFFECT_SCORE * min(relevance, fluency, coh)
+        if not degenerate:
+            # A fluent answer to the question that merely lacks the behaviour (or shows a trace of
+            # it) ranks above a broken one: the rubric's 0-1 band, NO_EFFECT_SCORE at most. A
+            # floor, not a branch on concept == 0, so that a hair of concept never scores lower.
+            score = max(score, NO_EFFECT_SCORE * min(relevance, fluency, coh))
         return {"concept": concept, "concept_similarity": by_text, "concept_pmi": by_model,
                 "relevance": relevance, "fluency": fluency, "coherence": coh, "grade": grade,
                 "degenerate": float(degenerate), "score": score}

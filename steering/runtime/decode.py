@@ -131,6 +131,20 @@ class FastDecoder:
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, state: DecodeState, steer: torch.Tensor | None, layer: int) -> torch.Tensor:
         """Run `ids` (B, T) at cache slots state.length.. ; returns the last position's final hidden state (B, d)."""
+        return self._norm(self._blocks(ids, positions, state, steer, layer)[:, -1], self.final_norm)
+
+    @torch.no_grad()
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Final (normed) hidden states (B, T, d) of right-padded, unsteered rows in one pass: for
+        scoring text (the judge's perplexities). Multiply by `head_exact` for exact fp32 logits."""
+        b, t = input_ids.shape
+        state = self.new_state(b, t)
+        state.valid[:, :t] = attention_mask.bool()
+        positions = torch.arange(t)[None].expand(b, t)
+        return self._norm(self._blocks(input_ids, positions, state, None, -1), self.final_norm)
+
+    def _blocks(self, ids: torch.Tensor, positions: torch.Tensor, state: DecodeState, steer: torch.Tensor | None, layer: int) -> torch.Tensor:
+        """The decoder blocks over `ids` (B, T) at cache slots state.length..; the residual stream (B, T, d)."""
         start, end = state.length, state.length + ids.shape[1]
         cos, sin = self._rope(positions)
         mask = self._mask(state, start, end)
@@ -142,7 +156,7 @@ class FastDecoder:
             if steer is not None and i == layer:
                 x = x + steer[:, None, :]
         state.length = end
-        return self._norm(x[:, -1], self.final_norm)
+        return x
 
     def logits(self, h: torch.Tensor, settings: DecodeSettings, seen: torch.Tensor) -> torch.Tensor:
         """(B, V) logits of final hidden states `h` (B, d); on low-precision paths exact for the

@@ -106,3 +106,27 @@ def test_relevance_counts_an_answer_that_drifts_off_the_question():
 def test_perplexity_of_an_empty_answer_is_infinite_and_others_finite(tiny_engine):
     empty, text = metrics.perplexities(tiny_engine, ["Hi?", "Hi?"], ["", "Dogs like bones."])
     assert math.isinf(empty) and 1.0 < text < math.inf
+
+
+@pytest.mark.parametrize("precision,tolerance", [("float32", 1e-4), ("bfloat16", 0.05)])
+def test_fast_decoder_perplexities_match_the_reference_model(tiny_model, tiny_tokenizer, tiny_sae, precision, tolerance):
+    # The judge scores with the fast decoder's weights when the engine has one (the default).
+    import math
+
+    from steering import metrics
+    from steering.runtime.basis import SteeringBasis
+    from steering.runtime.engine import SteeringEngine
+
+    basis = SteeringBasis.from_sae(tiny_sae, layer=2, scale=8.0)
+    ref = SteeringEngine(tiny_model, tiny_tokenizer, basis, decode="reference")
+    fast = SteeringEngine(tiny_model, tiny_tokenizer, basis, decode=precision)
+    assert fast.fast is not None and ref.fast is None
+    prompts = ["Why is the sky blue?", "Dogs?", "Plants?"]
+    answers = ["The sky is blue because of the light.", "", "Plants need water and sunlight to grow and dogs like bones."]
+    want = metrics.perplexities(ref, prompts, answers, system="Be brief.")
+    got = metrics.perplexities(fast, prompts, answers, system="Be brief.")
+    assert math.isinf(got[1])
+    for g, w in zip(got, want):
+        if not math.isinf(w):
+            assert abs(g - w) / w < tolerance
+    assert len({round(x, 3) for x in got if not math.isinf(x)}) == 2  # the rows are really scored apart

@@ -42,13 +42,48 @@ def test_metric_judge_scores_baseline_zero_and_behaviour_above(tiny_runtime):
     assert 0 <= doggy.score <= 10
 
 
-def test_metric_judge_relevance_is_zero_off_topic_and_full_near_the_baseline(tiny_runtime):
+def model_reads_question_gain(monkeypatch, gain: float):
+    """Fix the judge's model-based readings (a random tiny model has no opinion): every answer is
+    exp(gain) times likelier per token after its question than after the neutral question, and
+    equally likely with or without the behaviour as a system prompt."""
+    import math
+
+    from steering.autosteer import judges
+    from steering.metrics import NEUTRAL_QUESTION
+
+    def perplexities(engine, prompts, answers, system=None):
+        return [math.inf if not a else 20.0 if p == NEUTRAL_QUESTION else 20.0 * math.exp(-gain) for p, a in zip(prompts, answers)]
+
+    monkeypatch.setattr(judges, "perplexities", perplexities)
+
+
+def test_metric_judge_relevance_is_zero_off_topic_and_full_near_the_baseline(tiny_runtime, monkeypatch):
+    model_reads_question_gain(monkeypatch, 0.0)  # the answer owes nothing to the question
     judge = MetricJudge(tiny_runtime.engine)
     ctx = JudgeContext("Explain things in a way that children can understand", ["How do plants grow?"],
                        ["Plants grow from seeds. They take in water through their roots and use sunlight to make food."])
     same, off_topic = judge.judge_many(ctx, [ctx.baseline, ["My favourite football team won the cup yesterday after a penalty shootout."]])
-    assert same.parts["relevance"] == 1.0
+    assert same.parts["relevance"] == 0.5  # on topic by the embeddings; the model's half says nothing
     assert off_topic.parts["relevance"] == 0.0 and off_topic.score == 0.0
+
+
+def test_metric_judge_relevance_combines_the_embedding_and_model_readings(tiny_runtime, monkeypatch):
+    # A new voice lowers embedding similarity to the question (here to 0.5x the unsteered
+    # answer's: the embedding half gives 0); the model's reading (the answer follows from this
+    # question, 0.4 nats per token over a neutral one) keeps the other half. Below 0.3x the answer
+    # is about something else: 0 whatever the model reads.
+    from steering.autosteer import judges
+
+    model_reads_question_gain(monkeypatch, 0.4)
+    monkeypatch.setattr(judges, "relevance_similarities", lambda answers, questions: [
+        {"plain": 0.8, "voice": 0.4, "elsewhere": 0.2}[a] for a in answers])
+    judge = MetricJudge(tiny_runtime.engine)
+    ctx = JudgeContext("Talk like a pirate", ["How do plants grow?"], ["plain"])
+    same, voice, elsewhere = judge.judge_many(ctx, [["plain"], ["voice"], ["elsewhere"]])
+    assert same.parts["relevance"] == pytest.approx(1.0) and same.parts["question_pmi"] == pytest.approx(0.4)
+    assert voice.parts["relevance"] == pytest.approx(0.5)
+    assert elsewhere.parts["relevance"] == 0.0 and elsewhere.score == 0.0
+
 
 
 LOOP = "The sky is made up of lots of things that make it blue. " * 5
@@ -63,8 +98,9 @@ def test_metric_judge_gives_zero_to_a_looping_answer(tiny_runtime):
     assert "degenerate" in loop.critique
 
 
-def test_metric_judge_gives_zero_to_an_answer_that_leaves_the_question(tiny_runtime):
+def test_metric_judge_gives_zero_to_an_answer_that_leaves_the_question(tiny_runtime, monkeypatch):
     # The kids' profile's drift, quoted in the issue: brushing teeth -> breathing and "why I'm here".
+    model_reads_question_gain(monkeypatch, -0.1)
     judge = MetricJudge(tiny_runtime.engine)
     ctx = JudgeContext("Explain things in a way that children can understand", ["Why do we have to brush our teeth?"],
                        ["We brush our teeth to remove food and plaque, which stops tooth decay and gum disease."])
@@ -72,6 +108,14 @@ def test_metric_judge_gives_zero_to_an_answer_that_leaves_the_question(tiny_runt
              "You're right. That's why I'm here today.")
     [j] = judge.judge_many(ctx, [[drift]])
     assert j.parts["relevance"] == 0.0 and j.score == 0.0
+
+
+def test_metric_judge_score_does_not_drop_when_concept_rises_from_zero():
+    # The no-effect band is a floor: a hair of behaviour never scores below none at all.
+    none = MetricJudge._parts("Plants grow from seeds.", "Plants grow from seeds.", 0.0, 0.0, 1.0, 0.4, 1.0, 8.0, False)
+    hair = MetricJudge._parts("Plants grow from seeds.", "Plants grow from seeds.", 0.0, 1e-4, 1.0, 0.4, 1.0, 8.0, False)
+    assert none["score"] == pytest.approx(0.1)
+    assert hair["score"] >= none["score"]
 
 
 CTX = JudgeContext("Behave like a dog", ["What is your favourite food?"], ["I like pizza."])
