@@ -1,7 +1,8 @@
 """Judges: score how well answers show a behaviour (0-10) and say what is wrong, behind one interface.
 
 `MetricJudge` (offline default) combines concept, relevance, fluency and, where the behaviour
-asks for simplicity, readability, AxBench-style (harmonic mean; zero if any part is zero).
+asks for simplicity, readability: the behaviour part scales the score, the harmonic mean of the
+quality parts gates it (zero if any is zero).
 `LLMJudge` asks any OpenAI-compatible endpoint for a critique ending in `Score: N`.
 """
 
@@ -106,7 +107,10 @@ class MetricJudge(Judge):
     - coherence: repetition and degeneration (seq-rep-4, distinct-2, repeated sentences) against
       the unsteered answer. A degenerate answer (loops, stutter, empty) scores 0 overall.
 
-    Score = 10 x the harmonic mean of the four parts per prompt (0 if any part is 0), averaged.
+    Score = 10 x concept x the harmonic mean of relevance, fluency and coherence per prompt (0 if
+    any is 0), at least the no-effect band for a non-degenerate answer, averaged over prompts. (A
+    harmonic mean of all four gave a trace of behaviour (concept 0.2) about 5/10; the rubric says
+    about 3. On the labelled train split: 0.665 Spearman for the product, 0.62 for the mean.)
     """
 
     name = "metric"
@@ -182,7 +186,7 @@ class MetricJudge(Judge):
         measured = degeneration(answer)
         degenerate = measured.degenerate
         coh = coherence(answer, baseline, measured)
-        score = harmonic_mean([concept, relevance, fluency, coh])
+        score = concept * harmonic_mean([relevance, fluency, coh])
         if not degenerate:
             # A fluent answer to the question that merely lacks the behaviour (or shows a trace of
             # it) ranks above a broken one: the rubric's 0-1 band, NO_EFFECT_SCORE at most. A
