@@ -1,7 +1,11 @@
 """How well the offline metric judge agrees with a person: Spearman correlation with the
 hand-scored answers of assets/judge/labelled.jsonl (rubric: docs/judge-rubric.md).
 
-    .venv/bin/python benchmarks/bench_judge.py [--split test|train|all] [--json]
+    .venv/bin/python benchmarks/bench_judge.py [--split test|train|all|heldout] [--json]
+
+`--split heldout` uses assets/judge/heldout_labelled.jsonl instead: 256 held-out answers of
+earlier auto-steer benchmark runs (8 behaviours, 4 conditions), scored blind by a reader who saw
+neither the condition nor any judge score, each judged against the unsteered answer of its run.
 
 Each answer is judged against the unsteered answer to the same question (the judge's baseline,
 as in the loop). Prints the overall Spearman (target >= 0.6 on the test split, which nothing is
@@ -23,13 +27,15 @@ from steering.paths import JUDGE_DIR  # noqa: E402
 from steering.runtime.shared import get_runtime  # noqa: E402
 
 LABELLED = JUDGE_DIR / "labelled.jsonl"
+HELDOUT = JUDGE_DIR / "heldout_labelled.jsonl"
 # judge part -> hand-scored part it should track
 PART_LABELS = {"concept": "behaviour", "relevance": "question_answered", "fluency": "fluency", "coherence": "fluency"}
 
 
 def load(split: str = "all") -> list[dict]:
-    rows = [json.loads(line) for line in LABELLED.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r for r in rows if split == "all" or r["split"] == split]
+    path = HELDOUT if split == "heldout" else LABELLED
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r for r in rows if split in ("all", "heldout") or r["split"] == split]
 
 
 def judge_rows(engine, rows: list[dict]) -> list[dict]:
@@ -42,7 +48,7 @@ def judge_rows(engine, rows: list[dict]) -> list[dict]:
     out = []
     for behavior, rs in groups.items():
         for r in rs:
-            ctx = JudgeContext(behavior, [r["question"]], [baseline[(behavior, r["question"])]])
+            ctx = JudgeContext(behavior, [r["question"]], [r.get("baseline") or baseline[(behavior, r["question"])]])
             j = judge.judge_many(ctx, [[r["answer"]]])[0]
             out.append({**r, "judge": j.score, "parts": j.parts})
     return out
@@ -57,7 +63,7 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--split", default="test", choices=["test", "train", "all"])
+    ap.add_argument("--split", default="test", choices=["test", "train", "all", "heldout"])
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 

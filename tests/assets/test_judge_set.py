@@ -37,3 +37,20 @@ def test_split_is_fixed():
 
 
 SPLIT_DIGEST = "e8874ff7f79a9538"
+
+
+def test_blind_heldout_set_loads_and_agrees_with_the_rubric():
+    rs = [json.loads(line) for line in (JUDGE_DIR / "heldout_labelled.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(rs) >= 200 and len({r["behavior"] for r in rs}) >= 8
+    for r in rs:
+        assert r["answer"] is not None and r["baseline"] and r["condition"] in ("unsteered", "prompted", "steered", "prompted_steered")
+        parts = [r[k] for k in ("behaviour", "question_answered", "fluency")]
+        assert all(p in (0, 1, 2) for p in parts)
+        if 0 in parts:  # the rubric: a failed part fails the answer
+            assert r["score"] <= 1
+        else:
+            assert abs(r["score"] - round(10 * (sum(parts) - 3) / 3)) <= 1
+    # one label per distinct answer: repeated answers (same text under several runs) agree
+    by_answer = {}
+    for r in rs:
+        assert by_answer.setdefault((r["behavior"], r["question"], r["answer"]), r["score"]) == r["score"]
