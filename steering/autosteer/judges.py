@@ -145,7 +145,7 @@ class MetricJudge(Judge):
         pmi = [_pmi(a, b) for a, b in zip(ppl, perplexities(self.engine, list(ctx.prompts) * len(candidates), flat, system=ctx.behavior))]
         # How much likelier each answer is after its own question than after a neutral one: an
         # answer about something else, or one that says nothing, gains nothing from the question.
-        qpmi = [_pmi(n, a) for a, n in zip(ppl, perplexities(self.engine, [NEUTRAL_QUESTION] * len(flat), flat))]
+        qpmi = [_pmi(neutral, a) for a, neutral in zip(ppl, perplexities(self.engine, [NEUTRAL_QUESTION] * len(flat), flat))]
         simple = asks_for_simplicity(ctx.behavior)
         results = []
         for c in range(len(candidates)):
