@@ -1,6 +1,7 @@
 """Auto-steering on the default model with the metric judge: held-out scores per condition.
 
     python benchmarks/bench_autosteer.py [--epochs 6] [--behaviors kids dog ...] [--optimizer gradient|numeric] [--out F] [--json]
+    python benchmarks/bench_autosteer.py --rejudge F   # judge the held-out answers saved by --out F again (after a judge change)
 
 For each behaviour: held-out score (0-10, metric judge) of unsteered, prompted (behaviour as a
 system prompt), steered and prompted+steered answers, seconds per epoch and seconds before the
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from quora_kids.profiles import KIDS_BEHAVIOUR  # noqa: E402
 from steering.autosteer.config import AutoSteerConfig  # noqa: E402
 from steering.autosteer.factory import make_autosteer  # noqa: E402
+from steering.autosteer.judges import JudgeContext, MetricJudge  # noqa: E402
 from steering.autosteer.results import EpochResult, PhaseEvent  # noqa: E402
 from steering.metrics import degeneration  # noqa: E402
 from steering.runtime.engine import GenerationConfig  # noqa: E402
@@ -89,7 +91,19 @@ def run_behaviour(name: str, epochs: int, optimiser: str) -> dict:
     }
 
 
-def print_table(results: dict, speed: dict) -> None:
+def rejudge(path: str) -> dict:
+    """The results saved by `--out`, their held-out scores recomputed by the current judge."""
+    results = json.loads(Path(path).read_text(encoding="utf-8"))
+    judge = MetricJudge(get_runtime().engine)
+    for r in results.values():
+        outs = r["held_out_outputs"]
+        conditions = list(outs)
+        js = judge.judge_many(JudgeContext(r["behavior"], HELDOUT[: len(outs["unsteered"])], outs["unsteered"]), [outs[c] for c in conditions])
+        r["held_out"] = {c: round(j.score, 2) for c, j in zip(conditions, js)}
+    return results
+
+
+def print_table(results: dict, speed: dict | None) -> None:
     print()
     print(f"{'behaviour':10s} {'unsteered':>9s} {'prompted':>9s} {'steered':>9s} {'both':>9s} {'s/epoch':>8s} {'start s':>8s} {'total s':>8s} {'free':>5s}")
     wins = 0
@@ -100,6 +114,8 @@ def print_table(results: dict, speed: dict) -> None:
               f"{r['seconds_per_epoch']:8.1f} {r['before_first_epoch_s']:8.1f} {r['total_s']:8.1f} {r['free_share']:5.0%}")
     print(f"steered or prompted+steered beats prompting on {wins} of {len(results)}; degenerate held-out answers (steered, both): "
           f"{sum(r['degenerate_held_out']['steered'] + r['degenerate_held_out']['prompted_steered'] for r in results.values())}")
+    if speed is None:
+        return
     print(f"\nK=4 candidates: batched {speed['batched_s']}s vs sequential {speed['sequential_s']}s -> {speed['speedup']}x candidates/s (target >= 2x)")
 
 
@@ -109,8 +125,16 @@ def main() -> None:
     ap.add_argument("--behaviors", nargs="*", default=list(BEHAVIORS))
     ap.add_argument("--optimizer", default="numeric", choices=["numeric", "gradient"])
     ap.add_argument("--out", default=None, help="also write every held-out answer here (JSON), for reading")
+    ap.add_argument("--rejudge", default=None, metavar="F", help="only judge again the held-out answers a --out run saved in F")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.rejudge:
+        results = rejudge(args.rejudge)
+        if args.json:
+            print(json.dumps({"behaviors": results}))
+        else:
+            print_table(results, None)
+        return
 
     rt = get_runtime()
     results = {}
