@@ -52,10 +52,14 @@ def _batch_perplexities(engine, rows: list[tuple[list[int], list[int]]]) -> list
     with torch.no_grad():
         if fast is not None:  # the fast decoder's weights (e.g. int4 blocks in bfloat16), exact fp32 head
             hidden = fast.hidden_states(ids, mask)
-            logits_of = lambda i, lo, hi: hidden[i, lo:hi] @ fast.head_exact.T.float()  # noqa: E731
+
+            def logits_of(i: int, lo: int, hi: int) -> torch.Tensor:
+                return hidden[i, lo:hi] @ fast.head_exact.T
         else:
             logits = engine.model(input_ids=ids.to(engine.model.device), attention_mask=mask.to(engine.model.device)).logits
-            logits_of = lambda i, lo, hi: logits[i, lo:hi].float()  # noqa: E731
+
+            def logits_of(i: int, lo: int, hi: int) -> torch.Tensor:
+                return logits[i, lo:hi].float()
         out = []
         for i, (c, a) in enumerate(rows):
             if not a:

@@ -80,7 +80,7 @@ class FastDecoder:
         self.final_norm = model.model.norm.weight.detach().float()
         # Low-precision paths score the vocabulary with int8 rows, then recompute the best
         # RESCORE candidates exactly from the fp32 rows: the head's error never picks a token.
-        self.head_exact = model.lm_head.weight.detach()
+        self.head_exact = model.lm_head.weight.detach().float()  # the same tensor for an fp32 model
         self.lm_head = Linear(self.head_exact, "float32" if precision == "float32" else "int8")
         self.layers = [self._pack(layer, precision) for layer in model.model.layers]
 
