@@ -87,6 +87,7 @@ def run_behaviour(name: str, epochs: int, optimiser: str) -> dict:
         "mode": final.profile.mode,
         "free_share": final.profile.free_share,
         "degenerate_held_out": {c: sum(degeneration(o).degenerate for o in outs) for c, outs in final.heldout.outputs.items()},
+        "held_out_prompts": final.heldout.prompts,
         "held_out_outputs": final.heldout.outputs,
     }
 
@@ -98,7 +99,8 @@ def rejudge(path: str) -> dict:
     for r in results.values():
         outs = r["held_out_outputs"]
         conditions = list(outs)
-        js = judge.judge_many(JudgeContext(r["behavior"], HELDOUT[: len(outs["unsteered"])], outs["unsteered"]), [outs[c] for c in conditions])
+        prompts = r.get("held_out_prompts", HELDOUT)  # files from before the key existed used HELDOUT
+        js = judge.judge_many(JudgeContext(r["behavior"], prompts, outs["unsteered"]), [outs[c] for c in conditions])
         r["held_out"] = {c: round(j.score, 2) for c, j in zip(conditions, js)}
     return results
 
