@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .runtime.embeddings import embed
+from .runtime.scheduler import on_compute_thread
 
 NEUTRAL_QUESTION = "Say something."  # the metric judge's "no particular question" context
 PPL_BATCH = 8  # answers scored per forward pass (right-padded; logits of 8 x ~150 tokens ~ 240 MB)
@@ -28,6 +29,7 @@ def perplexities(engine, prompts: Sequence[str], answers: Sequence[str], system:
     blocks with bfloat16 activations and the exact fp32 vocabulary head: about 0.3% from the fp32
     model, 1.6x faster), else on the fp32 model.
 
+    Each batch runs on the compute worker (runtime/scheduler.py) at the caller's priority.
     Answers are scored PPL_BATCH at a time, right-padded (the same values as one at a time: each
     row's real tokens sit at positions 0..n-1). An empty answer has no tokens to score: +inf.
     """
@@ -37,7 +39,7 @@ def perplexities(engine, prompts: Sequence[str], answers: Sequence[str], system:
         rows.append((ctx, engine.tokenizer(answer, add_special_tokens=False)["input_ids"][:256]))
     out = []
     for start in range(0, len(rows), PPL_BATCH):
-        out += _batch_perplexities(engine, rows[start : start + PPL_BATCH])
+        out += on_compute_thread(_batch_perplexities, engine, rows[start : start + PPL_BATCH])
     return out
 
 

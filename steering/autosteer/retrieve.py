@@ -16,6 +16,7 @@ import torch
 
 from ..llm import LLMError
 from ..runtime.engine import GenerationConfig
+from ..runtime.scheduler import on_compute_thread
 from ..sae.activations import residuals_for_ids
 from .objective import attribution, build_objective
 
@@ -89,7 +90,7 @@ def contrastive_candidates(engine, index, answers: DistillAnswers, k: int) -> li
     n = len(prompts)
     # Read both answers in the same plain context, so only the answer differs.
     contexts = [engine.tokenizer(engine.chat_prompt(p), add_special_tokens=False)["input_ids"] for p in prompts]
-    means = mean_answer_activations(engine, [contexts[i % n] for i in range(2 * n)], answers.targets + answers.plains)
+    means = on_compute_thread(mean_answer_activations, engine, [contexts[i % n] for i in range(2 * n)], answers.targets + answers.plains)
     diff, score = contrastive_scores(means[:n] - means[n:])
     top = score.topk(min(k, diff.numel()))
     return [

@@ -17,13 +17,13 @@ gradients or non-Llama models.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from .flight import DecodeResult, DecodeSettings, Flight
 from .packed import Linear, resolve_precision
 
 PRECISIONS = ("auto", "int4", "bfloat16", "float32")
@@ -131,7 +131,7 @@ class FastDecoder:
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, state: DecodeState, steer: torch.Tensor | None, layer: int) -> torch.Tensor:
         """Run `ids` (B, T) at cache slots state.length.. ; returns the last position's final hidden state (B, d)."""
-        return self._norm(self._blocks(ids, positions, state, steer, layer)[:, -1], self.final_norm)
+        return self._norm(self._blocks(ids, positions, [state], steer, layer)[:, -1], self.final_norm)
 
     @torch.no_grad()
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -141,44 +141,57 @@ class FastDecoder:
         state = self.new_state(b, t)
         state.valid[:, :t] = attention_mask.bool()
         positions = torch.arange(t)[None].expand(b, t)
-        return self._norm(self._blocks(input_ids, positions, state, None, -1), self.final_norm)
+        return self._norm(self._blocks(input_ids, positions, [state], None, -1), self.final_norm)
 
-    def _blocks(self, ids: torch.Tensor, positions: torch.Tensor, state: DecodeState, steer: torch.Tensor | None, layer: int) -> torch.Tensor:
-        """The decoder blocks over `ids` (B, T) at cache slots state.length..; the residual stream (B, T, d)."""
-        start, end = state.length, state.length + ids.shape[1]
+    def _blocks(self, ids: torch.Tensor, positions: torch.Tensor, states: list[DecodeState], steer: torch.Tensor | None, layer: int) -> torch.Tensor:
+        """The decoder blocks over `ids` (B, T); the residual stream (B, T, d). The rows are the
+        rows of `states` in order, each state with its own KV cache (requests decoding together):
+        the projections run over every row at once, attention per state."""
+        t = ids.shape[1]
         cos, sin = self._rope(positions)
-        mask = self._mask(state, start, end)
+        parts, first = [], 0
+        for st in states:
+            rows = st.valid.shape[0]
+            parts.append((st, slice(first, first + rows), st.length, st.length + t, self._mask(st, st.length, st.length + t)))
+            first += rows
         x = self.embed[ids].float()
         for i, lay in enumerate(self.layers):
-            x = x + self._attention(lay, i, self._norm(x, lay.norm1), state, start, end, cos, sin, mask)
+            x = x + self._attention(lay, i, self._norm(x, lay.norm1), parts, cos, sin)
             gate, up = lay.gate_up(self._norm(x, lay.norm2)).chunk(2, dim=-1)
             x = x + lay.down(F.silu(gate) * up)
             if steer is not None and i == layer:
                 x = x + steer[:, None, :]
-        state.length = end
+        for st in states:
+            st.length += t
         return x
 
     def logits(self, h: torch.Tensor, settings: DecodeSettings, seen: torch.Tensor) -> torch.Tensor:
         """(B, V) logits of final hidden states `h` (B, d); on low-precision paths exact for the
         RESCORE tokens that score best after the repetition penalty, approximate elsewhere."""
-        approx = self.lm_head(h)
+        return self._rescore(h, self.lm_head(h), settings, seen)
+
+    def _rescore(self, h: torch.Tensor, approx: torch.Tensor, settings: DecodeSettings, seen: torch.Tensor) -> torch.Tensor:
         if self.lm_head.precision == "float32":
             return approx
         cand = settings.penalise(approx, seen).topk(RESCORE, dim=-1).indices  # (B, K)
         exact = torch.einsum("bd,bkd->bk", h, self.head_exact[cand])
         return approx.scatter(1, cand, exact)
 
-    def _attention(self, lay: _Layer, i: int, h, state: DecodeState, start: int, end: int, cos, sin, mask):
+    def _attention(self, lay: _Layer, i: int, h, parts, cos, sin):
         b, t, _ = h.shape
         q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
         qk, v = lay.qkv(h).split([q_size + kv_size, kv_size], dim=-1)
         qk = self._rotate(qk.reshape(b, t, self.heads + self.kv_heads, self.head_dim).transpose(1, 2), cos, sin)
         q, k = qk[:, : self.heads], qk[:, self.heads :]  # one rotation for queries and keys
-        state.keys[i][:, :, start:end] = k
-        state.values[i][:, :, start:end] = v.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        out = F.scaled_dot_product_attention(
-            q, state.keys[i][:, :, :end], state.values[i][:, :, :end], attn_mask=mask, enable_gqa=True
-        )
+        v = v.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        outs = []
+        for state, rows, start, end, mask in parts:
+            state.keys[i][:, :, start:end] = k[rows]
+            state.values[i][:, :, start:end] = v[rows]
+            outs.append(F.scaled_dot_product_attention(
+                q[rows], state.keys[i][:, :, :end], state.values[i][:, :, :end], attn_mask=mask, enable_gqa=True
+            ))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
         return lay.o(out.transpose(1, 2).reshape(b, t, q_size))
 
     # ------------------------------------------------------------------ generation
@@ -186,78 +199,33 @@ class FastDecoder:
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, settings: DecodeSettings, on_step: Callable[[torch.Tensor], None] | None = None) -> DecodeResult:
         """Decode from left-padded `input_ids` (B, T); mirrors transformers' greedy/sampling loop."""
-        b, t = input_ids.shape
-        state = self.new_state(b, t + settings.max_new_tokens)
-        state.valid[:, :t] = attention_mask.bool()
-        positions = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-        seen = torch.zeros(b, self.embed.shape[0], dtype=torch.bool)
-        seen.scatter_(1, input_ids, True)
-        logits = self.logits(self.forward(input_ids, positions, state, settings.steer, settings.layer), settings, seen)
-        next_pos = positions[:, -1:] + 1
-        tokens, raw, finished = [], [], torch.zeros(b, dtype=torch.bool)
-        for step in range(settings.max_new_tokens):
-            if settings.return_logits:
-                raw.append(logits)
-            tok = settings.choose(logits, seen, step)
-            tok = torch.where(finished, torch.full_like(tok, settings.pad_id), tok)
-            tokens.append(tok)
-            if on_step is not None:
-                on_step(tok)
-            finished |= tok == settings.eos_id
-            seen.scatter_(1, tok[:, None], True)
-            if bool(finished.all()) or (settings.cancel is not None and settings.cancel.is_set()):
-                break
-            if step + 1 < settings.max_new_tokens:
-                state.valid[:, state.length] = True
-                h = self.forward(tok[:, None], next_pos, state, settings.steer, settings.layer)
-                logits = self.logits(h, settings, seen)
-                next_pos = next_pos + 1
-        new = torch.stack(tokens, dim=1) if tokens else torch.zeros(b, 0, dtype=torch.long)
-        return DecodeResult(new, torch.stack(raw, dim=1) if raw else None)
+        flight = self.start(input_ids, attention_mask, settings, on_step)
+        while not flight.done:
+            self.step([flight])
+        return flight.result()
 
+    @torch.no_grad()
+    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, settings: DecodeSettings, on_step: Callable[[torch.Tensor], None] | None = None) -> Flight:
+        """A request's rows in flight: its prompt run (prefill) and its first token chosen."""
+        flight = Flight(self, input_ids, attention_mask, settings, on_step)
+        h = self.forward(input_ids, flight.positions, flight.state, settings.steer, settings.layer)
+        flight.advance(self.logits(h, settings, flight.seen))
+        return flight
 
-@dataclass
-class DecodeResult:
-    tokens: torch.Tensor  # (B, n_new); finished rows continue with pad ids, as in transformers
-    logits: torch.Tensor | None  # (B, n_new, V) raw logits before penalties, when asked
-
-
-@dataclass
-class DecodeSettings:
-    """What `FastDecoder.generate` needs from the engine's GenerationConfig, resolved."""
-
-    max_new_tokens: int
-    eos_id: int
-    pad_id: int
-    steer: torch.Tensor | None = None  # (B, d_model) or None
-    layer: int = -1
-    min_new_tokens: int = 0
-    repetition_penalty: float = 1.0
-    temperature: float = 0.0
-    top_p: float = 1.0
-    generator: torch.Generator | None = None
-    cancel: threading.Event | None = None
-    return_logits: bool = False
-
-    def penalise(self, logits: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
-        """transformers' repetition penalty: seen tokens' logits divided by p (multiplied if < 0)."""
-        if self.repetition_penalty == 1.0:
-            return logits.clone()
-        p = self.repetition_penalty
-        return torch.where(seen, torch.where(logits < 0, logits * p, logits / p), logits)
-
-    def choose(self, logits: torch.Tensor, seen: torch.Tensor, step: int) -> torch.Tensor:
-        """The next token per row: repetition penalty over every token so far (prompt included,
-        as transformers does), EOS held back before `min_new_tokens`, then greedy or top-p."""
-        scores = self.penalise(logits, seen)
-        if step < self.min_new_tokens:
-            scores[:, self.eos_id] = float("-inf")
-        if self.temperature <= 0:
-            return scores.argmax(dim=-1)
-        scores = scores / self.temperature
-        sorted_scores, order = scores.sort(dim=-1, descending=True)
-        cum = sorted_scores.softmax(-1).cumsum(-1)
-        drop = cum - sorted_scores.softmax(-1) > self.top_p  # keep the smallest set reaching top_p
-        sorted_scores[drop] = float("-inf")
-        probs = torch.zeros_like(scores).scatter(1, order, sorted_scores.softmax(-1))
-        return torch.multinomial(probs, 1, generator=self.generator)[:, 0]
+    @torch.no_grad()
+    def step(self, flights: list[Flight]) -> None:
+        """One more token for every flight (none of them done) in one pass over the weights: the
+        rows of requests that arrived at different times decode together (continuous batching)."""
+        ids = torch.cat([f.pending for f in flights])
+        positions = torch.cat([f.positions for f in flights])
+        steers = [f.settings.steer for f in flights]
+        steer = None
+        if any(v is not None for v in steers):
+            steer = torch.cat([v if v is not None else torch.zeros(f.rows, self.embed.shape[1]) for v, f in zip(steers, flights)])
+        layer = next((f.settings.layer for f in flights if f.settings.steer is not None), -1)
+        h = self._norm(self._blocks(ids, positions, [f.state for f in flights], steer, layer)[:, -1], self.final_norm)
+        approx, first = self.lm_head(h), 0
+        for f in flights:
+            rows = slice(first, first + f.rows)
+            f.advance(self._rescore(h[rows], approx[rows], f.settings, f.seen))
+            first += f.rows

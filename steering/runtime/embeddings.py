@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .scheduler import on_compute_thread
+
 _embedder = None
 _embedder_lock = threading.Lock()
 
@@ -26,5 +28,8 @@ def embedder():
 
 
 def embed(texts: Sequence[str]) -> np.ndarray:
-    """Unit-norm float32 sentence embeddings, one row per text."""
-    return embedder().encode(list(texts), batch_size=64, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
+    """Unit-norm float32 sentence embeddings, one row per text (on the compute worker if any)."""
+    model = embedder()
+    return on_compute_thread(
+        lambda: model.encode(list(texts), batch_size=64, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
+    )

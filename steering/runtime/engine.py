@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 import torch
 
 from .basis import SteeringBasis, Weights
-from .decode import PRECISIONS, DecodeSettings, FastDecoder, supports
+from .continuous import ContinuousScheduler, EngineStepper
+from .decode import PRECISIONS, FastDecoder, supports
+from .flight import DecodeSettings, Flight
 from .models import decoder_layers
 from .reference import QueueStreamer, SteeringHook, generate_kwargs
 from .scheduler import BACKGROUND, GenerationScheduler, current_priority
@@ -152,16 +154,22 @@ class SteeringEngine:
     def start_scheduler(self, max_rows: int = 16) -> GenerationScheduler:
         """Route every later `generate`/`stream` through one worker thread (see scheduler.py)."""
         if self.scheduler is None:
-            self.scheduler = GenerationScheduler(self._generate_now, max_rows=max_rows)
+            if self.fast is not None:  # token by token: requests join and leave between steps
+                self.scheduler = ContinuousScheduler(EngineStepper(self), max_rows=max_rows)
+            else:
+                self.scheduler = GenerationScheduler(self._generate_now, max_rows=max_rows)
         return self.scheduler
 
     def _generate_now(self, prompts: list[str], weights: list, systems: list, config: GenerationConfig, cancel, streamer) -> list[Generation]:
+        if self.fast is not None:
+            flight = self._begin(prompts, weights, systems, config, cancel, streamer)
+            while not flight.done:
+                self.fast.step([flight])
+            return self._end(flight, cancel, streamer)
         vectors = self.steering_vectors(weights)
         enc = self._encode(prompts, systems)
         if config.seed is not None:
             torch.manual_seed(config.seed)
-        if self.fast is not None:
-            return self._generate_fast(enc, vectors, config, cancel, streamer)
         kwargs = generate_kwargs(self.tokenizer, config, cancel)
         with torch.no_grad(), self.steering(vectors):
             out = self.model.generate(**enc, streamer=streamer, **kwargs)
@@ -171,7 +179,11 @@ class SteeringEngine:
         cancelled = cancel is not None and cancel.is_set()
         return [self._finish(new[i], logits[i] if logits is not None else None, cancelled) for i in range(len(new))]
 
-    def _generate_fast(self, enc, vectors: torch.Tensor, config: GenerationConfig, cancel, streamer) -> list[Generation]:
+    def _begin(self, prompts: list[str], weights: list, systems: list, config: GenerationConfig, cancel, streamer) -> Flight:
+        """Start a request on the fast decoder: its prompt run and first token (see flight.py)."""
+        vectors = self.steering_vectors(weights)
+        enc = self._encode(prompts, systems)
+        sampled = config.seed is not None and config.temperature > 0
         settings = DecodeSettings(
             max_new_tokens=config.max_new_tokens,
             eos_id=self.tokenizer.eos_token_id,
@@ -182,16 +194,23 @@ class SteeringEngine:
             repetition_penalty=config.repetition_penalty,
             temperature=config.temperature,
             top_p=config.top_p,
+            generator=torch.Generator().manual_seed(config.seed) if sampled else None,  # per request
             cancel=cancel,
             return_logits=config.return_logits,
         )
         if streamer is not None:
             streamer.put(enc["input_ids"])  # the transformers streamer protocol: the prompt first
         try:
-            out = self.fast.generate(enc["input_ids"], enc["attention_mask"], settings, streamer.put if streamer is not None else None)
-        finally:
+            return self.fast.start(enc["input_ids"], enc["attention_mask"], settings, streamer.put if streamer is not None else None)
+        except BaseException:
             if streamer is not None:
                 streamer.end()
+            raise
+
+    def _end(self, flight: Flight, cancel, streamer) -> list[Generation]:
+        if streamer is not None:
+            streamer.end()
+        out = flight.result()
         cancelled = cancel is not None and cancel.is_set()
         logits = out.logits
         return [self._finish(out.tokens[i], logits[i] if logits is not None else None, cancelled) for i in range(len(out.tokens))]
@@ -239,12 +258,13 @@ class SteeringEngine:
         done = [False] * len(prompts)
         eos = self.tokenizer.eos_token_id
         try:
-            while (step := streamer.q.get()) is not None:
-                for i, tok in enumerate(step):
-                    if done[i] or tok == eos:
-                        done[i] = True
-                        continue
-                    ids[i].append(tok)
+            for steps in streamer.drained():  # a slow consumer gets the steps it missed at once
+                for step in steps:
+                    for i, tok in enumerate(step):
+                        if done[i] or tok == eos:
+                            done[i] = True
+                            continue
+                        ids[i].append(tok)
                 yield [self.tokenizer.decode(r, skip_special_tokens=True).strip() for r in ids]
         finally:
             if worker.is_alive():

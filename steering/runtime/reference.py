@@ -56,6 +56,22 @@ class QueueStreamer:
     def end(self):
         self.q.put(None)
 
+    def drained(self):
+        """Lists of the steps waiting (at least one each) until the end: a slow consumer gets the
+        steps it missed at once instead of one update per token."""
+        while (item := self.q.get()) is not None:
+            items = [item]
+            while True:
+                try:
+                    item = self.q.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    yield items
+                    return
+                items.append(item)
+            yield items
+
 
 def generate_kwargs(tokenizer, config, cancel: threading.Event | None) -> dict:
     """transformers `generate` keyword arguments for a GenerationConfig."""

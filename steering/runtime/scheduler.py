@@ -1,11 +1,12 @@
 """One worker owns the model's decoding; every generate in the process queues to it.
 
-Requests that wait together and decode alike (same length, sampling settings) are merged into
-one batched generate, each row keeping its own steering vector and system prompt, so eight
-children asking at once cost about one batch, not eight turns. Higher priority goes first:
-kids' questions (INTERACTIVE) before manual compares (NORMAL) before auto-steer epochs
-(BACKGROUND). A caller sets its priority for a block of code with `priority(...)`; the engine's
-`generate` and `stream` then go through the scheduler without changing their signatures.
+Here, requests that wait together and decode alike (same length and sampling settings) are
+merged into one batched generate, each row keeping its own steering vector and system prompt
+(transformers `generate`); continuous.py decodes token by token instead (the fast decoder).
+Higher priority goes first: kids' questions (INTERACTIVE) before manual compares (NORMAL) before
+auto-steer epochs (BACKGROUND). A caller sets its priority for a block of code with
+`priority(...)`; the engine's `generate` and `stream` then go through the scheduler without
+changing their signatures. The worker also runs other torch work (`call`, `on_compute_thread`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import contextvars
 import itertools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ class Request:
     priority: int
     order: int
     future: Future = field(default_factory=Future)
+    call: Callable[[], object] | None = None  # other torch work run on the worker (see `call`)
 
     def key(self) -> tuple:
         """Requests merge only when one decode serves them all exactly as it would serve each."""
@@ -81,7 +83,8 @@ class _MergedCancel:
 
 class GenerationScheduler:
     """A worker thread that runs `run(prompts, weights, systems, config, cancel, streamer)` for
-    merged batches of queued requests; `submit` returns a Future of that request's generations."""
+    merged batches of queued requests; `submit` returns a Future of that request's generations.
+    (continuous.ContinuousScheduler decodes token by token instead.)"""
 
     def __init__(self, run, max_rows: int = 16):
         self._run = run
@@ -89,7 +92,7 @@ class GenerationScheduler:
         self._queue: list[Request] = []
         self._cond = threading.Condition()
         self._order = itertools.count()
-        self.batches = 0  # generate calls made (a merged batch counts once)
+        self.batches = 0  # generate calls made (a merged batch counts once); continuous: busy spells
         self._running: list[int] = []  # priorities of the batch being decoded
         self.worker = threading.Thread(target=self._loop, daemon=True, name="generation-scheduler")
         self.worker.start()
@@ -97,13 +100,21 @@ class GenerationScheduler:
     def on_worker(self) -> bool:
         return threading.current_thread() is self.worker
 
-    def submit(self, prompts: Sequence[str], weights: Sequence, systems: Sequence[str | None], config, cancel=None, streamer=None, level: int | None = None) -> Future:
+    def submit(self, prompts: Sequence[str], weights: Sequence, systems: Sequence[str | None], config, cancel=None, streamer=None,
+               level: int | None = None, call: Callable[[], object] | None = None) -> Future:
         req = Request(list(prompts), list(weights), list(systems), config, cancel, streamer,
-                      current_priority() if level is None else level, next(self._order))
+                      current_priority() if level is None else level, next(self._order), call=call)
         with self._cond:
             self._queue.append(req)
             self._cond.notify_all()  # the worker and any background work waiting for quiet
         return req.future
+
+    def call(self, fn: Callable[[], object], level: int | None = None) -> Future:
+        """Run `fn()` on the worker between decode steps, at the caller's priority: heavy torch
+        work of other callers (the judge's perplexities, embeddings) then neither competes with
+        decoding for the cores nor makes a second OpenMP thread team. Two teams on 2 cores throttle
+        libgomp's spin-waits for every parallel region: a decode step gets ~1.5x slower."""
+        return self.submit([], [], [], None, level=level, call=fn)
 
     def _take(self) -> list[Request]:
         """The most urgent request and every waiting one that decodes alike, up to max_rows."""
@@ -112,6 +123,10 @@ class GenerationScheduler:
                 self._cond.wait()
             self._queue.sort(key=lambda r: (r.priority, r.order))
             first = self._queue[0]
+            if first.call is not None:
+                self._queue.remove(first)
+                self._running = [first.priority]
+                return [first]
             batch, rows = [], 0
             for req in list(self._queue):
                 if req.key() == first.key() and (not batch or rows + len(req.prompts) <= self.max_rows):
@@ -137,7 +152,21 @@ class GenerationScheduler:
             if batch:
                 self._serve(batch)
 
+    def _run_call(self, req: Request) -> None:
+        if not req.future.running() and not req.future.set_running_or_notify_cancel():
+            return  # cancelled while queued
+        try:
+            req.future.set_result(req.call())
+        except BaseException as exc:
+            req.future.set_exception(exc)
+
     def _serve(self, batch: list[Request]) -> None:
+        if batch[0].call is not None:
+            self._run_call(batch[0])
+            with self._cond:
+                self._running = []
+                self._cond.notify_all()
+            return
         parts, start = [], 0
         for req in batch:
             parts.append((req, slice(start, start + len(req.prompts))))
@@ -160,6 +189,24 @@ class GenerationScheduler:
                 self._cond.notify_all()
         for req, rows in parts:
             req.future.set_result(out[rows])
+
+
+_compute_worker: GenerationScheduler | None = None
+
+
+def use_for_compute(scheduler: GenerationScheduler | None) -> None:
+    """Make `scheduler`'s worker the process's torch compute thread (the shared runtime does)."""
+    global _compute_worker
+    _compute_worker = scheduler
+
+
+def on_compute_thread(fn: Callable, *args, **kwargs):
+    """`fn(*args, **kwargs)` on the compute worker at the caller's priority (see `call`), or
+    right here when there is none or this is it."""
+    worker = _compute_worker
+    if worker is None or worker.on_worker():
+        return fn(*args, **kwargs)
+    return worker.call(lambda: fn(*args, **kwargs)).result()
 
 
 def iterate_at(level: int, iterator):

@@ -122,15 +122,15 @@ def test_two_threads_steering_at_once_do_not_see_each_other(tiny_engine):
 
     if tiny_engine.fast is None:
         pre = tiny_engine.layers[0].register_forward_pre_hook(slow)
-    else:  # the fast path calls no modules: slow its forward instead
-        forward = tiny_engine.fast.forward
+    else:  # the fast path calls no modules: slow its decoder blocks instead
+        blocks = tiny_engine.fast._blocks
 
-        def slow_forward(*args):
+        def slow_blocks(*args):
             slow(None, None)
-            return forward(*args)
+            return blocks(*args)
 
-        tiny_engine.fast.forward = slow_forward
-        pre = type("Undo", (), {"remove": lambda self: vars(tiny_engine.fast).pop("forward")})()
+        tiny_engine.fast._blocks = slow_blocks
+        pre = type("Undo", (), {"remove": lambda self: vars(tiny_engine.fast).pop("_blocks")})()
     barrier = threading.Barrier(2)
     results = {}
 
@@ -216,3 +216,14 @@ def test_a_free_vector_adds_scale_times_itself_and_changes_the_answer(tiny_engin
     assert a.token_ids != b.token_ids
     with pytest.raises(ValueError, match="hidden size"):
         tiny_engine.steering_vectors([Steer(free=torch.zeros(d + 1))])
+
+
+def test_a_slow_stream_consumer_gets_the_steps_it_missed_at_once():
+    from steering.runtime.reference import QueueStreamer
+
+    s = QueueStreamer()
+    s.put(torch.tensor([[7, 8]]))  # the prompt: not a step
+    for tok in ([3, 4], [5, 6], [9, 2]):
+        s.put(torch.tensor(tok))
+    s.end()
+    assert list(s.drained()) == [[[3, 4], [5, 6], [9, 2]]]

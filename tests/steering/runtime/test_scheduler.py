@@ -89,49 +89,123 @@ def test_iterate_at_sets_the_priority_for_each_step_only():
     assert current_priority() == NORMAL
 
 
-@pytest.fixture()
-def scheduled(tiny_model, tiny_tokenizer, tiny_sae):
-    e = SteeringEngine(tiny_model, tiny_tokenizer, SteeringBasis.from_sae(tiny_sae, layer=2, scale=8.0), decode="float32")
-    solo = SteeringEngine(tiny_model, tiny_tokenizer, SteeringBasis.from_sae(tiny_sae, layer=2, scale=8.0), decode="float32")
+def _engines(model, tok, sae, decode):
+    e = SteeringEngine(model, tok, SteeringBasis.from_sae(sae, layer=2, scale=8.0), decode=decode)
+    solo = SteeringEngine(model, tok, SteeringBasis.from_sae(sae, layer=2, scale=8.0), decode=decode)
     e.start_scheduler()
     return e, solo
 
 
-def test_engine_requests_merged_by_the_scheduler_get_their_solo_answers(scheduled):
-    engine, solo = scheduled
-    calls = []
-    real = engine._generate_now
-    hold = threading.Event()
+@pytest.fixture()
+def scheduled(tiny_model, tiny_tokenizer, tiny_sae):
+    """An engine on the fast decoder: continuous batching."""
+    return _engines(tiny_model, tiny_tokenizer, tiny_sae, "float32")
 
-    def counted(prompts, *args):
-        calls.append(len(prompts))
-        if len(calls) == 1:
-            hold.wait(5)
-        return real(prompts, *args)
 
-    engine.scheduler._run = counted
-    requests = {"blocker": ("Plants?", None, None), "steered": ("Why is the sky blue?", {5: 1.0}, None),
-                "prompted": ("Dogs like bones and walks. Why?", None, "Talk like a pirate.")}
-    results = {}
+REQUESTS = {"blocker": ("Plants?", None, None), "steered": ("Why is the sky blue?", {5: 1.0}, None),
+            "prompted": ("Dogs like bones and walks. Why?", None, "Talk like a pirate.")}
+
+
+def _ask_while_blocked(engine, hold_first, config=CFG):
+    """The blocker starts alone and is held in its first call (`hold_first` wraps it); the other
+    two requests queue meanwhile, then everything is released. Returns each one's tokens."""
+    results, started = {}, threading.Event()
 
     def ask(name):
-        p, w, s = requests[name]
-        results[name] = engine.generate([p], [w], system=s, config=CFG)[0].token_ids
+        p, w, s = REQUESTS[name]
+        results[name] = engine.generate([p], [w], system=s, config=config)[0].token_ids
 
-    threads = {n: threading.Thread(target=ask, args=(n,)) for n in requests}
+    threads = {n: threading.Thread(target=ask, args=(n,)) for n in REQUESTS}
+    hold_first(started)
     threads["blocker"].start()
-    while not calls:
-        threading.Event().wait(0.01)
+    started.wait(5)
     for n in ("steered", "prompted"):
         threads[n].start()
     while len(engine.scheduler._queue) < 2:
         threading.Event().wait(0.01)
-    hold.set()
+    started.release.set()
     for t in threads.values():
         t.join(10)
+    return results
+
+
+def test_transformers_path_merges_waiting_requests_into_one_generate_with_solo_answers(tiny_model, tiny_tokenizer, tiny_sae):
+    engine, solo = _engines(tiny_model, tiny_tokenizer, tiny_sae, "reference")
+    calls, real, release = [], engine._generate_now, threading.Event()
+
+    def hold_first(started):
+        started.release = release
+
+        def counted(prompts, *args):
+            calls.append(len(prompts))
+            if len(calls) == 1:
+                started.set()
+                release.wait(5)
+            return real(prompts, *args)
+
+        engine.scheduler._run = counted
+
+    results = _ask_while_blocked(engine, hold_first)
     assert calls == [1, 2]  # the two waiting requests were decoded as one batch
-    for name, (p, w, s) in requests.items():
+    for name, (p, w, s) in REQUESTS.items():
         assert results[name] == solo.generate([p], [w], system=s, config=CFG)[0].token_ids, name
+
+
+def _count_steps(engine):
+    """Wrap the stepper: record each step's flights (by row count) and hold the first step."""
+    steps, real, release = [], engine.scheduler.stepper.step, threading.Event()
+
+    def hold_first(started):
+        started.release = release
+
+        def counted(flights):
+            steps.append([f.rows for f in flights])
+            if len(steps) == 1:
+                started.set()
+                release.wait(5)
+            real(flights)
+
+        engine.scheduler.stepper.step = counted
+
+    return steps, hold_first
+
+
+def test_requests_join_a_decode_already_running_and_get_their_solo_answers(scheduled):
+    engine, solo = scheduled
+    config = GenerationConfig(max_new_tokens=10, min_new_tokens=4)  # the blocker outlives one step
+    steps, hold_first = _count_steps(engine)
+    results = _ask_while_blocked(engine, hold_first, config)
+    assert steps[0] == [1] and [1, 1, 1] in steps  # the latecomers joined the blocker's decode steps
+    assert engine.scheduler.batches == 1 and engine.scheduler.steps_shared > 0
+    for name, (p, w, s) in REQUESTS.items():
+        assert results[name] == solo.generate([p], [w], system=s, config=config)[0].token_ids, name
+
+
+def test_kids_rows_decode_first_while_background_flights_wait(scheduled):
+    engine, solo = scheduled
+    engine.scheduler.max_rows = 2
+    config = GenerationConfig(max_new_tokens=8, min_new_tokens=8)
+    steps, hold_first = _count_steps(engine)
+    started, out, order = threading.Event(), {}, []
+    hold_first(started)
+
+    def ask(name, level, prompts):
+        with priority(level):
+            out[name] = engine.generate(prompts, config=config)
+        order.append(name)
+
+    bg = threading.Thread(target=ask, args=("auto", BACKGROUND, ["Plants?", "Why?"]))
+    bg.start()
+    started.wait(5)
+    kid = threading.Thread(target=ask, args=("kid", INTERACTIVE, ["Why is the sky blue?", "Sky?"]))
+    kid.start()
+    while not engine.scheduler._queue:
+        threading.Event().wait(0.01)
+    started.release.set()
+    bg.join(10), kid.join(10)
+    assert order == ["kid", "auto"]  # queued later, finished first
+    assert max(sum(s) for s in steps) <= 2  # never more than max_rows rows in one step
+    assert [g.token_ids for g in out["auto"]] == [g.token_ids for g in solo.generate(["Plants?", "Why?"], config=config)]
 
 
 def test_streaming_goes_through_the_scheduler(scheduled):
@@ -149,11 +223,59 @@ def test_bad_weights_fail_in_the_callers_thread_without_reaching_the_worker(sche
     assert engine.scheduler.batches == 0
 
 
-def test_big_requests_go_in_chunks_so_others_can_cut_in(scheduled):
+def test_big_requests_go_in_chunks_each_row_with_its_solo_answer(scheduled):
     engine, solo = scheduled
     engine.scheduler.max_rows = 2
     prompts = ["Why is the sky blue?", "Plants?", "Dogs like bones and walks. Why?", "Why?", "Sky?"]
     weights = [{5: 1.0}, None, {9: -0.5}, None, {3: 0.7}]
+    steps, real = [], engine.scheduler.stepper.step
+    engine.scheduler.stepper.step = lambda flights: (steps.append([f.rows for f in flights]), real(flights))
     out = engine.generate(prompts, weights, config=CFG)
-    assert engine.scheduler.batches == 3
+    assert max(sum(s) for s in steps) <= 2  # chunks of max_rows, one flight decoding at a time
     assert [g.token_ids for g in out] == [solo.generate([p], [w], config=CFG)[0].token_ids for p, w in zip(prompts, weights)]
+
+
+def test_calls_run_on_the_worker_and_return_or_raise_in_the_caller(scheduled):
+    engine, _ = scheduled
+    sched = engine.scheduler
+    assert sched.call(lambda: threading.current_thread() is sched.worker).result(5) is True
+    with pytest.raises(ZeroDivisionError):
+        sched.call(lambda: 1 / 0).result(5)
+    batch_mode = GenerationScheduler(lambda p, *_: list(p))
+    assert batch_mode.call(lambda: threading.current_thread() is batch_mode.worker).result(5) is True
+
+
+def test_background_calls_wait_for_kids_rows_in_flight(scheduled):
+    engine, _ = scheduled
+    steps, hold_first = _count_steps(engine)
+    started, events = threading.Event(), []
+    hold_first(started)
+
+    def kid():
+        with priority(INTERACTIVE):
+            engine.generate(["Why is the sky blue?"], config=GenerationConfig(max_new_tokens=6, min_new_tokens=6))
+        events.append("kid done")
+
+    t = threading.Thread(target=kid)
+    t.start()
+    started.wait(5)
+    with priority(BACKGROUND):
+        judged = engine.scheduler.call(lambda: events.append(f"call after {len(steps)} steps"))
+    while not engine.scheduler._queue:
+        threading.Event().wait(0.01)
+    started.release.set()
+    judged.result(5), t.join(5)
+    assert events[0] == "call after 5 steps" and events[1] == "kid done"  # every kid step ran first
+
+
+def test_on_compute_thread_runs_in_place_without_a_worker_and_on_it_with_one(scheduled):
+    from steering.runtime.scheduler import on_compute_thread, use_for_compute
+
+    engine, _ = scheduled
+    here = threading.current_thread()
+    assert on_compute_thread(threading.current_thread) is here
+    use_for_compute(engine.scheduler)
+    try:
+        assert on_compute_thread(threading.current_thread) is engine.scheduler.worker
+    finally:
+        use_for_compute(None)
