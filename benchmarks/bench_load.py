@@ -1,6 +1,7 @@
 """The kids' site under load: a real app server, real HTTP clients (gradio_client).
 
     python benchmarks/bench_load.py [--clients 8] [--questions-per-client 3] [--no-autosteer] [--json]
+    python benchmarks/bench_load.py --in-process [--second-team]   # the answer service alone
 
 1. Idle: questions asked one at a time: time to the first visible words of the streamed answers
    (target <= 2 s) and to the finished, checked pair.
@@ -9,6 +10,9 @@
    median (target p95 <= 3x), answers per minute, and failed requests (target 0).
 
 Every question is distinct and the answer database starts empty, so nothing is served from cache.
+`--in-process` asks the kids' answer service directly from threads (no web server, no HTTP
+clients, no auto-steer); `--second-team` first runs a torch op on the main thread, which gives
+the process a second OpenMP thread team, as loading the model there used to (docs/decoding.md).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
 from app_server import AppServer  # noqa: E402
 
@@ -115,6 +120,45 @@ def run_load(url: str, qs: list[str], clients: int, per_client: int, autosteer: 
     }
 
 
+def run_in_process(qs: list[str], clients: int, per_client: int, idle_n: int, second_team: bool) -> dict:
+    from quora_kids.profiles import load_curated
+    from quora_kids.service import AnswerService, default_safety
+    from steering.runtime.scheduler import INTERACTIVE, iterate_at
+    from steering.runtime.shared import get_runtime
+
+    rt = get_runtime()
+    if second_team:
+        import torch
+
+        torch.randn(1000, 1000) @ torch.randn(1000, 1000)
+    svc = AnswerService(rt, load_curated()[PROFILE].profile, default_safety(), None)
+
+    def timed(q: str) -> float:
+        t = time.perf_counter()
+        for _ in iterate_at(INTERACTIVE, svc.stream(q)):
+            pass
+        return time.perf_counter() - t
+
+    timed("What is a warm-up question?")
+    idle = [timed(q) for q in qs[:idle_n]]
+    done, lock = [], threading.Lock()
+
+    def kid(i: int):
+        for q in qs[idle_n + i * per_client: idle_n + (i + 1) * per_client]:
+            s = timed(q)
+            with lock:
+                done.append(s)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=kid, args=(i,)) for i in range(clients)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    wall = time.perf_counter() - t0
+    return {"idle_done_s": round(statistics.median(idle), 2), "load_p50_done_s": round(statistics.median(done), 2),
+            "load_p95_done_s": round(pct(done, 0.95), 2), "load_answers_per_min": round(60 * len(done) / wall, 1),
+            "load_p95_over_idle": round(pct(done, 0.95) / statistics.median(idle), 2), "second_team": second_team}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clients", type=int, default=8)
@@ -122,6 +166,8 @@ def main() -> None:
     ap.add_argument("--idle", type=int, default=4, help="questions asked one at a time first")
     ap.add_argument("--no-autosteer", action="store_true")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--in-process", action="store_true", help="the answer service alone, from threads")
+    ap.add_argument("--second-team", action="store_true", help="with --in-process: a second OpenMP team first")
     args = ap.parse_args()
     from gradio_client import Client
 
@@ -129,6 +175,9 @@ def main() -> None:
     need = args.idle + args.clients * args.questions_per_client
     if len(qs) < need:
         sys.exit(f"only {len(qs)} distinct questions; ask for fewer")
+    if args.in_process:
+        print(json.dumps(run_in_process(qs, args.clients, args.questions_per_client, args.idle, args.second_team)))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         server = AppServer(Path(tmp)).wait()
         try:

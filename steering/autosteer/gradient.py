@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..runtime.scheduler import on_compute_thread
 from .objective import FREE_L2, Objective, build_objective, free_share, loss, steering_vector
 from .optimisers import Optimiser, WeightVector
 
@@ -80,13 +81,13 @@ class GradientOptimiser(Optimiser):
         self.indices = list(indices)
         self.k = len(self.indices)
         self.steps, self.lr, self.learn_free, self.bound = steps, lr, free, bound
-        self.obj = build_objective(engine, self.prompts, self.targets, self.plains)
+        self.obj = on_compute_thread(build_objective, engine, self.prompts, self.targets, self.plains)
         self.current = WeightVector(initial)
         self.best_score = -math.inf
 
     def ask(self, n: int) -> list[WeightVector]:
         start_free = self.current.free * self.engine.basis.scale if self.current.free is not None else None
-        res = fit(self.engine, self.obj, self.indices, list(self.current), steps=self.steps, lr=self.lr, bound=self.bound,
+        res = on_compute_thread(fit, self.engine, self.obj, self.indices, list(self.current), steps=self.steps, lr=self.lr, bound=self.bound,
                   free=start_free, learn_free=self.learn_free)
         free = res.free / self.engine.basis.scale if res.free is not None else None
         out: list[WeightVector] = []
@@ -106,7 +107,7 @@ class GradientOptimiser(Optimiser):
             tok = self.engine.tokenizer
             extra = [tok(o, add_special_tokens=False)["input_ids"] for o in best.outputs[: len(self.prompts)]]
             prompts = self.prompts + self.prompts[: len(extra)]
-            self.obj = build_objective(self.engine, prompts, self.targets + extra, self.plains + self.plains[: len(extra)])
+            self.obj = on_compute_thread(build_objective, self.engine, prompts, self.targets + extra, self.plains + self.plains[: len(extra)])
 
     def observe(self, trials) -> None:
         """Screening results: start from the best single feature if it beats the initial guess."""
