@@ -24,7 +24,7 @@ from .batch import batch_answer, dataset_for, local_generator, remote_generator
 from .evaluate import evaluate
 from .profiles import KIDS_BEHAVIOUR
 from .questions import QuestionSetError, load_questions, read_question_file
-from .service import AnswerService, QuestionError, clean_question, default_safety
+from .service import AnswerService, QuestionError, clean_question, default_safety, refused_answer
 from .store import AnswerStore
 
 DEFAULT_PROFILE = PROFILES_DIR / "kids.json"
@@ -50,11 +50,16 @@ def _client(args):
 
 def cmd_answer(args) -> int:
     try:
-        clean_question(args.question)
+        question = clean_question(args.question)
         profile = _profile(args.profile)
-        service = AnswerService(get_runtime(profile.model.preset), profile, default_safety(_client(args)),
-                                None if args.no_store else AnswerStore(args.db), max_new_tokens=args.max_new_tokens)
-        ans = service.answer(args.question, use_cache=not args.no_cache)
+        safety = default_safety(_client(args))
+        verdict = safety.check(question, "question")  # a refused question needs no model
+        if not verdict.ok:
+            ans = refused_answer(question, profile.name, verdict)
+        else:
+            service = AnswerService(get_runtime(profile.model.preset), profile, safety,
+                                    None if args.no_store else AnswerStore(args.db), max_new_tokens=args.max_new_tokens)
+            ans = service.answer(question, use_cache=not args.no_cache)
     except (QuestionError, ProfileError) as exc:
         raise UsageError(str(exc)) from exc
     if args.json:

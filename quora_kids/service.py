@@ -146,9 +146,7 @@ class AnswerService:
         q = clean_question(question)
         verdict = self._check(q, "question")
         if not verdict.ok:
-            text = refusal_for(verdict)
-            side = AnswerSide(text, readability(text), SafetyVerdict("ok", checker="refusal"), fallback=True)
-            yield Answer(q, self.profile.name, side, side, verdict)
+            yield refused_answer(q, self.profile.name, verdict)
             return
         if use_cache and self.store is not None and (hit := self.store.lookup(q, self.cache_key)) is not None:
             d = hit.details
@@ -187,6 +185,13 @@ class AnswerService:
         if not verdict.ok:
             return AnswerSide(FALLBACK_ANSWER, readability(FALLBACK_ANSWER), verdict, tries, fallback=True)
         return AnswerSide(text, readability(text), verdict, tries)
+
+
+def refused_answer(question: str, profile_name: str, verdict: SafetyVerdict) -> Answer:
+    """The kind refusal of a question the safety check refused (no model needed)."""
+    text = refusal_for(verdict)
+    side = AnswerSide(text, readability(text), SafetyVerdict("ok", checker="refusal"), fallback=True)
+    return Answer(question, profile_name, side, side, verdict)
 
 
 def _side_from(text: str, d: dict) -> AnswerSide:
