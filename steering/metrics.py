@@ -30,17 +30,52 @@ def perplexities(engine, prompts: Sequence[str], answers: Sequence[str], system:
     model, 1.6x faster), else on the fp32 model.
 
     Each batch runs on the compute worker (runtime/scheduler.py) at the caller's priority.
-    Answers are scored PPL_BATCH at a time, right-padded (the same values as one at a time: each
-    row's real tokens sit at positions 0..n-1). An empty answer has no tokens to score: +inf.
+    Answers are scored PPL_BATCH at a time, right-padded (the same values as one at a time); on
+    the fast decoder, answers to the same prompt share one run of the prompt. An empty answer
+    has no tokens to score: +inf.
     """
     rows = []
     for prompt, answer in zip(prompts, answers):
         ctx = engine.tokenizer(engine.chat_prompt(prompt, system), add_special_tokens=False)["input_ids"]
         rows.append((ctx, engine.tokenizer(answer, add_special_tokens=False)["input_ids"][:256]))
+    if getattr(engine, "fast", None) is not None:
+        return _shared_prefix_perplexities(engine, rows)
     out = []
     for start in range(0, len(rows), PPL_BATCH):
         out += on_compute_thread(_batch_perplexities, engine, rows[start : start + PPL_BATCH])
     return out
+
+
+def _shared_prefix_perplexities(engine, rows: list[tuple[list[int], list[int]]]) -> list[float]:
+    """The fast decoder's perplexities, answers to the same prompt (the judge's K candidates)
+    batched behind one run of that prompt: ~30% fewer tokens for the judge than row by row."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (ctx, _) in enumerate(rows):
+        groups.setdefault(tuple(ctx), []).append(i)
+    out = [math.inf] * len(rows)
+    for ctx, members in groups.items():
+        for start in range(0, len(members), PPL_BATCH):
+            part = members[start : start + PPL_BATCH]
+            values = on_compute_thread(_continuation_perplexities, engine, list(ctx), [rows[i][1] for i in part])
+            for i, v in zip(part, values):
+                out[i] = v
+    return out
+
+
+def _continuation_perplexities(engine, ctx: list[int], answers: list[list[int]]) -> list[float]:
+    width = max(len(a) for a in answers)
+    if width == 0:
+        return [math.inf] * len(answers)
+    fast = engine.fast
+    ids = torch.full((len(answers), width), engine.tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros(len(answers), width, dtype=torch.long)
+    for i, a in enumerate(answers):
+        ids[i, : len(a)] = torch.tensor(a, dtype=torch.long)
+        mask[i, : len(a)] = 1
+    hidden = fast.continuation_hidden_states(torch.tensor([ctx]), ids, mask)  # (B, 1 + width, d)
+    with torch.no_grad():
+        return [math.inf if not a else float(torch.exp(F.cross_entropy(hidden[i, : len(a)] @ fast.head_exact.T, torch.tensor(a))))
+                for i, a in enumerate(answers)]
 
 
 def _batch_perplexities(engine, rows: list[tuple[list[int], list[int]]]) -> list[float]:
@@ -50,18 +85,11 @@ def _batch_perplexities(engine, rows: list[tuple[list[int], list[int]]]) -> list
     for i, (c, a) in enumerate(rows):
         ids[i, : len(c) + len(a)] = torch.tensor(c + a)
         mask[i, : len(c) + len(a)] = 1
-    fast = getattr(engine, "fast", None)
-    with torch.no_grad():
-        if fast is not None:  # the fast decoder's weights (e.g. int4 blocks in bfloat16), exact fp32 head
-            hidden = fast.hidden_states(ids, mask)
+    with torch.no_grad():  # the fp32 model (engines without a fast decoder)
+        logits = engine.model(input_ids=ids.to(engine.model.device), attention_mask=mask.to(engine.model.device)).logits
 
-            def logits_of(i: int, lo: int, hi: int) -> torch.Tensor:
-                return hidden[i, lo:hi] @ fast.head_exact.T
-        else:
-            logits = engine.model(input_ids=ids.to(engine.model.device), attention_mask=mask.to(engine.model.device)).logits
-
-            def logits_of(i: int, lo: int, hi: int) -> torch.Tensor:
-                return logits[i, lo:hi].float()
+        def logits_of(i: int, lo: int, hi: int) -> torch.Tensor:
+            return logits[i, lo:hi].float()
         out = []
         for i, (c, a) in enumerate(rows):
             if not a:

@@ -134,14 +134,24 @@ class FastDecoder:
         return self._norm(self._blocks(ids, positions, [state], steer, layer)[:, -1], self.final_norm)
 
     @torch.no_grad()
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Final (normed) hidden states (B, T, d) of right-padded, unsteered rows in one pass: for
-        scoring text (the judge's perplexities). Multiply by `head_exact` for exact fp32 logits."""
-        b, t = input_ids.shape
-        state = self.new_state(b, t)
-        state.valid[:, :t] = attention_mask.bool()
-        positions = torch.arange(t)[None].expand(b, t)
-        return self._norm(self._blocks(input_ids, positions, [state], None, -1), self.final_norm)
+    def continuation_hidden_states(self, prefix: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Final (normed) hidden states (B, 1 + T, d) of right-padded rows `input_ids` (B, T) that
+        all continue one `prefix` (1, P), unsteered, the prefix run once for every row (the judge's
+        perplexities; multiply by `head_exact` for exact fp32 logits): position 0 is the
+        prefix's last (it predicts each row's first token), then the rows' own positions."""
+        p, (b, t) = prefix.shape[1], input_ids.shape
+        shared = self.new_state(1, p)
+        shared.valid[:, :p] = True
+        last = self._blocks(prefix, torch.arange(p)[None], [shared], None, -1)[:, -1:]
+        pad = torch.zeros(b, self.kv_heads, t, self.head_dim)
+        state = DecodeState(
+            [torch.cat([k.expand(b, -1, -1, -1), pad], dim=2) for k in shared.keys],
+            [torch.cat([v.expand(b, -1, -1, -1), pad], dim=2) for v in shared.values],
+            torch.cat([torch.ones(b, p, dtype=torch.bool), attention_mask.bool()], dim=1),
+            length=p,
+        )
+        rows = self._blocks(input_ids, (p + torch.arange(t))[None].expand(b, t), [state], None, -1)
+        return self._norm(torch.cat([last.expand(b, 1, -1), rows], dim=1), self.final_norm)
 
     def _blocks(self, ids: torch.Tensor, positions: torch.Tensor, states: list[DecodeState], steer: torch.Tensor | None, layer: int) -> torch.Tensor:
         """The decoder blocks over `ids` (B, T); the residual stream (B, T, d). The rows are the

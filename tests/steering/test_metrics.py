@@ -121,12 +121,14 @@ def test_fast_decoder_perplexities_match_the_reference_model(tiny_model, tiny_to
     ref = SteeringEngine(tiny_model, tiny_tokenizer, basis, decode="reference")
     fast = SteeringEngine(tiny_model, tiny_tokenizer, basis, decode=precision)
     assert fast.fast is not None and ref.fast is None
-    prompts = ["Why is the sky blue?", "Dogs?", "Plants?"]
-    answers = ["The sky is blue because of the light.", "", "Plants need water and sunlight to grow and dogs like bones."]
+    # Three answers to one prompt share one run of it on the fast decoder (the judge's candidates).
+    prompts = ["Why is the sky blue?", "Dogs?", "Plants?", "Why is the sky blue?", "Why is the sky blue?"]
+    answers = ["The sky is blue because of the light.", "", "Plants need water and sunlight to grow and dogs like bones.",
+               "Light.", "Blue light scatters more than red light in the air."]
     want = metrics.perplexities(ref, prompts, answers, system="Be brief.")
     got = metrics.perplexities(fast, prompts, answers, system="Be brief.")
     assert math.isinf(got[1])
     for g, w in zip(got, want):
         if not math.isinf(w):
             assert abs(g - w) / w < tolerance
-    assert len({round(x, 3) for x in got if not math.isinf(x)}) == 2  # the rows are really scored apart
+    assert len({round(x, 3) for x in got if not math.isinf(x)}) == 4  # the rows are really scored apart
