@@ -94,6 +94,7 @@ class ContinuousScheduler(GenerationScheduler):
             chosen = self._runnable(flying)
             with self._cond:
                 self._running = [r.priority for r, _ in chosen]
+                self._cond.notify_all()  # wait_quiet callers see the change
             if not chosen:
                 continue
             try:
