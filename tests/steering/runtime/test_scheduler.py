@@ -279,3 +279,18 @@ def test_on_compute_thread_runs_in_place_without_a_worker_and_on_it_with_one(sch
         assert on_compute_thread(threading.current_thread) is engine.scheduler.worker
     finally:
         use_for_compute(None)
+
+
+def test_wait_quiet_wakes_as_soon_as_a_kids_call_is_done(scheduled):
+    import time
+
+    engine, _ = scheduled
+    sched, release = engine.scheduler, threading.Event()
+    with priority(INTERACTIVE):
+        job = sched.call(lambda: release.wait(5))
+    while not job.running():
+        threading.Event().wait(0.01)
+    threading.Timer(0.2, release.set).start()
+    t0 = time.monotonic()
+    assert sched.wait_quiet(BACKGROUND, timeout=10)
+    assert time.monotonic() - t0 < 3  # woken when the call ended, not at the timeout
