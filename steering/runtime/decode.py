@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .flight import DecodeResult, DecodeSettings, Flight
+from .flight import DecodeSettings, Flight
 from .packed import Linear, resolve_precision
 
 PRECISIONS = ("auto", "int4", "bfloat16", "float32")
@@ -53,7 +53,7 @@ class _Layer:
 
 @dataclass
 class DecodeState:
-    """A batch's KV cache and bookkeeping for one `FastDecoder.generate` call."""
+    """One request's (or one scoring pass's) KV cache and bookkeeping in the fast decoder."""
 
     keys: list[torch.Tensor]  # per layer (B, kv_heads, capacity, head_dim)
     values: list[torch.Tensor]
@@ -207,17 +207,12 @@ class FastDecoder:
     # ------------------------------------------------------------------ generation
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, settings: DecodeSettings, on_step: Callable[[torch.Tensor], None] | None = None) -> DecodeResult:
-        """Decode from left-padded `input_ids` (B, T); mirrors transformers' greedy/sampling loop."""
-        flight = self.start(input_ids, attention_mask, settings, on_step)
-        while not flight.done:
-            self.step([flight])
-        return flight.result()
-
-    @torch.no_grad()
     def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, settings: DecodeSettings, on_step: Callable[[torch.Tensor], None] | None = None) -> Flight:
-        """A request's rows in flight: its prompt run (prefill) and its first token chosen."""
+        """A request's rows in flight: its prompt run (prefill) and its first token chosen; move
+        it on with `step` until `done` (mirrors transformers' greedy/sampling loop)."""
         flight = Flight(self, input_ids, attention_mask, settings, on_step)
+        if flight.done:  # max_new_tokens = 0: nothing to write
+            return flight
         h = self.forward(input_ids, flight.positions, flight.state, settings.steer, settings.layer)
         flight.advance(self.logits(h, settings, flight.seen))
         return flight

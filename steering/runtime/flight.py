@@ -31,7 +31,7 @@ class Flight:
         self.raw: list[torch.Tensor] = []
         self.finished = torch.zeros(b, dtype=torch.bool)
         self.pending: torch.Tensor | None = None  # (B, 1): the next input ids
-        self.done = False
+        self.done = settings.max_new_tokens <= 0
 
     @property
     def rows(self) -> int:
@@ -70,7 +70,7 @@ class DecodeResult:
 
 @dataclass
 class DecodeSettings:
-    """What `FastDecoder.generate` needs from the engine's GenerationConfig, resolved."""
+    """What a `Flight` needs from the engine's GenerationConfig, resolved."""
 
     max_new_tokens: int
     eos_id: int

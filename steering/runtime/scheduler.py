@@ -129,7 +129,7 @@ class GenerationScheduler:
                 return [first]
             batch, rows = [], 0
             for req in list(self._queue):
-                if req.key() == first.key() and (not batch or rows + len(req.prompts) <= self.max_rows):
+                if req.call is None and req.key() == first.key() and (not batch or rows + len(req.prompts) <= self.max_rows):
                     batch.append(req)
                     rows += len(req.prompts)
                     self._queue.remove(req)

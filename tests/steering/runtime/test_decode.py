@@ -108,3 +108,8 @@ def test_models_other_than_llama_fall_back_to_the_reference_path(tiny_tokenizer,
     e = engine(biased, tiny_tokenizer, tiny_sae, "auto")
     assert e.fast is None
     assert e.generate([PROMPTS[0]], config=GenerationConfig(max_new_tokens=4))[0].finish_reason in ("eos", "length")
+
+
+def test_zero_new_tokens_writes_nothing(tiny_model, tiny_tokenizer, tiny_sae):
+    [g] = engine(tiny_model, tiny_tokenizer, tiny_sae, "float32").generate([PROMPTS[0]], config=GenerationConfig(max_new_tokens=0))
+    assert g.token_ids == [] and g.text == ""

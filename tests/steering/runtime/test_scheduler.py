@@ -294,3 +294,14 @@ def test_wait_quiet_wakes_as_soon_as_a_kids_call_is_done(scheduled):
     t0 = time.monotonic()
     assert sched.wait_quiet(BACKGROUND, timeout=10)
     assert time.monotonic() - t0 < 3  # woken when the call ended, not at the timeout
+
+
+def test_batch_mode_serves_a_call_queued_beside_generations():
+    gate = Gate()
+    sched = GenerationScheduler(gate)
+    blocker = sched.submit(["a"], [None], [None], CFG)
+    gate.started.wait(5)
+    later = sched.submit(["b"], [None], [None], CFG)
+    call = sched.call(lambda: "called")
+    gate.release.set()
+    assert blocker.result(5) == ["a|None|None"] and later.result(5) == ["b|None|None"] and call.result(5) == "called"
