@@ -47,13 +47,21 @@ def perplexities(engine, prompts: Sequence[str], answers: Sequence[str], system:
 
 
 def _shared_prefix_perplexities(engine, rows: list[tuple[list[int], list[int]]]) -> list[float]:
-    """The fast decoder's perplexities, answers to the same prompt (the judge's K candidates)
-    batched behind one run of that prompt: ~30% fewer tokens for the judge than row by row."""
+    """The fast decoder's perplexities: answers to the same prompt (the judge's K candidates)
+    batched behind one run of that prompt; answers to prompts of their own (evaluations) batched
+    PPL_BATCH rows at a time, as before."""
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, (ctx, _) in enumerate(rows):
         groups.setdefault(tuple(ctx), []).append(i)
     out = [math.inf] * len(rows)
+    alone = [m[0] for m in groups.values() if len(m) == 1]  # distinct prompts: PPL_BATCH rows per pass
+    for start in range(0, len(alone), PPL_BATCH):
+        part = alone[start : start + PPL_BATCH]
+        for i, v in zip(part, on_compute_thread(_batch_perplexities, engine, [rows[i] for i in part])):
+            out[i] = v
     for ctx, members in groups.items():
+        if len(members) == 1:
+            continue
         for start in range(0, len(members), PPL_BATCH):
             part = members[start : start + PPL_BATCH]
             values = on_compute_thread(_continuation_perplexities, engine, list(ctx), [rows[i][1] for i in part])
@@ -85,11 +93,18 @@ def _batch_perplexities(engine, rows: list[tuple[list[int], list[int]]]) -> list
     for i, (c, a) in enumerate(rows):
         ids[i, : len(c) + len(a)] = torch.tensor(c + a)
         mask[i, : len(c) + len(a)] = 1
-    with torch.no_grad():  # the fp32 model (engines without a fast decoder)
-        logits = engine.model(input_ids=ids.to(engine.model.device), attention_mask=mask.to(engine.model.device)).logits
+    fast = getattr(engine, "fast", None)
+    with torch.no_grad():
+        if fast is not None:  # the fast decoder's weights (e.g. int4 blocks in bfloat16), exact fp32 head
+            hidden = fast.hidden_states(ids, mask)
 
-        def logits_of(i: int, lo: int, hi: int) -> torch.Tensor:
-            return logits[i, lo:hi].float()
+            def logits_of(i: int, lo: int, hi: int) -> torch.Tensor:
+                return hidden[i, lo:hi] @ fast.head_exact.T
+        else:
+            logits = engine.model(input_ids=ids.to(engine.model.device), attention_mask=mask.to(engine.model.device)).logits
+
+            def logits_of(i: int, lo: int, hi: int) -> torch.Tensor:
+                return logits[i, lo:hi].float()
         out = []
         for i, (c, a) in enumerate(rows):
             if not a:

@@ -134,6 +134,16 @@ class FastDecoder:
         return self._norm(self._blocks(ids, positions, [state], steer, layer)[:, -1], self.final_norm)
 
     @torch.no_grad()
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Final (normed) hidden states (B, T, d) of right-padded, unsteered rows in one pass: for
+        scoring text (the judge's perplexities). Multiply by `head_exact` for exact fp32 logits."""
+        b, t = input_ids.shape
+        state = self.new_state(b, t)
+        state.valid[:, :t] = attention_mask.bool()
+        positions = torch.arange(t)[None].expand(b, t)
+        return self._norm(self._blocks(input_ids, positions, [state], None, -1), self.final_norm)
+
+    @torch.no_grad()
     def continuation_hidden_states(self, prefix: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Final (normed) hidden states (B, 1 + T, d) of right-padded rows `input_ids` (B, T) that
         all continue one `prefix` (1, P), unsteered, the prefix run once for every row (the judge's
