@@ -8,6 +8,7 @@ as vLLM serving a checkpoint made by `python -m steering export`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -77,7 +78,10 @@ def batch_answer(
     if part.is_file() and not part.read_bytes().endswith(b"\n") and part.stat().st_size:
         with part.open("a") as fh:  # close a line torn by a kill, so new records start clean
             fh.write("\n")
-    todo = ds.filter(lambda r: str(r["id"]) not in done, desc="skipping answered")
+    # Fixed fingerprints: by default `datasets` hashes each function with dill, and answer_batch's
+    # closure reaches the model (~4 s of hashing tensors). Nothing here is read from its cache.
+    todo = ds.filter(lambda r: str(r["id"]) not in done, desc="skipping answered", load_from_cache_file=False,
+                     new_fingerprint=hashlib.sha1(json.dumps(sorted(done)).encode()).hexdigest())
 
     def answer_batch(batch: dict) -> dict:
         answers = generate(list(batch["question"]))
@@ -95,7 +99,8 @@ def batch_answer(
         return {k: [rec[k] for rec in recs] for k in ("answer", "grade")}
 
     if len(todo):
-        todo.map(answer_batch, batched=True, batch_size=batch_size, desc="answering", load_from_cache_file=False)
+        todo.map(answer_batch, batched=True, batch_size=batch_size, desc="answering", load_from_cache_file=False,
+                 new_fingerprint="answered")
     done = read_done(part)
     order = [str(i) for i in ds["id"]]
     result = Dataset.from_list([done[i] for i in order if i in done])

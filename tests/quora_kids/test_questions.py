@@ -44,8 +44,15 @@ def test_parquet_jsonl_and_text_sources(tmp_path):
 
 
 def test_hub_dataset_needs_a_network(monkeypatch, tmp_path):
+    import datasets
+    import huggingface_hub
+
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
+    # Both libraries read the setting when first imported (another test may have imported them):
+    # offline at once, instead of ~20 s of connection retries.
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(QuestionSetError, match="needs a network"):
         load_questions("quora-competitions/quora", {"question": "question1"})
 

@@ -75,3 +75,43 @@ def test_sentences_and_rows(tmp_path):
     (tmp_path / "a.jsonl").write_text('{"text": "x", "label": "safe"}\n\n{"text": "y", "label": "unsafe"}\n')
     assert [r["text"] for r in read_rows([tmp_path / "a.jsonl", tmp_path / "missing.jsonl"])] == ["x", "y"]
     assert safety_model.ANSWER_VOTE == {"C": 4.0, "mix": 0.3}
+
+
+def test_the_regression_part_is_scikit_learns_probability():
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = clusters()
+    e = np.stack([unit(1, 0.2, 0), unit(0.3, 1, 0.1)])
+    ref = LogisticRegression(C=16.0, class_weight="balanced", max_iter=3000).fit(x, y).predict_proba(e)[:, 1]
+    assert NeighbourVote(x, y).regression(e) == pytest.approx(ref, abs=1e-6)  # float32 inputs
+
+
+def test_fitted_models_are_cached_on_disk_and_read_back_alike(tmp_path, monkeypatch):
+    monkeypatch.setenv("STEERING_CACHE", str(tmp_path))
+    x, y = clusters(10)
+    fits = []
+
+    def fit_questions():
+        fits.append("q")
+        return QuestionModel(NeighbourVote(x, y, mix=0.3), x, ["u"] * 10 + ["s"] * 10, 0.42, {"unsafe_refused": 0.9})
+
+    key = safety_model.fit_key("rows", 0, 0.96)
+    first = safety_model.cached_fit("questions", key, fit_questions)
+    again = safety_model.cached_fit("questions", key, fit_questions)
+    assert fits == ["q"] and isinstance(again, QuestionModel)  # the second one came from disk
+    e = np.stack([unit(1, 0.2, 0), unit(0.3, 1, 0.1), unit(0.6, 0.6, 0.5)])
+    assert again.clf.score(e) == pytest.approx(first.clf.score(e), abs=1e-12)
+    assert (again.threshold, again.cv, again.topics, again.clf.mix) == (0.42, {"unsafe_refused": 0.9}, first.topics, 0.3)
+    # An answer model keeps its labels; a different key, a damaged file or STEERING_SAFETY_CACHE=0 refits.
+    t = answer_training_set([{"text": f"r{i}", "topic": "t"} for i in range(20)], y, [], [])
+    answers = safety_model.cached_fit("answers", "k2", lambda: fit_answer_model(first, t, 20, 0, 0.9, 0.99, 0.99, {}))
+    back = safety_model.cached_fit("answers", "k2", lambda: pytest.fail("refitted"))
+    assert back.y.tolist() == answers.y.tolist() and back.threshold == answers.threshold
+    assert safety_model.fit_key("rows", 0, 0.95) != key
+    (path,) = tmp_path.glob("safety/questions-*.npz")
+    path.write_bytes(b"not an npz")
+    safety_model.cached_fit("questions", key, fit_questions)
+    assert fits == ["q", "q"] and safety_model.load_model(path).threshold == 0.42  # rewritten whole
+    monkeypatch.setenv("STEERING_SAFETY_CACHE", "0")
+    safety_model.cached_fit("questions", key, fit_questions)
+    assert fits == ["q", "q", "q"]

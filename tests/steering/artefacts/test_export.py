@@ -246,19 +246,20 @@ def test_kids_checkpoint_served_by_plain_transformers_gives_the_app_answers(tmp_
     assert main(["export", "--profile", str(ROOT / "assets" / "profiles" / "kids.json"), "--out", str(tmp_path / "ckpt")]) == 0
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt").eval()
     tok = AutoTokenizer.from_pretrained(tmp_path / "ckpt")
+    n = 48  # tokens per answer, on both sides (the saved config's other settings apply as saved)
     for prompt in KIDS_PROMPTS[:2]:
         msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         enc = tok.apply_chat_template(msgs, add_generation_prompt=True, return_dict=True, return_tensors="pt")
         with torch.no_grad():
-            ids = plain.generate(**enc)[0, enc["input_ids"].shape[1]:].tolist()
-        [app] = engine.generate([prompt], [weights_for(profile, engine)], system=system, config=GenerationConfig())
+            ids = plain.generate(**enc, max_new_tokens=n)[0, enc["input_ids"].shape[1]:].tolist()
+        [app] = engine.generate([prompt], [weights_for(profile, engine)], system=system, config=GenerationConfig(max_new_tokens=n))
         served = tok.decode(ids, skip_special_tokens=True).strip()
         assert ids[: len(app.token_ids)] == app.token_ids, (prompt, served, app.text)
         assert served == app.text
         assert len(app.token_ids) > 10
         if prompt == KIDS_PROMPTS[0]:  # without the saved penalty the served answer is another one
             with torch.no_grad():
-                raw = plain.generate(**enc, repetition_penalty=1.0)[0, enc["input_ids"].shape[1]:].tolist()
+                raw = plain.generate(**enc, max_new_tokens=n, repetition_penalty=1.0)[0, enc["input_ids"].shape[1]:].tolist()
             assert raw[: len(app.token_ids)] != app.token_ids
 
 
