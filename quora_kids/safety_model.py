@@ -11,6 +11,7 @@ import os
 import random
 import re
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -251,14 +252,44 @@ def cached_fit(name: str, key: str, fit: Callable[[], M]) -> M:
     if folder is None:
         return fit()
     path = folder / f"{name}-{key}.npz"
-    if path.is_file():
-        try:
-            return load_model(path)
-        except Exception as exc:  # a damaged file: refit
-            log.warning("refitting the %s safety classifier: cannot read %s (%s)", name, path, exc)
-    model = fit()
-    try:
-        save_model(model, path)
-    except OSError as exc:
-        log.warning("cannot store the %s safety classifier in %s (%s)", name, folder, exc)
+    model = _read(path, name)
+    if model is not None:
+        return model
+    with _fit_lock(folder, name):  # processes starting together fit once; the others read its file
+        model = _read(path, name)
+        if model is None:
+            model = fit()
+            try:
+                save_model(model, path)
+            except OSError as exc:
+                log.warning("cannot store the %s safety classifier in %s (%s)", name, folder, exc)
     return model
+
+
+def _read(path: Path, name: str):
+    if not path.is_file():
+        return None
+    try:
+        return load_model(path)
+    except Exception as exc:  # a damaged file: refit
+        log.warning("refitting the %s safety classifier: cannot read %s (%s)", name, path, exc)
+        return None
+
+
+@contextmanager
+def _fit_lock(folder: Path, name: str):
+    """An exclusive lock on FOLDER/.NAME.lock (flock; released if the process dies), or none if
+    the folder cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fh = open(folder / f".{name}.lock", "a")
+    except OSError:
+        yield
+        return
+    try:
+        import fcntl
+
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+    finally:
+        fh.close()  # closing releases the lock

@@ -115,3 +115,25 @@ def test_fitted_models_are_cached_on_disk_and_read_back_alike(tmp_path, monkeypa
     monkeypatch.setenv("STEERING_SAFETY_CACHE", "0")
     safety_model.cached_fit("questions", key, fit_questions)
     assert fits == ["q", "q", "q"]
+
+
+def test_callers_starting_together_fit_once(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    monkeypatch.setenv("STEERING_CACHE", str(tmp_path))
+    x, y = clusters(10)
+    fits = []
+
+    def slow_fit():
+        fits.append(1)
+        time.sleep(0.3)
+        return QuestionModel(NeighbourVote(x, y), x, ["t"] * 20, 0.5, {})
+
+    out = []
+    threads = [threading.Thread(target=lambda: out.append(safety_model.cached_fit("questions", "same", slow_fit))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(fits) == 1 and len(out) == 3 and all(m.threshold == 0.5 for m in out)
