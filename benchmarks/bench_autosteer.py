@@ -1,6 +1,7 @@
 """Auto-steering on the default model with the metric judge: held-out scores per condition.
 
-    python benchmarks/bench_autosteer.py [--epochs 6] [--behaviors kids dog ...] [--optimizer gradient|numeric] [--out F] [--json]
+    python benchmarks/bench_autosteer.py [--epochs 6] [--behaviors kids dog ...] [--optimizer gradient|numeric]
+        [--mode auto|steered|prompted_steered] [--out F] [--json]
     python benchmarks/bench_autosteer.py --rejudge F   # judge the held-out answers saved by --out F again (after a judge change)
 
 For each behaviour: held-out score (0-10, metric judge) of unsteered, prompted (behaviour as a
@@ -59,9 +60,9 @@ def batched_vs_sequential(engine, k: int = 4, tokens: int = 48) -> dict:
             "speedup": round(seq / batched, 2)}
 
 
-def run_behaviour(name: str, epochs: int, optimiser: str) -> dict:
+def run_behaviour(name: str, epochs: int, optimiser: str, mode: str = "auto") -> dict:
     """One auto-steer run on the shared runtime: held-out scores, timings, features, answers."""
-    cfg = AutoSteerConfig(behavior=BEHAVIORS[name], prompts=PROMPTS, epochs=epochs, heldout=list(HELDOUT))
+    cfg = AutoSteerConfig(behavior=BEHAVIORS[name], prompts=PROMPTS, epochs=epochs, heldout=list(HELDOUT), mode=mode)
     run = make_autosteer(cfg, optimiser=optimiser)
     epoch_s = []
     final = None
@@ -85,6 +86,7 @@ def run_behaviour(name: str, epochs: int, optimiser: str) -> dict:
         "features": [(f.index, f.source) for f in final.features],
         "total_s": round(time.perf_counter() - t0, 1),
         "mode": final.profile.mode,
+        "trained_on": final.profile.provenance.get("trained_on", "steered"),
         "free_share": final.profile.free_share,
         "degenerate_held_out": {c: sum(degeneration(o).degenerate for o in outs) for c, outs in final.heldout.outputs.items()},
         "held_out_prompts": final.heldout.prompts,
@@ -126,6 +128,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--behaviors", nargs="*", default=list(BEHAVIORS))
     ap.add_argument("--optimizer", default="numeric", choices=["numeric", "gradient"])
+    ap.add_argument("--mode", default="auto", choices=["auto", "steered", "prompted_steered"], help="what the epochs optimise")
     ap.add_argument("--out", default=None, help="also write every held-out answer here (JSON), for reading")
     ap.add_argument("--rejudge", default=None, metavar="F", help="only judge again the held-out answers a --out run saved in F")
     ap.add_argument("--json", action="store_true")
@@ -141,7 +144,7 @@ def main() -> None:
     rt = get_runtime()
     results = {}
     for name in args.behaviors:
-        results[name] = run_behaviour(name, args.epochs, args.optimizer)
+        results[name] = run_behaviour(name, args.epochs, args.optimizer, args.mode)
         if not args.json:
             print(name, json.dumps({k: v for k, v in results[name].items() if k != "held_out_outputs"}), flush=True)
         if args.out:

@@ -58,6 +58,9 @@ def llm_client(base_url: str, model: str, key: str):
     return LLMClient.from_env(base_url.strip(), (model or "").strip() or None, (key or "").strip() or None)
 
 
+ON_PROMPT = " · on top of the behaviour as a system prompt"
+
+
 class Page(AutoSteerView):
     """The run as the tab shows it: (status, log, plot, features, held-out, profile json, profile
     file, learned) for every event. `learned` is this browser session's learned profiles."""
@@ -99,7 +102,8 @@ class Page(AutoSteerView):
                 if event.free_share else "")
         self.log_md = (
             f"### Epoch {event.epoch}: score {event.score:.2f} (best {event.best_score:.2f})\n"
-            f"weights `{event.weights}`{free} · {event.seconds['generate']:.1f}s generating\n\n{answers}\n"
+            f"weights `{event.weights}`{free}{ON_PROMPT if event.condition == 'prompted_steered' else ''}"
+            f" · {event.seconds['generate']:.1f}s generating\n\n{answers}\n"
             f"*Critique:* {html.escape(event.critique)}\n\n---\n" + self.log_md
         )
         return self.out(progress_html(event.epoch, self.cfg.epochs, f"Epoch {event.epoch} of {self.cfg.epochs} done"), pd.DataFrame(self.rows), self.feats_df)

@@ -16,6 +16,12 @@ DEFAULT_HELDOUT = [
 ]
 
 
+# Which answers the epochs optimise: steering alone, steering on top of the behaviour as a system
+# prompt, or "auto": on top of the prompt when the prompt alone beats every screened feature alone
+# (the model already shows the behaviour when asked; steering then has to add to that).
+MODES = ("auto", "steered", "prompted_steered")
+
+
 @dataclass
 class AutoSteerConfig:
     behavior: str
@@ -29,6 +35,7 @@ class AutoSteerConfig:
     heldout: list[str] = field(default_factory=lambda: list(DEFAULT_HELDOUT))
     name: str = ""
     seed: int = 0
+    mode: str = "auto"  # see MODES
 
     def __post_init__(self):
         self.behavior = (self.behavior or "").strip()
@@ -47,6 +54,8 @@ class AutoSteerConfig:
             raise ValueError("give at least one training prompt")
         if any(len(p) > 2000 for p in self.prompts):
             raise ValueError("training prompts must be at most 2000 characters each")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}")
         for name, low, high in (("epochs", 1, 100), ("features", 1, 32), ("screen", 1, 8), ("candidates", 1, 16)):
             if not low <= getattr(self, name) <= high:
                 raise ValueError(f"{name} must be between {low} and {high}")

@@ -61,6 +61,9 @@ class AutoSteer:
         self.client = client  # llm.LLMClient: LLM-written retrieval queries when given
         self.features = list(features) if features else None
         self.answers: retrieval.DistillAnswers | None = None  # shared by retrieval and the gradient optimiser
+        self.prompted: list[str] = []  # the training prompts' answers with the behaviour as a system prompt
+        self.system: str | None = None  # the system prompt the epochs answer with (see choose_mode)
+        self.prompted_score: float | None = None  # the prompted answers' score on the screening prompts
         self.notes: list[str] = []
         self._cancel = threading.Event()
 
@@ -81,8 +84,40 @@ class AutoSteer:
     # ------------------------------------------------------------------ phases
 
     def baseline(self) -> JudgeContext:
-        P = len(self.cfg.prompts)
-        return JudgeContext(self.cfg.behavior, self.cfg.prompts, self._gen(self.cfg.prompts, [None] * P))
+        """Unsteered answers (what the judge compares with), and, unless the mode is "steered",
+        the prompted answers in the same batch."""
+        cfg = self.cfg
+        P = len(cfg.prompts)
+        # Needed to choose the mode after screening (given features are not screened) or to seed
+        # an optimiser that works on top of the prompt.
+        if not (cfg.mode == "prompted_steered" or (cfg.mode == "auto" and self.features is None)):
+            return JudgeContext(cfg.behavior, cfg.prompts, self._gen(cfg.prompts, [None] * P))
+        texts = self._gen(cfg.prompts * 2, [None] * (2 * P), system=[None] * P + [cfg.behavior] * P)
+        self.prompted = texts[P:]
+        return JudgeContext(cfg.behavior, cfg.prompts, texts[:P])
+
+    def choose_mode(self, ctx: JudgeContext, screened: ScreenResult | None) -> str:
+        """Which answers the epochs optimise; sets `self.system` and returns a sentence for the
+        screen. "auto" goes on top of the prompt when the prompted answers, judged on the
+        screening prompts, beat every screened feature alone."""
+        cfg = self.cfg
+        can_compare = screened is not None and bool(screened.scores)
+        if self.prompted and (cfg.mode == "prompted_steered" or (cfg.mode == "auto" and can_compare)):
+            sub = JudgeContext(ctx.behavior, ctx.prompts[:SCREEN_PROMPTS], ctx.baseline[:SCREEN_PROMPTS])
+            self.prompted_score = self._judge_or_zero(sub, self.prompted[:SCREEN_PROMPTS]).score
+        mode, why = cfg.mode, f"mode {cfg.mode} was asked for"
+        if mode == "auto":
+            mode, why = "steered", "no screening to compare with"
+            if can_compare and self.prompted_score is not None:
+                best, prompted = screened.scores[0], self.prompted_score
+                if prompted > best:
+                    mode = "prompted_steered"
+                    why = f"the behaviour as a system prompt scores {prompted:.2f}, the best feature alone {best:.2f}"
+                else:
+                    why = f"the best feature alone scores {best:.2f}, the behaviour as a system prompt {prompted:.2f}"
+        self.system = cfg.behavior if mode == "prompted_steered" else None
+        what = "steering on top of the behaviour as a system prompt" if self.system else "steering alone"
+        return f"optimising {what} ({why})"
 
     def retrieve(self) -> list[FeatureCandidate]:
         cfg = self.cfg
@@ -132,7 +167,13 @@ class AutoSteer:
         if self.answers is None and self.optimiser_factory.needs_answers:
             self.answers = retrieval.distill_answers(self.engine, self.cfg.behavior, self.cfg.prompts[:GRADIENT_PROMPTS], cancel=self._cancel)
         optimiser = self.optimiser_factory(self.features, self.answers)
-        if screened is not None:
+        if self.system is not None:
+            # Screening steered without the prompt: its scores say nothing about steering on top of
+            # it. What the optimiser learns first: the prompt alone (all weights 0) and its score.
+            if self.prompted_score is not None:
+                zero = WeightVector([0.0] * len(self.features))
+                optimiser.observe([Trial(zero, self.prompted_score, "", tuple(self.prompted[:SCREEN_PROMPTS]))])
+        elif screened is not None:
             pos = {c.index: i for i, c in enumerate(self.features)}
             singles = []
             for c, score, critique, outs in zip(screened.candidates, screened.scores, screened.critiques, screened.outputs):
@@ -150,7 +191,7 @@ class AutoSteer:
         vectors = [WeightVector.of(v) for v in optimiser.ask(self.cfg.candidates if optimiser.batched else 1)]
         t1 = time.perf_counter()
         rows = [self._weights(v) for v in vectors for _ in range(P)]
-        texts = self._gen(list(ctx.prompts) * len(vectors), rows)
+        texts = self._gen(list(ctx.prompts) * len(vectors), rows, system=self.system)
         t2 = time.perf_counter()
         per_cand = [texts[i * P : (i + 1) * P] for i in range(len(vectors))]
         judgements = self.judge.judge_many(ctx, per_cand)
@@ -166,6 +207,7 @@ class AutoSteer:
             candidates=len(vectors),
             seconds={"optimise": round(t1 - t0, 2), "generate": round(t2 - t1, 2), "judge": round(t3 - t2, 2)},
             free_share=self.free_share(vectors[i_best]),
+            condition="prompted_steered" if self.system else "steered",
         )
         return result, best
 
@@ -195,10 +237,11 @@ class AutoSteer:
                      screened: ScreenResult | None, optimiser_name: str) -> SteeringProfile:
         cfg = self.cfg
         steer = self._weights(best.weights) if best.found else Steer()
-        # The held-out check decides whether the profile answers with the behaviour as a system prompt too.
-        mode = "steered"
-        if heldout is not None and heldout.scores["prompted_steered"] > heldout.scores["steered"]:
-            mode = "prompted_steered"
+        # The held-out check decides whether the profile answers with the behaviour as a system prompt
+        # too; without one, it answers the way the epochs were judged.
+        mode = "prompted_steered" if self.system else "steered"
+        if heldout is not None:
+            mode = "prompted_steered" if heldout.scores["prompted_steered"] > heldout.scores["steered"] else "steered"
         labels = {f.index: f.label for f in self.features}
         screened_scores = {"screened": {str(c.index): sc for c, sc in zip(screened.candidates, screened.scores)}} if screened else {}
         return make_profile(
@@ -206,6 +249,7 @@ class AutoSteer:
             prompts=cfg.prompts,
             scores=RunScores(history, best.score if history else None, heldout.scores if heldout else None).to_dict(),
             provenance=provenance(self.judge.name, optimiser_name, stopped=stopped,
+                                  trained_on="prompted_steered" if self.system else "steered",
                                   sources={str(f.index): f.source for f in self.features}, notes=self.notes, **screened_scores),
             mode=mode, system_prompt=cfg.behavior,
             free_direction=[round(float(x), 6) for x in steer.free] if steer.free is not None else None,
@@ -223,6 +267,7 @@ class AutoSteer:
                 yield self._nothing_found()
                 return
             raise RuntimeError("no candidate features were found for this behaviour")
+        yield PhaseEvent("mode", self.choose_mode(ctx, screened))
         yield PhaseEvent("seed", f"preparing the optimiser for {len(self.features)} features")
         optimiser = self.seed(screened)
         best = Best(float("-inf"), WeightVector([0.0] * len(self.features)), ctx.baseline, "")

@@ -25,7 +25,7 @@ def four_conditions(prompts: Sequence[str], weights, behavior: str | None) -> tu
 class PhaseEvent:
     """What the loop is doing now (shown by the app and the CLI; not part of --json)."""
 
-    phase: str  # "baseline" | "retrieve" | "screen" | "seed" | "epochs" | "held-out" | "profile"
+    phase: str  # "baseline" | "retrieve" | "screen" | "mode" | "seed" | "epochs" | "held-out" | "profile"
     message: str
 
 
@@ -60,6 +60,7 @@ class EpochResult:
     candidates: int
     seconds: dict[str, float]  # generate / judge / optimise
     free_share: float = 0.0  # share of the steering norm that is not an SAE feature
+    condition: str = "steered"  # "prompted_steered": the answers had the behaviour as a system prompt too
 
     def to_json(self, features: Sequence[FeatureCandidate]) -> dict:
         d = asdict(self)

@@ -35,6 +35,9 @@ def add_autosteer(sub):
                    help="numeric (default): Optuna TPE; gradient: Adam on a prompt-distillation objective; llm: textual gradients")
     p.add_argument("--llm-base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
     p.add_argument("--llm-model", default=None, help="model name at the endpoint (default: $STEERING_LLM_MODEL)")
+    p.add_argument("--mode", choices=["auto", "steered", "prompted_steered"], default="auto",
+                   help="what the epochs optimise: steering alone, steering on top of the behaviour as a system prompt, or auto "
+                        "(on top of the prompt when the prompt alone beats every screened feature alone)")
     p.add_argument("--name", default="")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", default=None)
@@ -48,7 +51,7 @@ def _make_run(args) -> AutoSteer:
         cfg = AutoSteerConfig(
             behavior=args.behavior, prompts=args.prompt, epochs=args.epochs, features=args.features,
             candidates=args.candidates, screen=args.screen, threshold=args.threshold, max_new_tokens=args.max_new_tokens,
-            heldout=args.heldout or list(DEFAULT_HELDOUT), name=args.name, seed=args.seed,
+            heldout=args.heldout or list(DEFAULT_HELDOUT), name=args.name, seed=args.seed, mode=args.mode,
         )
         client = None
         if args.judge == "llm" or args.optimiser == "llm" or args.llm_base_url:
@@ -96,7 +99,8 @@ class Terminal(AutoSteerView):
     def epoch(self, event: EpochResult) -> None:
         self.bar.update(1)
         free = f" + free direction ({event.free_share:.0%} of the norm, not an SAE feature)" if event.free_share else ""
-        self.bar.write(f"epoch {event.epoch}: score {event.score:.2f} (best {event.best_score:.2f}) weights {event.weights}{free}")
+        on = " on top of the behaviour as a system prompt" if event.condition == "prompted_steered" else ""
+        self.bar.write(f"epoch {event.epoch}: score {event.score:.2f} (best {event.best_score:.2f}) weights {event.weights}{free}{on}")
         self.bar.write(f"  critique: {event.critique}")
         for prompt, text in zip(self.cfg.prompts, event.outputs):
             self.bar.write(f"  [{prompt[:40]}] {text[:200]!r}")

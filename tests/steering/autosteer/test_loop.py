@@ -106,7 +106,7 @@ def test_screening_keeps_the_candidates_that_score_best_alone(tiny_runtime, monk
     calls = []
     real = tiny_runtime.engine.generate
     monkeypatch.setattr(tiny_runtime.engine, "generate", lambda p, w=None, **kw: calls.append(list(w or [])) or real(p, w, **kw))
-    cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi", "Hello"], max_new_tokens=4, epochs=1, features=2, screen=2, candidates=1, heldout=[])
+    cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi", "Hello"], max_new_tokens=4, epochs=1, features=2, screen=2, candidates=1, heldout=[], mode="steered")
     opt = NumericOptimiser(2, seed=0)
     # Screening scores (pool order): 1, 5, 3, 0 -> keep 7 then 11. Then one epoch with one candidate.
     judge = ScriptedJudge([1.0, 5.0, 3.0, 0.0, 2.0])
@@ -152,7 +152,7 @@ def test_screening_chunks_rows_and_uses_at_most_four_prompts(tiny_runtime, monke
     calls = []
     _spy_generate(monkeypatch, tiny_runtime.engine, calls)
     prompts = ["a?", "b?", "c?", "d?", "e?", "f?"]
-    cfg = AutoSteerConfig(behavior="b", prompts=prompts, max_new_tokens=3, epochs=1, features=2, screen=2, candidates=1, heldout=[])
+    cfg = AutoSteerConfig(behavior="b", prompts=prompts, max_new_tokens=3, epochs=1, features=2, screen=2, candidates=1, heldout=[], mode="steered")
     judge = ScriptedJudge([1.0, 2.0, 3.0, 0.0])
     events = events_of(AutoSteer(tiny_runtime, cfg, judge, Given(lambda c, answers=None: NumericOptimiser(2, seed=0)), features=None))
     screen = events[0]
@@ -168,7 +168,7 @@ def test_cancel_during_screening_stops_before_any_epoch(tiny_runtime, monkeypatc
     _no_distill(monkeypatch)
     monkeypatch.setattr(retrieve_mod, "retrieve", lambda *a, **kw: [FeatureCandidate(i, "", "semantic", 1.0, 1.0) for i in range(4)])
     monkeypatch.setattr(autosteer_mod, "SCREEN_BATCH", 2)
-    cfg = AutoSteerConfig(behavior="b", prompts=["Hi"], max_new_tokens=3, epochs=3, features=2, screen=2, heldout=["Why?"])
+    cfg = AutoSteerConfig(behavior="b", prompts=["Hi"], max_new_tokens=3, epochs=3, features=2, screen=2, heldout=["Why?"], mode="steered")
     judge = ScriptedJudge([1.0] * 20)
     loop = AutoSteer(tiny_runtime, cfg, judge, Given(lambda c, answers=None: NumericOptimiser(2, seed=0)), features=None)
     calls = []
@@ -199,7 +199,7 @@ class FlakyJudge(Judge):
 def test_screening_survives_a_judge_that_fails_on_one_candidate(tiny_runtime, monkeypatch):
     _no_distill(monkeypatch)
     monkeypatch.setattr(retrieve_mod, "retrieve", lambda *a, **kw: [FeatureCandidate(i, "", "semantic", 1.0, 1.0) for i in (4, 5, 6)])
-    cfg = AutoSteerConfig(behavior="b", prompts=["Hi"], max_new_tokens=3, epochs=1, features=2, screen=2, candidates=1, heldout=[])
+    cfg = AutoSteerConfig(behavior="b", prompts=["Hi"], max_new_tokens=3, epochs=1, features=2, screen=2, candidates=1, heldout=[], mode="steered")
     events = events_of(AutoSteer(tiny_runtime, cfg, FlakyJudge([2.0, None, 1.0, 3.0]), Given(lambda c, answers=None: NumericOptimiser(2, seed=0)), features=None))
     screen = events[0]
     assert [c.index for c in screen.candidates] == [4, 6, 5] and screen.scores == [2.0, 1.0, 0.0]
@@ -283,3 +283,67 @@ def test_make_profile_answers_with_the_prompt_too_only_when_that_scored_better(t
     assert loop.make_profile(best, [6.0], _held(3.0, 5.0), "epochs", None, "list").mode == "steered"
     none_found = loop.make_profile(Best(float("-inf"), WeightVector([0.0, 0.0]), [], ""), [], None, "cancelled", None, "list")
     assert none_found.weights() == {} and none_found.scores["best"] is None and none_found.mode == "steered"
+
+
+class Observing(ListOptimiser):
+    def __init__(self, proposals):
+        super().__init__(proposals)
+        self.observed = []
+
+    def observe(self, trials):
+        self.observed.extend(trials)
+
+
+def _auto_run(tiny_runtime, monkeypatch, scores):
+    """features=1 from a pool of 2 (screened), one epoch; records each generate's system prompts."""
+    _no_distill(monkeypatch)
+    pool = [FeatureCandidate(3, "three", "semantic", 1.0, 1.0), FeatureCandidate(7, "seven", "semantic", -1.0, 1.0)]
+    monkeypatch.setattr(retrieve_mod, "retrieve", lambda *a, **kw: pool)
+    systems = []
+    real = tiny_runtime.engine.generate
+
+    def spy(prompts, weights=None, **kw):
+        systems.append(kw.get("system"))
+        return real(prompts, weights, **kw)
+
+    monkeypatch.setattr(tiny_runtime.engine, "generate", spy)
+    cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi", "Hello"], max_new_tokens=4, epochs=1, features=1, screen=2,
+                          candidates=1, heldout=[])
+    opt = Observing([[0.4]])
+    judge = ScriptedJudge(scores)
+    events = list(AutoSteer(tiny_runtime, cfg, judge, Given(lambda c, answers=None: opt), features=None).run())
+    mode = next(e for e in events if isinstance(e, PhaseEvent) and e.phase == "mode")
+    return events, mode, systems, opt, judge
+
+
+def test_auto_mode_steers_on_top_of_the_prompt_when_the_prompt_alone_beats_every_feature(tiny_runtime, monkeypatch):
+    # Screening scores 1 and 2, the prompted answers 4, then the epoch 3.
+    events, mode, systems, opt, judge = _auto_run(tiny_runtime, monkeypatch, [1.0, 2.0, 4.0, 3.0])
+    b = "Behave like a dog"
+    assert "on top of the behaviour as a system prompt" in mode.message and "4.00" in mode.message
+    # The baseline batch holds the prompted answers too; the screening steers alone; the epoch answers with the prompt.
+    assert systems[0] == [None, None, b, b] and systems[1] is None and systems[2] == b
+    epoch = next(e for e in events if isinstance(e, EpochResult))
+    final = events[-1]
+    assert epoch.condition == "prompted_steered" and epoch.to_json(final.features)["condition"] == "prompted_steered"
+    assert final.profile.mode == "prompted_steered" and final.profile.provenance["trained_on"] == "prompted_steered"
+    # The optimiser learnt the prompt alone (all weights 0) and its score, not the steered-alone screening.
+    assert [(list(t.weights), t.score) for t in opt.observed] == [([0.0], 4.0)]
+    ctx, cands = judge.calls[1]  # the prompted answers, judged against the unsteered ones
+    assert len(cands) == 1 and len(cands[0]) == 2 and ctx.baseline == judge.calls[0][0].baseline
+
+
+def test_auto_mode_steers_alone_when_a_feature_alone_beats_the_prompt(tiny_runtime, monkeypatch):
+    events, mode, systems, opt, _ = _auto_run(tiny_runtime, monkeypatch, [1.0, 5.0, 2.0, 3.0])
+    assert "optimising steering alone" in mode.message and "5.00" in mode.message
+    assert systems[2] is None
+    epoch = next(e for e in events if isinstance(e, EpochResult))
+    assert epoch.condition == "steered" and events[-1].profile.provenance["trained_on"] == "steered"
+    assert [(list(t.weights), t.score) for t in opt.observed] == [([-SCREEN_WEIGHT], 5.0)]  # feature 7 alone
+
+
+def test_mode_is_checked():
+    import pytest
+
+    with pytest.raises(ValueError, match="mode must be one of"):
+        AutoSteerConfig(behavior="b", prompts=["Hi"], mode="both")
