@@ -40,7 +40,7 @@ def _run_settings(c: SimpleNamespace) -> None:
     c.prompts = gr.Textbox(label="Training prompts (one per line)", lines=3, value="Why is the sky blue?\nHow do plants grow?", elem_id="prompts")
     with gr.Row():
         c.epochs = gr.Slider(1, 20, value=6, step=1, label="Epochs")
-        c.n_feats = gr.Slider(1, 10, value=5, step=1, label="Features")
+        c.n_feats = gr.Slider(1, 10, value=5, step=1, label="Features", elem_id="n-features")
         c.threshold = gr.Slider(1, 10, value=7, step=0.5, label="Stop early at score", elem_id="threshold")
     with gr.Row():
         c.judge = gr.Radio(["metric", "llm"], value="metric", label="Judge", info="metric works offline")

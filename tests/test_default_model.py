@@ -119,7 +119,7 @@ def test_exported_checkpoint_matches_hooked_default_model(rt, tmp_path):
 def test_autosteer_cli_json_lines(tmp_path):
     out = tmp_path / "dog.json"
     res = run_cli("-m", "steering", "autosteer", "--behavior", "Behave like a dog", "--prompt", "What is your favourite food?",
-                  "--epochs", "2", "--features", "3", "--candidates", "2", "--max-new-tokens", "24",
+                  "--epochs", "2", "--features", "3", "--screen", "2", "--candidates", "2", "--max-new-tokens", "24",
                   "--heldout", "Why is the ocean salty?", "--threshold", "11", "--out", str(out), "--json")
     assert res.returncode == 0, res.stderr[-2000:]
     lines = [json.loads(l) for l in res.stdout.strip().splitlines()]
@@ -141,9 +141,9 @@ def test_autosteer_cli_json_lines(tmp_path):
     assert prof.provenance["optimiser"] == "numeric" and final["mode"] == prof.mode
     better = max(("steered", "prompted_steered"), key=lambda c: final["held_out"][c])
     assert prof.mode == better or final["held_out"]["steered"] == final["held_out"]["prompted_steered"]
-    # Screening: up to 3 x 6 retrieved candidates, best first; the kept 3 are the profile's features.
+    # Screening: up to 3 x 2 retrieved candidates, best first; the kept 3 are the profile's features.
     screened = final["screened"]
-    assert 3 < len(screened) <= 18 and len({c["index"] for c in screened}) == len(screened)
+    assert 3 < len(screened) <= 6 and len({c["index"] for c in screened}) == len(screened)
     assert [c["score"] for c in screened] == sorted((c["score"] for c in screened), reverse=True)
     assert [f.index for f in prof.features] == [c["index"] for c in screened[:3]]
 

@@ -9,6 +9,7 @@ Screening: retrieval proposes `features x screen` candidates; each is tried alon
 `SCREEN_WEIGHT` (its suggested sign) on the training prompts, in batched generates, and the
 judge's best `features` go on to the loop. Labels and activation differences say what a latent is
 about; only steering with it says whether it moves the answers the right way without derailing them.
+Then the epochs optimise steering alone or on top of the behaviour as a system prompt (`mode.py`).
 """
 
 from __future__ import annotations
@@ -18,18 +19,19 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
-from ..artefacts.bind import make_profile
-from ..artefacts.profile import SteeringProfile, provenance
+from ..artefacts.profile import SteeringProfile
 from ..runtime.basis import Steer
 from ..runtime.engine import GenerationConfig
 from ..runtime.shared import Runtime
 from ..sae.index import FeatureIndex
+from . import finish
 from . import retrieve as retrieval
 from .config import AutoSteerConfig
 from .judges import Judge, JudgeContext, JudgeError, Judgement
+from .mode import decide
 from .objective import free_share
 from .optimisers import Optimiser, OptimiserFactory, Trial, WeightVector
-from .results import CONDITIONS, Best, EpochResult, FinalResult, HeldOutResult, PhaseEvent, RunScores, ScreenResult, four_conditions
+from .results import Best, EpochResult, FinalResult, HeldOutResult, PhaseEvent, ScreenResult
 from .retrieve import FeatureCandidate, probe_prompts
 
 log = logging.getLogger(__name__)
@@ -74,11 +76,11 @@ class AutoSteer:
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
-    def _gen(self, prompts: list[str], weights: list, system=None) -> list[str]:
+    def gen(self, prompts: list[str], weights: list, system=None) -> list[str]:
         cfg = GenerationConfig(max_new_tokens=self.cfg.max_new_tokens)
         return [g.text for g in self.engine.generate(prompts, weights, system=system, config=cfg, cancel=self._cancel)]
 
-    def _weights(self, vec: Sequence[float]) -> Steer:
+    def steer_of(self, vec: Sequence[float]) -> Steer:
         return Steer({f.index: float(w) for f, w in zip(self.features, vec)}, WeightVector.of(vec).free)
 
     # ------------------------------------------------------------------ phases
@@ -91,33 +93,23 @@ class AutoSteer:
         # Needed to choose the mode after screening (given features are not screened) or to seed
         # an optimiser that works on top of the prompt.
         if not (cfg.mode == "prompted_steered" or (cfg.mode == "auto" and self.features is None)):
-            return JudgeContext(cfg.behavior, cfg.prompts, self._gen(cfg.prompts, [None] * P))
-        texts = self._gen(cfg.prompts * 2, [None] * (2 * P), system=[None] * P + [cfg.behavior] * P)
+            return JudgeContext(cfg.behavior, cfg.prompts, self.gen(cfg.prompts, [None] * P))
+        texts = self.gen(cfg.prompts * 2, [None] * (2 * P), system=[None] * P + [cfg.behavior] * P)
         self.prompted = texts[P:]
         return JudgeContext(cfg.behavior, cfg.prompts, texts[:P])
 
     def choose_mode(self, ctx: JudgeContext, screened: ScreenResult | None) -> str:
-        """Which answers the epochs optimise; sets `self.system` and returns a sentence for the
-        screen. "auto" goes on top of the prompt when the prompted answers, judged on the
-        screening prompts, beat every screened feature alone."""
+        """Which answers the epochs optimise (see `mode.decide`); sets `self.system` and returns a
+        sentence for the screen. Judges the prompted answers on the screening prompts when the
+        decision or the optimiser's first observation needs them."""
         cfg = self.cfg
-        can_compare = screened is not None and bool(screened.scores)
-        if self.prompted and (cfg.mode == "prompted_steered" or (cfg.mode == "auto" and can_compare)):
+        best_alone = screened.scores[0] if screened is not None and screened.scores else None
+        if self.prompted and (cfg.mode == "prompted_steered" or (cfg.mode == "auto" and best_alone is not None)):
             sub = JudgeContext(ctx.behavior, ctx.prompts[:SCREEN_PROMPTS], ctx.baseline[:SCREEN_PROMPTS])
             self.prompted_score = self._judge_or_zero(sub, self.prompted[:SCREEN_PROMPTS]).score
-        mode, why = cfg.mode, f"mode {cfg.mode} was asked for"
-        if mode == "auto":
-            mode, why = "steered", "no screening to compare with"
-            if can_compare and self.prompted_score is not None:
-                best, prompted = screened.scores[0], self.prompted_score
-                if prompted > best:
-                    mode = "prompted_steered"
-                    why = f"the behaviour as a system prompt scores {prompted:.2f}, the best feature alone {best:.2f}"
-                else:
-                    why = f"the best feature alone scores {best:.2f}, the behaviour as a system prompt {prompted:.2f}"
+        mode, why = decide(cfg.mode, self.prompted_score, best_alone)
         self.system = cfg.behavior if mode == "prompted_steered" else None
-        what = "steering on top of the behaviour as a system prompt" if self.system else "steering alone"
-        return f"optimising {what} ({why})"
+        return why
 
     def retrieve(self) -> list[FeatureCandidate]:
         cfg = self.cfg
@@ -142,7 +134,7 @@ class AutoSteer:
         for start in range(0, len(rows), SCREEN_BATCH):  # bounded memory for large pools
             if self.cancelled:
                 return None
-            texts += self._gen(prompts[start : start + SCREEN_BATCH], rows[start : start + SCREEN_BATCH])
+            texts += self.gen(prompts[start : start + SCREEN_BATCH], rows[start : start + SCREEN_BATCH])
         if self.cancelled:
             return None
         per_cand = [texts[i * P : (i + 1) * P] for i in range(len(pool))]
@@ -190,8 +182,8 @@ class AutoSteer:
         t0 = time.perf_counter()
         vectors = [WeightVector.of(v) for v in optimiser.ask(self.cfg.candidates if optimiser.batched else 1)]
         t1 = time.perf_counter()
-        rows = [self._weights(v) for v in vectors for _ in range(P)]
-        texts = self._gen(list(ctx.prompts) * len(vectors), rows, system=self.system)
+        rows = [self.steer_of(v) for v in vectors for _ in range(P)]
+        texts = self.gen(list(ctx.prompts) * len(vectors), rows, system=self.system)
         t2 = time.perf_counter()
         per_cand = [texts[i * P : (i + 1) * P] for i in range(len(vectors))]
         judgements = self.judge.judge_many(ctx, per_cand)
@@ -220,41 +212,11 @@ class AutoSteer:
 
     def heldout_check(self, weights: Steer) -> HeldOutResult:
         """Four conditions on prompts never trained on, in one batched generate."""
-        H = list(self.cfg.heldout)
-        b = self.cfg.behavior
-        n = len(H)
-        prompts, rows, systems = four_conditions(H, weights, b)
-        texts = self._gen(prompts, rows, system=systems)
-        outs = {c: texts[i * n : (i + 1) * n] for i, c in enumerate(CONDITIONS)}
-        ctx = JudgeContext(b, H, outs["unsteered"])
-        js = self.judge.judge_many(ctx, [outs[c] for c in CONDITIONS])
-        return HeldOutResult(
-            H, {c: j.score for c, j in zip(CONDITIONS, js)}, outs, {c: j.critique for c, j in zip(CONDITIONS, js)},
-            {c: j.parts for c, j in zip(CONDITIONS, js)},
-        )
+        return finish.heldout_check(self, weights)
 
     def make_profile(self, best: Best, history: list[float], heldout: HeldOutResult | None, stopped: str,
                      screened: ScreenResult | None, optimiser_name: str) -> SteeringProfile:
-        cfg = self.cfg
-        steer = self._weights(best.weights) if best.found else Steer()
-        # The held-out check decides whether the profile answers with the behaviour as a system prompt
-        # too; without one, it answers the way the epochs were judged.
-        mode = "prompted_steered" if self.system else "steered"
-        if heldout is not None:
-            mode = "prompted_steered" if heldout.scores["prompted_steered"] > heldout.scores["steered"] else "steered"
-        labels = {f.index: f.label for f in self.features}
-        screened_scores = {"screened": {str(c.index): sc for c, sc in zip(screened.candidates, screened.scores)}} if screened else {}
-        return make_profile(
-            self.rt, cfg.name, cfg.behavior, {i: round(w, 4) for i, w in steer.items()}, labels,
-            prompts=cfg.prompts,
-            scores=RunScores(history, best.score if history else None, heldout.scores if heldout else None).to_dict(),
-            provenance=provenance(self.judge.name, optimiser_name, stopped=stopped,
-                                  trained_on="prompted_steered" if self.system else "steered",
-                                  sources={str(f.index): f.source for f in self.features}, notes=self.notes, **screened_scores),
-            mode=mode, system_prompt=cfg.behavior,
-            free_direction=[round(float(x), 6) for x in steer.free] if steer.free is not None else None,
-            free_share=self.free_share(best.weights),
-        )
+        return finish.run_profile(self, best, history, heldout, stopped, screened, optimiser_name)
 
     # ------------------------------------------------------------------ the run
 
@@ -264,7 +226,7 @@ class AutoSteer:
         screened = yield from self._choose_features(ctx)
         if not self.features:
             if self.cancelled:
-                yield self._nothing_found()
+                yield finish.nothing_found(self)
                 return
             raise RuntimeError("no candidate features were found for this behaviour")
         yield PhaseEvent("mode", self.choose_mode(ctx, screened))
@@ -293,13 +255,6 @@ class AutoSteer:
                 pool = screened.candidates
         self.features = pool[: self.cfg.features]
         return screened
-
-    def _nothing_found(self) -> FinalResult:
-        """Cancelled before any feature was kept: an empty profile."""
-        cfg = self.cfg
-        profile = make_profile(self.rt, cfg.name, cfg.behavior, {}, prompts=cfg.prompts, scores=RunScores().to_dict(),
-                               provenance=provenance(self.judge.name, stopped="cancelled"))
-        return FinalResult(profile, [], None, "cancelled")
 
     def _epochs(self, optimiser: Optimiser, ctx: JudgeContext, best: Best, history: list[float]) -> Iterator[Event]:
         """Every epoch until the threshold, the last epoch, a cancel or a failure; returns
@@ -332,7 +287,7 @@ class AutoSteer:
             return None
         yield PhaseEvent("held-out", f"checking on {len(cfg.heldout)} prompts it never saw: unsteered, prompted, steered, prompted + steered")
         try:
-            heldout = self.heldout_check(self._weights(best.weights))
+            heldout = self.heldout_check(self.steer_of(best.weights))
         except Exception as exc:  # noqa: BLE001
             if not self.cancelled:
                 self.notes.append(f"held-out check failed: {exc}")

@@ -68,6 +68,10 @@ def test_autosteer_tab_shows_epoch_one_then_stops(page):
     page.locator("#threshold input[type=number]").fill("10")
     page.locator("#threshold input[type=number]").press("Enter")
     assert page.locator("#threshold input[type=number]").input_value() == "10"
+    # Two features (2 x 6 candidates to screen instead of 5 x 6): the run reaches epoch 1 sooner.
+    page.locator("#n-features input[type=number]").fill("2")
+    page.locator("#n-features input[type=number]").press("Enter")
+    assert page.locator("#n-features input[type=number]").input_value() == "2"
     page.locator("#start").click()
     page.get_by_text("Epoch 1:", exact=False).first.wait_for(timeout=300_000)
     page.locator("#stop").click()

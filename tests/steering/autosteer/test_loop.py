@@ -262,7 +262,7 @@ def test_epoch_alone_keeps_the_better_best(tiny_runtime):
 def test_heldout_check_alone_judges_the_four_conditions_in_one_call(tiny_runtime):
     judge = ScriptedJudge([1.0, 2.0, 3.0, 4.0])
     loop = _loop(tiny_runtime, judge)
-    held = loop.heldout_check(loop._weights([0.5, -0.5]))
+    held = loop.heldout_check(loop.steer_of([0.5, -0.5]))
     assert held.scores == {"unsteered": 1.0, "prompted": 2.0, "steered": 3.0, "prompted_steered": 4.0}
     assert len(judge.calls) == 1 and len(judge.calls[0][1]) == 4
     plain = [g.text for g in tiny_runtime.engine.generate(["Why?", "How?"], config=GenerationConfig(max_new_tokens=4))]
@@ -285,7 +285,9 @@ def test_make_profile_answers_with_the_prompt_too_only_when_that_scored_better(t
     assert none_found.weights() == {} and none_found.scores["best"] is None and none_found.mode == "steered"
 
 
-class Observing(ListOptimiser):
+class ObservingList(ListOptimiser):
+    """Proposes the given vectors and records what it observes."""
+
     def __init__(self, proposals):
         super().__init__(proposals)
         self.observed = []
@@ -309,7 +311,7 @@ def _auto_run(tiny_runtime, monkeypatch, scores):
     monkeypatch.setattr(tiny_runtime.engine, "generate", spy)
     cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi", "Hello"], max_new_tokens=4, epochs=1, features=1, screen=2,
                           candidates=1, heldout=[])
-    opt = Observing([[0.4]])
+    opt = ObservingList([[0.4]])
     judge = ScriptedJudge(scores)
     events = list(AutoSteer(tiny_runtime, cfg, judge, Given(lambda c, answers=None: opt), features=None).run())
     mode = next(e for e in events if isinstance(e, PhaseEvent) and e.phase == "mode")
@@ -347,3 +349,12 @@ def test_mode_is_checked():
 
     with pytest.raises(ValueError, match="mode must be one of"):
         AutoSteerConfig(behavior="b", prompts=["Hi"], mode="both")
+
+
+def test_decide_without_a_comparison_steers_alone_and_a_forced_mode_stays():
+    from steering.autosteer.mode import decide
+
+    assert decide("auto", None, 3.0)[0] == "steered" and "no screening" in decide("auto", 2.0, None)[1]
+    assert decide("auto", 2.0, 2.0)[0] == "steered"  # a tie keeps steering alone
+    assert decide("prompted_steered", None, None)[0] == "prompted_steered"
+    assert decide("steered", 9.0, 1.0)[0] == "steered"

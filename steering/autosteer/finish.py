@@ -1,0 +1,61 @@
+"""The end of an auto-steer run: the held-out check of the best weights and the profile it saves.
+
+`run` is the `loop.AutoSteer` being finished (not imported here: the loop imports this module)."""
+
+from __future__ import annotations
+
+from ..artefacts.bind import make_profile
+from ..artefacts.profile import SteeringProfile, provenance
+from ..runtime.basis import Steer
+from .judges import JudgeContext
+from .results import CONDITIONS, Best, FinalResult, HeldOutResult, RunScores, ScreenResult, four_conditions
+
+
+def heldout_check(run, weights: Steer) -> HeldOutResult:
+    """Four conditions on prompts never trained on, in one batched generate."""
+    H = list(run.cfg.heldout)
+    b = run.cfg.behavior
+    n = len(H)
+    prompts, rows, systems = four_conditions(H, weights, b)
+    texts = run.gen(prompts, rows, system=systems)
+    outs = {c: texts[i * n : (i + 1) * n] for i, c in enumerate(CONDITIONS)}
+    ctx = JudgeContext(b, H, outs["unsteered"])
+    js = run.judge.judge_many(ctx, [outs[c] for c in CONDITIONS])
+    return HeldOutResult(
+        H, {c: j.score for c, j in zip(CONDITIONS, js)}, outs, {c: j.critique for c, j in zip(CONDITIONS, js)},
+        {c: j.parts for c, j in zip(CONDITIONS, js)},
+    )
+
+
+def run_profile(run, best: Best, history: list[float], heldout: HeldOutResult | None, stopped: str,
+                screened: ScreenResult | None, optimiser_name: str) -> SteeringProfile:
+    """The run's profile: the best weights, its scores, where each feature came from, and the
+    answering mode."""
+    cfg = run.cfg
+    steer = run.steer_of(best.weights) if best.found else Steer()
+    # The held-out check decides whether the profile answers with the behaviour as a system prompt
+    # too; without one, it answers the way the epochs were judged.
+    mode = "prompted_steered" if run.system else "steered"
+    if heldout is not None:
+        mode = "prompted_steered" if heldout.scores["prompted_steered"] > heldout.scores["steered"] else "steered"
+    labels = {f.index: f.label for f in run.features}
+    screened_scores = {"screened": {str(c.index): sc for c, sc in zip(screened.candidates, screened.scores)}} if screened else {}
+    return make_profile(
+        run.rt, cfg.name, cfg.behavior, {i: round(w, 4) for i, w in steer.items()}, labels,
+        prompts=cfg.prompts,
+        scores=RunScores(history, best.score if history else None, heldout.scores if heldout else None).to_dict(),
+        provenance=provenance(run.judge.name, optimiser_name, stopped=stopped,
+                              trained_on="prompted_steered" if run.system else "steered",
+                              sources={str(f.index): f.source for f in run.features}, notes=run.notes, **screened_scores),
+        mode=mode, system_prompt=cfg.behavior,
+        free_direction=[round(float(x), 6) for x in steer.free] if steer.free is not None else None,
+        free_share=run.free_share(best.weights),
+    )
+
+
+def nothing_found(run) -> FinalResult:
+    """Cancelled before any feature was kept: an empty profile."""
+    cfg = run.cfg
+    profile = make_profile(run.rt, cfg.name, cfg.behavior, {}, prompts=cfg.prompts, scores=RunScores().to_dict(),
+                           provenance=provenance(run.judge.name, stopped="cancelled"))
+    return FinalResult(profile, [], None, "cancelled")
