@@ -92,8 +92,8 @@ KIDS_PROMPTS := --prompt "Why is the sky blue?" --prompt "How do plants grow?" -
   --prompt "Why do cats have whiskers?" --prompt "Why do we get hiccups?" --prompt "What is a museum for?" --prompt "How do trains stay on the tracks?"
 DOG_PROMPTS := --prompt "What is your favourite food?" --prompt "How was your day?" --prompt "What do you do at the weekend?" \
   --prompt "Tell me about your family."
-profiles: setup
+profiles: setup  # the recipe of the shipped profiles (numeric optimiser, steering alone; see the README)
 	$(PY) -m steering autosteer --behavior "$(KIDS_BEHAVIOR)" $(KIDS_PROMPTS) --max-new-tokens 96 \
-	  --epochs 10 --name kids --out assets/profiles/kids.json
+	  --epochs 10 --optimizer numeric --mode steered --name kids --out assets/profiles/kids.json
 	$(PY) -m steering autosteer --behavior "Behave like a dog" $(DOG_PROMPTS) \
-	  --epochs 10 --name dog --out assets/profiles/dog.json
+	  --epochs 10 --optimizer numeric --mode steered --name dog --out assets/profiles/dog.json

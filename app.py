@@ -44,7 +44,7 @@ def _run_settings(c: SimpleNamespace) -> None:
         c.threshold = gr.Slider(1, 10, value=7, step=0.5, label="Stop early at score", elem_id="threshold")
     with gr.Row():
         c.judge = gr.Radio(["metric", "llm"], value="metric", label="Judge", info="metric works offline")
-        c.optim = gr.Radio(["numeric", "gradient", "llm"], value="numeric", label="Optimiser", info="numeric and gradient work offline; llm needs an endpoint")
+        c.optim = gr.Radio(["gradient", "numeric", "llm"], value="gradient", label="Optimiser", info="gradient and numeric work offline; llm needs an endpoint")
     with gr.Accordion("LLM endpoint (optional, OpenAI-compatible)", open=False):
         c.base_url = gr.Textbox(label="Base URL", placeholder="http://localhost:8000/v1")
         c.model = gr.Textbox(label="Model", placeholder="gpt-4o-mini")

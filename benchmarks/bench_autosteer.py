@@ -127,7 +127,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--behaviors", nargs="*", default=list(BEHAVIORS))
-    ap.add_argument("--optimizer", default="numeric", choices=["numeric", "gradient"])
+    ap.add_argument("--optimizer", default="gradient", choices=["gradient", "numeric"])
     ap.add_argument("--mode", default="auto", choices=["auto", "steered", "prompted_steered"], help="what the epochs optimise")
     ap.add_argument("--out", default=None, help="also write every held-out answer here (JSON), for reading")
     ap.add_argument("--rejudge", default=None, metavar="F", help="only judge again the held-out answers a --out run saved in F")

@@ -137,8 +137,8 @@ def test_autosteer_cli_json_lines(tmp_path):
     outs = final["held_out_outputs"]
     assert set(outs) == set(final["held_out"]) and all(len(v) == 1 and isinstance(v[0], str) for v in outs.values())
     assert outs["unsteered"] != outs["prompted"]  # the system prompt changes the answer
-    # The default optimiser is the numeric one; the held-out check picked the answering mode.
-    assert prof.provenance["optimiser"] == "numeric" and final["mode"] == prof.mode
+    # The default optimiser is the gradient one; the held-out check picked the answering mode.
+    assert prof.provenance["optimiser"] == "gradient" and final["mode"] == prof.mode
     better = max(("steered", "prompted_steered"), key=lambda c: final["held_out"][c])
     assert prof.mode == better or final["held_out"]["steered"] == final["held_out"]["prompted_steered"]
     # Screening: up to 3 x 2 retrieved candidates, best first; the kept 3 are the profile's features.

@@ -26,7 +26,7 @@ MODES = ("auto", "steered", "prompted_steered")
 class AutoSteerConfig:
     behavior: str
     prompts: list[str]
-    epochs: int = 8
+    epochs: int = 6
     features: int = 5
     screen: int = 6  # retrieve features x screen candidates, keep the best `features` (1 = no screening)
     candidates: int = 4  # weight vectors per epoch (numeric optimiser)

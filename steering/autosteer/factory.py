@@ -57,7 +57,7 @@ def make_judge(judge: str, engine: SteeringEngine, client: LLMClient | None = No
     return FallbackJudge(LLMJudge(client), metric) if judge == "llm" else metric
 
 
-def make_autosteer(config: AutoSteerConfig, judge: str = "metric", optimiser: str = "numeric", client: LLMClient | None = None,
+def make_autosteer(config: AutoSteerConfig, judge: str = "metric", optimiser: str = "gradient", client: LLMClient | None = None,
                    preset: str | None = None, features: Sequence[FeatureCandidate] | None = None) -> AutoSteer:
     """An AutoSteer on the shared runtime with the named judge and optimiser.
 

@@ -23,7 +23,7 @@ def add_autosteer(sub):
     p.add_argument("--behavior", required=True, help='e.g. "Explain things in a way that children can understand"')
     p.add_argument("--prompt", action="append", required=True, help="training prompt (repeat for several)")
     p.add_argument("--heldout", action="append", default=None, help="held-out prompt (repeat); default: a built-in set")
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--features", type=int, default=5)
     p.add_argument("--screen", type=int, default=6, help="retrieve FEATURES x SCREEN candidates and keep those that score best alone")
     p.add_argument("--candidates", type=int, default=4, help="weight vectors per epoch (numeric optimiser)")
@@ -31,8 +31,8 @@ def add_autosteer(sub):
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--judge", choices=list(JUDGES), default="metric",
                    help="metric: offline; llm: an OpenAI-compatible endpoint (falls back to metric for any answer it cannot score)")
-    p.add_argument("--optimizer", "--optimiser", dest="optimiser", choices=["numeric", "gradient", "llm"], default="numeric",
-                   help="numeric (default): Optuna TPE; gradient: Adam on a prompt-distillation objective; llm: textual gradients")
+    p.add_argument("--optimizer", "--optimiser", dest="optimiser", choices=["gradient", "numeric", "llm"], default="gradient",
+                   help="gradient (default): Adam on a prompt-distillation objective; numeric: Optuna TPE; llm: textual gradients")
     p.add_argument("--llm-base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
     p.add_argument("--llm-model", default=None, help="model name at the endpoint (default: $STEERING_LLM_MODEL)")
     p.add_argument("--mode", choices=["auto", "steered", "prompted_steered"], default="auto",
