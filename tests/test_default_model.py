@@ -119,7 +119,7 @@ def test_exported_checkpoint_matches_hooked_default_model(rt, tmp_path):
 def test_autosteer_cli_json_lines(tmp_path):
     out = tmp_path / "dog.json"
     res = run_cli("-m", "steering", "autosteer", "--behavior", "Behave like a dog", "--prompt", "What is your favourite food?",
-                  "--epochs", "2", "--features", "3", "--screen", "2", "--candidates", "2", "--max-new-tokens", "24",
+                  "--epochs", "2", "--features", "3", "--screen", "2", "--candidates", "2", "--max-new-tokens", "24", "--optimizer", "numeric",
                   "--heldout", "Why is the ocean salty?", "--threshold", "11", "--out", str(out), "--json")
     assert res.returncode == 0, res.stderr[-2000:]
     lines = [json.loads(l) for l in res.stdout.strip().splitlines()]
@@ -137,8 +137,10 @@ def test_autosteer_cli_json_lines(tmp_path):
     outs = final["held_out_outputs"]
     assert set(outs) == set(final["held_out"]) and all(len(v) == 1 and isinstance(v[0], str) for v in outs.values())
     assert outs["unsteered"] != outs["prompted"]  # the system prompt changes the answer
-    # The default optimiser is the gradient one; the held-out check picked the answering mode.
-    assert prof.provenance["optimiser"] == "gradient" and final["mode"] == prof.mode
+    # The numeric optimiser here (the app's end-to-end test runs the default, gradient, one); the
+    # held-out check picked the answering mode, and the profile says what the epochs optimised.
+    assert prof.provenance["optimiser"] == "numeric" and final["mode"] == prof.mode
+    assert prof.provenance["trained_on"] in ("steered", "prompted_steered") and all(e["condition"] == prof.provenance["trained_on"] for e in epochs)
     better = max(("steered", "prompted_steered"), key=lambda c: final["held_out"][c])
     assert prof.mode == better or final["held_out"]["steered"] == final["held_out"]["prompted_steered"]
     # Screening: up to 3 x 2 retrieved candidates, best first; the kept 3 are the profile's features.

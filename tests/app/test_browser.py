@@ -72,6 +72,7 @@ def test_autosteer_tab_shows_epoch_one_then_stops(page):
     page.locator("#n-features input[type=number]").fill("2")
     page.locator("#n-features input[type=number]").press("Enter")
     assert page.locator("#n-features input[type=number]").input_value() == "2"
+    page.get_by_label("numeric", exact=True).check()  # faster epochs; the app's end-to-end test runs the default optimiser
     page.locator("#start").click()
     page.get_by_text("Epoch 1:", exact=False).first.wait_for(timeout=300_000)
     page.locator("#stop").click()

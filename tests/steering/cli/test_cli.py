@@ -42,8 +42,10 @@ def test_bad_input_exits_2_with_one_line(argv, message, capsys):
 def test_every_command_of_the_contract_is_there():
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert list(sub.choices) == ["generate", "features", "export", "prepare", "autosteer", "build-sae", "build-index", "evaluate-sae", "calibrate"]
-    args = build_parser().parse_args(["autosteer", "--behavior", "b", "--prompt", "p", "--optimizer", "gradient"])
-    assert args.optimiser == "gradient" and args.judge == "metric" and args.epochs == 8
+    args = build_parser().parse_args(["autosteer", "--behavior", "b", "--prompt", "p"])
+    assert args.optimiser == "gradient" and args.judge == "metric" and args.epochs == 6 and args.mode == "auto"  # the defaults
+    args = build_parser().parse_args(["autosteer", "--behavior", "b", "--prompt", "p", "--optimizer", "numeric", "--mode", "steered"])
+    assert args.optimiser == "numeric" and args.mode == "steered"
 
 
 class FakeRun:
