@@ -28,6 +28,9 @@ RUN pip install --no-cache-dir --user --no-deps --require-hashes -r requirements
 COPY --chown=user . .
 # Convert the GGUF model to safetensors at build time, so the first visitor does not wait.
 RUN python -m steering prepare
+# Fit the offline safety classifiers into $STEERING_CACHE/safety now (~20 s), so the first question
+# on a fresh Space does not wait for it (docs/settings.md).
+RUN python -c "from quora_kids.safety import OfflineSafety; s = OfflineSafety(); s.check('Why is the sky blue?'); s.check('It is blue.', 'answer')"
 
 EXPOSE 7860
 CMD ["python", "app.py"]
