@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from quora_kids.profiles import KIDS_BEHAVIOUR  # noqa: E402
-from steering.autosteer.config import AutoSteerConfig  # noqa: E402
+from steering.autosteer.config import MODES, AutoSteerConfig  # noqa: E402
 from steering.autosteer.factory import make_autosteer  # noqa: E402
 from steering.autosteer.judges import JudgeContext, MetricJudge  # noqa: E402
 from steering.autosteer.results import EpochResult, PhaseEvent  # noqa: E402
@@ -128,7 +128,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--behaviors", nargs="*", default=list(BEHAVIORS))
     ap.add_argument("--optimizer", default="gradient", choices=["gradient", "numeric"])
-    ap.add_argument("--mode", default="auto", choices=["auto", "steered", "prompted_steered"], help="what the epochs optimise")
+    ap.add_argument("--mode", default="auto", choices=list(MODES), help="what the epochs optimise")
     ap.add_argument("--out", default=None, help="also write every held-out answer here (JSON), for reading")
     ap.add_argument("--rejudge", default=None, metavar="F", help="only judge again the held-out answers a --out run saved in F")
     ap.add_argument("--json", action="store_true")

@@ -35,7 +35,7 @@ def run_profile(run, best: Best, history: list[float], heldout: HeldOutResult | 
     steer = run.steer_of(best.weights) if best.found else Steer()
     # The held-out check decides whether the profile answers with the behaviour as a system prompt
     # too; without one, it answers the way the epochs were judged.
-    mode = "prompted_steered" if run.system else "steered"
+    mode = run.trained_on
     if heldout is not None:
         mode = "prompted_steered" if heldout.scores["prompted_steered"] > heldout.scores["steered"] else "steered"
     labels = {f.index: f.label for f in run.features}
@@ -45,7 +45,7 @@ def run_profile(run, best: Best, history: list[float], heldout: HeldOutResult | 
         prompts=cfg.prompts,
         scores=RunScores(history, best.score if history else None, heldout.scores if heldout else None).to_dict(),
         provenance=provenance(run.judge.name, optimiser_name, stopped=stopped,
-                              trained_on="prompted_steered" if run.system else "steered",
+                              trained_on=run.trained_on,
                               sources={str(f.index): f.source for f in run.features}, notes=run.notes, **screened_scores),
         mode=mode, system_prompt=cfg.behavior,
         free_direction=[round(float(x), 6) for x in steer.free] if steer.free is not None else None,

@@ -80,6 +80,11 @@ class AutoSteer:
         cfg = GenerationConfig(max_new_tokens=self.cfg.max_new_tokens)
         return [g.text for g in self.engine.generate(prompts, weights, system=system, config=cfg, cancel=self._cancel)]
 
+    @property
+    def trained_on(self) -> str:
+        """The condition the epochs answer in (set by choose_mode)."""
+        return "prompted_steered" if self.system else "steered"
+
     def steer_of(self, vec: Sequence[float]) -> Steer:
         return Steer({f.index: float(w) for f, w in zip(self.features, vec)}, WeightVector.of(vec).free)
 
@@ -199,7 +204,7 @@ class AutoSteer:
             candidates=len(vectors),
             seconds={"optimise": round(t1 - t0, 2), "generate": round(t2 - t1, 2), "judge": round(t3 - t2, 2)},
             free_share=self.free_share(vectors[i_best]),
-            condition="prompted_steered" if self.system else "steered",
+            condition=self.trained_on,
         )
         return result, best
 

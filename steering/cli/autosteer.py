@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..autosteer.config import DEFAULT_HELDOUT, AutoSteerConfig
+from ..autosteer.config import DEFAULT_HELDOUT, MODES, AutoSteerConfig
 from ..autosteer.events import AutoSteerView, final_json, follow
 from ..autosteer.factory import JUDGES, make_autosteer
 from ..autosteer.judges import JudgeError
@@ -35,7 +35,7 @@ def add_autosteer(sub):
                    help="gradient (default): Adam on a prompt-distillation objective; numeric: Optuna TPE; llm: textual gradients")
     p.add_argument("--llm-base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
     p.add_argument("--llm-model", default=None, help="model name at the endpoint (default: $STEERING_LLM_MODEL)")
-    p.add_argument("--mode", choices=["auto", "steered", "prompted_steered"], default="auto",
+    p.add_argument("--mode", choices=list(MODES), default="auto",
                    help="what the epochs optimise: steering alone, steering on top of the behaviour as a system prompt, or auto "
                         "(on top of the prompt when the prompt alone beats every screened feature alone)")
     p.add_argument("--name", default="")
