@@ -11,27 +11,25 @@ import logging
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
-from steering.artefacts.bind import blank_profile
-from steering.artefacts.profile import ProfileError, load_profile
 from steering.cli.common import UsageError
-from steering.llm import LLMClient, LLMError
 from steering.paths import PROFILES_DIR
-from steering.runtime.shared import get_runtime
 
-from .batch import batch_answer, dataset_for, local_generator, remote_generator
-from .evaluate import evaluate
-from .profiles import KIDS_BEHAVIOUR
 from .questions import QuestionSetError, load_questions, read_question_file
-from .service import AnswerService, QuestionError, clean_question, default_safety, refused_answer
-from .store import AnswerStore
+
+# The commands import the engine (torch, transformers) when they run, so that building the parser
+# (--help, a bad option) stays instant.
 
 DEFAULT_PROFILE = PROFILES_DIR / "kids.json"
 
 
 def _profile(path: str | None):
     """The named profile; by default the shipped kids profile, or an all-zero one until it exists."""
+    from steering.artefacts.bind import blank_profile
+    from steering.artefacts.profile import ProfileError, load_profile
+    from steering.runtime.shared import get_runtime
+
+    from .profiles import KIDS_BEHAVIOUR
+
     try:
         if path:
             return load_profile(path)
@@ -44,11 +42,19 @@ def _profile(path: str | None):
 
 def _client(args):
     if getattr(args, "llm_base_url", None):
+        from steering.llm import LLMClient
+
         return LLMClient.from_env(args.llm_base_url, args.llm_model)
     return None
 
 
 def cmd_answer(args) -> int:
+    from steering.artefacts.profile import ProfileError
+    from steering.runtime.shared import get_runtime
+
+    from .service import AnswerService, QuestionError, clean_question, default_safety, refused_answer
+    from .store import AnswerStore
+
     try:
         question = clean_question(args.question)
         profile = _profile(args.profile)
@@ -81,6 +87,13 @@ def cmd_evaluate(args) -> int:
         raise UsageError(str(exc)) from exc
     if args.limit:
         questions = questions[: args.limit]
+    from tqdm import tqdm
+
+    from steering.runtime.shared import get_runtime
+
+    from .evaluate import evaluate
+    from .service import default_safety
+
     profile = _profile(args.profile)
     rt = get_runtime(profile.model.preset)
     with tqdm(total=len(questions), desc="evaluate", unit="q", file=sys.stderr, disable=args.json and not sys.stderr.isatty()) as bar:
@@ -101,6 +114,12 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_batch(args) -> int:
+    from steering.llm import LLMClient, LLMError
+    from steering.runtime.shared import get_runtime
+
+    from .batch import batch_answer, dataset_for, local_generator, remote_generator
+    from .service import default_safety
+
     try:
         src = Path(args.questions)
         if src.suffix == ".txt":

@@ -100,3 +100,16 @@ def test_modules_and_functions_stay_short():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
                 long_functions.append((name, node.name, node.end_lineno - node.lineno + 1))
     assert not long_modules and not long_functions, (long_modules, long_functions)
+
+
+@pytest.mark.parametrize("cli", ["steering.cli.main", "quora_kids.cli"])
+def test_building_a_command_line_imports_no_engine(cli):
+    """--help and a bad option answer at once: the commands import torch and transformers only
+    when they run."""
+    import subprocess
+    import sys
+
+    code = (f"import sys; from {cli} import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'transformers', 'openai', 'datasets', 'gradio') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip()
+    assert out == "[]"

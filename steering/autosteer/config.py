@@ -20,6 +20,8 @@ DEFAULT_HELDOUT = [
 # prompt, or "auto": on top of the prompt when the prompt alone beats every screened feature alone
 # (the model already shows the behaviour when asked; steering then has to add to that).
 MODES = ("auto", "steered", "prompted_steered")
+JUDGES = ("metric", "llm")  # see factory.make_judge
+OPTIMISERS = ("gradient", "numeric", "llm")  # see factory.NamedOptimiserFactory
 
 
 @dataclass

@@ -10,15 +10,13 @@ from ..llm import LLMClient
 from ..runtime.engine import SteeringEngine
 from ..runtime.shared import get_runtime
 from ..sae.index import load_index
-from .config import AutoSteerConfig
+from .config import JUDGES, OPTIMISERS, AutoSteerConfig
 from .gradient import GradientOptimiser
 from .judges import FallbackJudge, Judge, LLMJudge, MetricJudge
 from .loop import GRADIENT_PROMPTS, AutoSteer
 from .optimisers import LLMOptimiser, NumericOptimiser, Optimiser, OptimiserFactory
 from .retrieve import DistillAnswers, FeatureCandidate
 
-JUDGES = ("metric", "llm")
-OPTIMISERS = ("gradient", "numeric", "llm")
 NUMERIC_BOUND = 0.5  # the numeric optimiser searches [-0.5, 0.5] per weight (see NumericOptimiser)
 
 

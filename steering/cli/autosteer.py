@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
-from ..autosteer.config import DEFAULT_HELDOUT, MODES, AutoSteerConfig
-from ..autosteer.events import AutoSteerView, final_json, follow
-from ..autosteer.factory import JUDGES, make_autosteer
-from ..autosteer.judges import JudgeError
-from ..autosteer.loop import SCREEN_WEIGHT, AutoSteer
-from ..autosteer.results import EpochResult, FinalResult, PhaseEvent, ScreenResult
-from ..llm import LLMClient, LLMError
+from ..autosteer.config import DEFAULT_HELDOUT, JUDGES, MODES, OPTIMISERS, AutoSteerConfig
 from .common import UsageError
+
+# The command imports the engine (torch, transformers) when it runs, so that building the parser
+# (--help, a bad option) stays instant.
 
 
 def add_autosteer(sub):
@@ -31,7 +25,7 @@ def add_autosteer(sub):
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--judge", choices=list(JUDGES), default="metric",
                    help="metric: offline; llm: an OpenAI-compatible endpoint (falls back to metric for any answer it cannot score)")
-    p.add_argument("--optimizer", "--optimiser", dest="optimiser", choices=["gradient", "numeric", "llm"], default="gradient",
+    p.add_argument("--optimizer", "--optimiser", dest="optimiser", choices=list(OPTIMISERS), default="gradient",
                    help="gradient (default): Adam on a prompt-distillation objective; numeric: Optuna TPE; llm: textual gradients")
     p.add_argument("--llm-base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
     p.add_argument("--llm-model", default=None, help="model name at the endpoint (default: $STEERING_LLM_MODEL)")
@@ -46,7 +40,10 @@ def add_autosteer(sub):
     p.set_defaults(func=cmd_autosteer)
 
 
-def _make_run(args) -> AutoSteer:
+def _make_run(args):
+    from ..autosteer.factory import make_autosteer
+    from ..llm import LLMClient, LLMError
+
     try:
         cfg = AutoSteerConfig(
             behavior=args.behavior, prompts=args.prompt, epochs=args.epochs, features=args.features,
@@ -61,64 +58,14 @@ def _make_run(args) -> AutoSteer:
         raise UsageError(str(exc)) from exc
 
 
-class JsonLines(AutoSteerView):
-    """--json: one object per epoch, then the final line (the screening goes in the final line)."""
-
-    def __init__(self, run: AutoSteer, out: Path):
-        self.run, self.out = run, out
-
-    def phase(self, event: PhaseEvent) -> None:
-        pass
-
-    def screened(self, event: ScreenResult) -> None:
-        pass
-
-    def epoch(self, event: EpochResult) -> None:
-        print(json.dumps(event.to_json(self.run.features)), flush=True)
-
-    def final(self, event: FinalResult) -> None:
-        print(json.dumps(final_json(event, event.profile.save(self.out))), flush=True)
-
-
-class Terminal(AutoSteerView):
-    """A progress bar on stderr, the phase, the screening table and each epoch's answers."""
-
-    def __init__(self, cfg: AutoSteerConfig, out: Path, bar: tqdm):
-        self.cfg, self.out, self.bar = cfg, out, bar
-
-    def phase(self, event: PhaseEvent) -> None:
-        self.bar.set_description(event.phase)
-        self.bar.write(f"[{event.phase}] {event.message}")
-
-    def screened(self, event: ScreenResult) -> None:
-        self.bar.write(f"screened {len(event.candidates)} candidate features in {event.seconds:.0f}s (score alone at weight +-{SCREEN_WEIGHT}):")
-        for i, (c, score) in enumerate(zip(event.candidates, event.scores)):
-            mark = "keep" if i < event.kept else "    "
-            self.bar.write(f"  {mark} {c.index:5d} {c.sign:+.0f} {c.source:11s} {score:5.2f}  {c.label[:70]}")
-
-    def epoch(self, event: EpochResult) -> None:
-        self.bar.update(1)
-        free = f" + free direction ({event.free_share:.0%} of the norm, not an SAE feature)" if event.free_share else ""
-        on = " on top of the behaviour as a system prompt" if event.condition == "prompted_steered" else ""
-        self.bar.write(f"epoch {event.epoch}: score {event.score:.2f} (best {event.best_score:.2f}) weights {event.weights}{free}{on}")
-        self.bar.write(f"  critique: {event.critique}")
-        for prompt, text in zip(self.cfg.prompts, event.outputs):
-            self.bar.write(f"  [{prompt[:40]}] {text[:200]!r}")
-
-    def final(self, event: FinalResult) -> None:
-        path = event.profile.save(self.out)
-        self.bar.close()
-        profile = event.profile
-        print(f"saved {path} ({event.stopped}; answers {profile.mode.replace('_', ' + ')}"
-              + (f"; {profile.free_share:.0%} of the steering is a free direction, not an SAE feature" if profile.free_share else "") + ")")
-        for note in profile.provenance.get("notes", []):
-            print(f"  note: {note}")
-        if event.heldout:
-            for cond, score in event.heldout.scores.items():
-                print(f"  held-out {cond:18s} {score:.2f}")
-
-
 def cmd_autosteer(args) -> int:
+    from tqdm import tqdm
+
+    from ..autosteer.events import follow
+    from ..autosteer.judges import JudgeError
+    from ..llm import LLMError
+    from .views import JsonLines, Terminal
+
     run = _make_run(args)
     out = Path(args.out or f"profiles/{run.cfg.name}.json")
     bar = None if args.json else tqdm(total=run.cfg.epochs, desc="epochs", unit="epoch", file=sys.stderr)

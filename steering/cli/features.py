@@ -8,11 +8,10 @@ from contextlib import ExitStack
 
 from tqdm import tqdm
 
-from ..llm import LLMClient, explain_feature
-from ..runtime.models import index_dir, resolve_preset
-from ..sae.index import FeatureIndex, import_neuronpedia
-from ..sae.labels import build_preset_index
 from .common import UsageError
+
+# The commands import the engine (torch, transformers) when they run, so that building the parser
+# (--help, a bad option) stays instant.
 
 
 def add_features(sub):
@@ -38,6 +37,9 @@ def add_features(sub):
 
 
 def _load_index(preset_name):
+    from ..runtime.models import index_dir, resolve_preset
+    from ..sae.index import FeatureIndex
+
     try:
         return FeatureIndex.load(index_dir(resolve_preset(preset_name)))
     except (FileNotFoundError, ValueError) as exc:
@@ -80,6 +82,9 @@ def cmd_features_show(args) -> int:
 
 
 def cmd_features_import(args) -> int:
+    from ..runtime.models import index_dir, resolve_preset
+    from ..sae.index import import_neuronpedia
+
     preset = resolve_preset(args.preset)
     try:
         index = import_neuronpedia(args.file, args.d_sae, {"preset": preset.id, "sae": preset.sae.ident})
@@ -100,6 +105,10 @@ def add_build_index(sub):
 
 
 def cmd_build_index(args) -> int:
+    from ..llm import LLMClient, explain_feature
+    from ..runtime.models import resolve_preset
+    from ..sae.labels import build_preset_index
+
     labeller = None
     if args.llm_labels:
         client = LLMClient.from_env()

@@ -7,12 +7,10 @@ import json
 import sys
 import time
 
-from ..artefacts.bind import engine_for_profile, system_for, weights_for
-from ..artefacts.export import ExportError, export_profile
-from ..artefacts.profile import ProfileError, load_profile
-from ..runtime.engine import GenerationConfig
-from ..runtime.shared import get_runtime
 from .common import UsageError
+
+# The commands import the engine (torch, transformers) when they run, so that building the parser
+# (--help, a bad option) stays instant.
 
 
 def add_generate(sub):
@@ -30,6 +28,10 @@ def cmd_generate(args) -> int:
     prompt = args.prompt.strip()
     if not prompt:
         raise UsageError("--prompt is empty")
+    from ..artefacts.bind import engine_for_profile, system_for, weights_for
+    from ..artefacts.profile import ProfileError, load_profile
+    from ..runtime.engine import GenerationConfig
+
     try:
         profile = load_profile(args.profile)
         engine = engine_for_profile(profile)
@@ -60,6 +62,9 @@ def add_export(sub):
 
 
 def cmd_export(args) -> int:
+    from ..artefacts.export import ExportError, export_profile
+    from ..artefacts.profile import ProfileError, load_profile
+
     try:
         out = export_profile(load_profile(args.profile), args.out, args.format)
     except (ProfileError, ExportError) as exc:
@@ -75,6 +80,9 @@ def add_prepare(sub):
 
 
 def cmd_prepare(args) -> int:
+    from ..runtime.engine import GenerationConfig
+    from ..runtime.shared import get_runtime
+
     t0 = time.perf_counter()
     rt = get_runtime(args.preset)
     [g] = rt.engine.generate(["Say hello."], config=GenerationConfig(max_new_tokens=8))

@@ -6,11 +6,11 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from ..runtime.models import resolve_preset
-from ..sae.calibrate import calibrate_preset
-from ..sae.evaluate import evaluate_preset
-from ..sae.train import SAEBuildConfig, build_sae
+from ..sae.build_config import SAEBuildConfig
 from .common import UsageError
+
+# The commands import the engine (torch, transformers) when they run, so that building the parser
+# (--help, a bad option) stays instant.
 
 
 def add_build_sae(sub):
@@ -21,6 +21,8 @@ def add_build_sae(sub):
 
 
 def cmd_build_sae(args) -> int:
+    from ..sae.train import build_sae
+
     cfg = SAEBuildConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SAEBuildConfig)})
     print(build_sae(cfg))
     return 0
@@ -42,6 +44,8 @@ def add_calibrate(sub):
 
 
 def _local_sae_preset(name):
+    from ..runtime.models import resolve_preset
+
     preset = resolve_preset(name)
     if preset.sae.local_dir is None:
         raise UsageError(f"preset {preset.id!r} uses a hub SAE; evaluate-sae and calibrate write next to a local SAE")
@@ -49,10 +53,14 @@ def _local_sae_preset(name):
 
 
 def cmd_evaluate_sae(args) -> int:
+    from ..sae.evaluate import evaluate_preset
+
     print(json.dumps(evaluate_preset(_local_sae_preset(args.preset), args.questions), indent=2))
     return 0
 
 
 def cmd_calibrate(args) -> int:
+    from ..sae.calibrate import calibrate_preset
+
     calibrate_preset(_local_sae_preset(args.preset), args.factor, args.prompt)
     return 0

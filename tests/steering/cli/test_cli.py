@@ -16,7 +16,7 @@ from steering.autosteer.results import (
     ScreenResult,
 )
 from steering.autosteer.retrieve import FeatureCandidate
-from steering.cli import autosteer as cli_autosteer
+from steering.cli import views as cli_views
 from steering.cli.main import build_parser, main
 
 FEATS = [FeatureCandidate(5, "five", "attribution", 1.0, 1.0)]
@@ -62,7 +62,7 @@ def _events(rt):
 
 def test_json_lines_print_one_line_per_epoch_and_the_final_line(tiny_runtime, tmp_path, capsys):
     cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi"])
-    view = cli_autosteer.JsonLines(FakeRun(cfg), tmp_path / "dog.json")
+    view = cli_views.JsonLines(FakeRun(cfg), tmp_path / "dog.json")
     for event in _events(tiny_runtime):
         show(event, view)
     epoch, final = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -73,7 +73,7 @@ def test_json_lines_print_one_line_per_epoch_and_the_final_line(tiny_runtime, tm
 def test_the_terminal_shows_the_phase_screening_epochs_and_where_it_saved(tiny_runtime, tmp_path, capsys):
     cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi"])
     bar = tqdm(total=1, disable=True)
-    view = cli_autosteer.Terminal(cfg, tmp_path / "dog.json", bar)
+    view = cli_views.Terminal(cfg, tmp_path / "dog.json", bar)
     lines = []
     bar.write = lines.append
     for event in _events(tiny_runtime):
