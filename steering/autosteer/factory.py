@@ -45,7 +45,7 @@ class NamedOptimiserFactory(OptimiserFactory):
         if self.kind == "gradient":
             n = min(GRADIENT_PROMPTS, len(answers.prompts))
             return GradientOptimiser(self.engine, answers.prompts[:n], answers.targets[:n], answers.plains[:n],
-                                     [c.index for c in cands], top(2, 0.1), system=answers.system)
+                                     [c.index for c in cands], top(2, 0.1))
         return NumericOptimiser(k, [top(2, 0.2), top(k, 0.15), top(3, 0.2), top(k, 0.25)], seed=self.seed, bound=NUMERIC_BOUND)
 
 

@@ -75,14 +75,13 @@ class GradientOptimiser(Optimiser):
 
     def __init__(self, engine, prompts: Sequence[str], targets: Sequence[Sequence[int]], plains: Sequence[Sequence[int]],
                  indices: Sequence[int], initial: Sequence[float], steps: int = 3, lr: float = 0.03,
-                 free: bool = True, bound: float = 1.0, system: str | None = None):
+                 free: bool = True, bound: float = 1.0):
         self.engine = engine
-        self.system = system  # the context the objective reads the answers in (DistillAnswers.system)
         self.prompts, self.targets, self.plains = list(prompts), [list(t) for t in targets], [list(p) for p in plains]
         self.indices = list(indices)
         self.k = len(self.indices)
         self.steps, self.lr, self.learn_free, self.bound = steps, lr, free, bound
-        self.obj = on_compute_thread(build_objective, engine, self.prompts, self.targets, self.plains, system=system)
+        self.obj = on_compute_thread(build_objective, engine, self.prompts, self.targets, self.plains)
         self.current = WeightVector(initial)
         self.best_score = -math.inf
 
@@ -104,12 +103,11 @@ class GradientOptimiser(Optimiser):
         self.current = WeightVector(best.weights, WeightVector.of(best.weights).free)
         if best.score > self.best_score and best.outputs:
             self.best_score = best.score
-            # The best-judged answers become extra targets (same prompts, same context).
+            # The best-judged answers become extra targets (same prompts, no system prompt).
             tok = self.engine.tokenizer
             extra = [tok(o, add_special_tokens=False)["input_ids"] for o in best.outputs[: len(self.prompts)]]
             prompts = self.prompts + self.prompts[: len(extra)]
-            self.obj = on_compute_thread(build_objective, self.engine, prompts, self.targets + extra, self.plains + self.plains[: len(extra)],
-                                         system=self.system)
+            self.obj = on_compute_thread(build_objective, self.engine, prompts, self.targets + extra, self.plains + self.plains[: len(extra)])
 
     def observe(self, trials) -> None:
         """Screening results: start from the best single feature if it beats the initial guess."""

@@ -18,7 +18,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 
 from ..artefacts.profile import SteeringProfile
 from ..runtime.basis import Steer
@@ -161,10 +160,10 @@ class AutoSteer:
             return Judgement(0.0, f"not judged: {exc}")
 
     def seed(self, screened: ScreenResult | None) -> Optimiser:
-        """The optimiser for the kept features, told what each scored alone in screening (answers in the epochs' context)."""
+        """The optimiser for the kept features, told what each scored alone in screening."""
         if self.answers is None and self.optimiser_factory.needs_answers:
             self.answers = retrieval.distill_answers(self.engine, self.cfg.behavior, self.cfg.prompts[:GRADIENT_PROMPTS], cancel=self._cancel)
-        optimiser = self.optimiser_factory(self.features, self.answers and replace(self.answers, system=self.system))
+        optimiser = self.optimiser_factory(self.features, self.answers)
         if self.system is not None:
             # Screening steered without the prompt: its scores say nothing about steering on top of
             # it. What the optimiser learns first: the prompt alone (all weights 0) and its score.
@@ -210,7 +209,8 @@ class AutoSteer:
         return result, best
 
     def free_share(self, vec: Sequence[float]) -> float:
-        """The share of a proposal's steering norm that is no SAE feature (free vector: basis units)."""
+        """The share of a proposal's steering norm that is not an SAE feature (its free vector is
+        in units of the basis scale)."""
         free = WeightVector.of(vec).free
         return free_share(self.engine, [f.index for f in self.features], vec,
                           free * self.engine.basis.scale if free is not None else None)

@@ -64,15 +64,13 @@ class Objective:
 
 
 def build_objective(engine, prompts: Sequence[str], targets: Sequence[Sequence[int]], plains: Sequence[Sequence[int]],
-                    plain_texts: Sequence[str] = PLAIN_TEXTS, max_answer_tokens: int = MAX_ANSWER_TOKENS,
-                    system: str | None = None) -> Objective:
+                    plain_texts: Sequence[str] = PLAIN_TEXTS, max_answer_tokens: int = MAX_ANSWER_TOKENS) -> Objective:
     """Rows for L(v): prompt i's target answer and plain answer (token ids, generated elsewhere),
-    read in the chat context the steering will answer in (no system prompt, or `system` when it
-    steers on top of the behaviour as a system prompt), plus the plain texts for the KL term."""
+    read in the plain chat context (no system prompt), plus the plain texts for the KL term."""
     tok = engine.tokenizer
     seqs: list[tuple[list[int], int, int, int]] = []  # ids, answer start, kind, pair
     for i, p in enumerate(prompts):
-        ctx = tok(engine.chat_prompt(p, system), add_special_tokens=False)["input_ids"]
+        ctx = tok(engine.chat_prompt(p), add_special_tokens=False)["input_ids"]
         for kind, ans in ((1, targets[i]), (-1, plains[i])):
             ans = list(ans)[:max_answer_tokens]
             if ans:

@@ -64,15 +64,11 @@ def semantic_candidates(index, query: str, k: int, source: str = "semantic", sig
 class DistillAnswers:
     """Answers to the same prompts written with the behaviour as a system prompt (targets) and
     without (plain): the contrastive source, the attribution source and the gradient optimiser
-    all read them, so they are generated once per run.
-
-    `system` is the context the gradient objective reads them in: None (steering alone), or the
-    behaviour when the epochs steer on top of it as a system prompt (`AutoSteer.seed`)."""
+    all read them, so they are generated once per run."""
 
     prompts: list[str]
     targets: list[list[int]]
     plains: list[list[int]]
-    system: str | None = None
 
 
 def distill_answers(engine, behavior: str, prompts: Sequence[str], max_new_tokens: int = 48, cancel=None) -> DistillAnswers:

@@ -95,21 +95,3 @@ def test_the_loop_runs_the_gradient_optimiser_end_to_end(tiny_runtime):
     assert prof.free_direction is not None and len(prof.free_direction) == tiny_runtime.engine.basis.directions.shape[1]
     assert 0.0 < prof.free_share <= 1.0 and all(-1 <= f.weight <= 1 for f in prof.features)
     assert prof.mode in ("steered", "prompted_steered") and prof.system_prompt == cfg.behavior
-
-
-def test_the_objective_reads_the_answers_after_the_system_prompt_when_asked(tiny_engine):
-    """Steering on top of the behaviour as a system prompt is fitted in that context: the same
-    answer tokens are scored, after a context that holds the system prompt."""
-    cfg = GenerationConfig(max_new_tokens=6, repetition_penalty=1.0)
-    targets = [g.token_ids for g in tiny_engine.generate(PROMPTS[:2], [{5: 1.0}] * 2, config=cfg)]
-    plains = [g.token_ids for g in tiny_engine.generate(PROMPTS[:2], None, config=cfg)]
-    alone = objective.build_objective(tiny_engine, PROMPTS[:2], targets, plains, plain_texts=["The quick brown fox."])
-    told = objective.build_objective(tiny_engine, PROMPTS[:2], targets, plains, plain_texts=["The quick brown fox."], system="Talk like a pirate")
-    pirate = tiny_engine.tokenizer("Talk like a pirate", add_special_tokens=False)["input_ids"]
-    row = told.input_ids[0].tolist()
-    assert any(row[i : i + len(pirate)] == pirate for i in range(len(row)))
-    assert not any(alone.input_ids[0].tolist()[i : i + len(pirate)] == pirate for i in range(alone.input_ids.shape[1]))
-    assert told.targets[told.targets != -100].tolist() == alone.targets[alone.targets != -100].tolist()
-    # A different context gives a different loss for the same vector.
-    v = torch.randn(tiny_engine.basis.directions.shape[1])
-    assert abs(objective.loss(tiny_engine, told, v)[0].item() - objective.loss(tiny_engine, alone, v)[0].item()) > 1e-6
