@@ -1,12 +1,12 @@
 """The kids' site under load: a real app server, real HTTP clients (gradio_client).
 
-    python benchmarks/bench_load.py [--clients 8] [--questions-per-client 3] [--no-autosteer] [--json]
+    python benchmarks/bench_load.py [--clients 8] [--questions-per-client 3] [--no-autosteer] [--optimizer gradient|numeric] [--json]
     python benchmarks/bench_load.py --in-process [--second-team]   # the answer service alone
 
 1. Idle: questions asked one at a time: time to the first visible words of the streamed answers
    (target <= 2 s) and to the finished, checked pair.
-2. Load: `--clients` kids' clients ask questions back to back while one auto-steer run (6 epochs)
-   works in the background. Prints p50/p95 time to a finished kids' answer, its ratio to the idle
+2. Load: `--clients` kids' clients ask questions back to back while one auto-steer run (6 epochs,
+   the app's default optimiser unless `--optimizer`) works in the background. Prints p50/p95 time to a finished kids' answer, its ratio to the idle
    median (target p95 <= 3x), answers per minute, and failed requests (target 0).
 
 Every question is distinct and the answer database starts empty, so nothing is served from cache.
@@ -69,7 +69,7 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
-def run_load(url: str, qs: list[str], clients: int, per_client: int, autosteer: bool) -> dict:
+def run_load(url: str, qs: list[str], clients: int, per_client: int, autosteer: bool, optimiser: str = "gradient") -> dict:
     from gradio_client import Client
 
     results, errors = [], []
@@ -92,7 +92,7 @@ def run_load(url: str, qs: list[str], clients: int, per_client: int, autosteer: 
         c = Client(url, verbose=False)
         t = time.perf_counter()
         job = c.submit("Behave like a dog", "What is your favourite food?\nHow was your day?\nTell me about your family.",
-                       6, 6, "metric", "numeric", "", "", "", 10, api_name="/autosteer")
+                       6, 6, "metric", optimiser, "", "", "", 10, api_name="/autosteer")
         job.result()
         auto["seconds"] = time.perf_counter() - t
 
@@ -165,6 +165,7 @@ def main() -> None:
     ap.add_argument("--questions-per-client", type=int, default=3)
     ap.add_argument("--idle", type=int, default=4, help="questions asked one at a time first")
     ap.add_argument("--no-autosteer", action="store_true")
+    ap.add_argument("--optimizer", default="gradient", choices=["gradient", "numeric"], help="the background auto-steer run's optimiser")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--in-process", action="store_true", help="the answer service alone, from threads")
     ap.add_argument("--second-team", action="store_true", help="with --in-process: a second OpenMP team first")
@@ -184,7 +185,8 @@ def main() -> None:
             c = Client(server.url, verbose=False)
             ask(c, "What is a warm-up question?")  # loads the profile's service
             idle = [ask(c, q) for q in qs[: args.idle]]
-            load = run_load(server.url, qs[args.idle:], args.clients, args.questions_per_client, not args.no_autosteer)
+            load = run_load(server.url, qs[args.idle:], args.clients, args.questions_per_client, not args.no_autosteer,
+                            args.optimizer)
         finally:
             server.stop()
     idle_done = statistics.median(r["done_s"] for r in idle)
@@ -194,6 +196,7 @@ def main() -> None:
         **{f"load_{k}": v for k, v in load.items()},
         "load_p95_over_idle": round(load["p95_done_s"] / idle_done, 2) if load["p95_done_s"] else None,
         "clients": args.clients,
+        "optimizer": None if args.no_autosteer else args.optimizer,
     }
     if args.json:
         print(json.dumps(figures))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..runtime.scheduler import on_compute_thread
-from .objective import FREE_L2, Objective, build_objective, free_share, loss, steering_vector
+from .objective import FREE_L2, Objective, build_objective, chunked_loss, free_share, split, steering_vector
 from .optimisers import Optimiser, WeightVector
 
 
@@ -29,7 +29,8 @@ class FitResult:
 def fit(engine, obj: Objective, indices: Sequence[int], start: Sequence[float], steps: int = 10, lr: float = 0.05,
         bound: float = 1.0, free: torch.Tensor | None = None, learn_free: bool = False) -> FitResult:
     """Adam on the kept features' weights (projected onto [-bound, bound] after every step), and
-    optionally on a free vector, a few steps from `start`."""
+    optionally on a free vector, a few steps from `start`. Each step's forward/backward passes
+    run on the compute worker chunk by chunk (`objective.chunked_loss`); the step itself here."""
     w = torch.tensor([float(x) for x in start], requires_grad=True)
     params = [w]
     u = None
@@ -38,27 +39,30 @@ def fit(engine, obj: Objective, indices: Sequence[int], start: Sequence[float], 
         u = (free.clone() if free is not None else torch.zeros(d_model)).requires_grad_(True)
         params.append(u)
     opt = torch.optim.Adam([{"params": [w], "lr": lr}] + ([{"params": [u], "lr": lr * engine.basis.scale / math.sqrt(u.numel())}] if u is not None else []))
+    chunks = split(obj)
     losses: list[float] = []
     best, best_loss = FitResult([float(x) for x in start], free), math.inf
-    with torch.enable_grad():
-        for _ in range(steps + 1):  # the last pass only measures the last step's result
-            opt.zero_grad()
-            v = steering_vector(engine, indices, w, u if u is not None else free)
-            total, parts = loss(engine, obj, v)
-            if u is not None:
-                total = total + FREE_L2 * (u.norm() / engine.basis.scale) ** 2
-            losses.append(total.item())
-            if losses[-1] < best_loss:  # keep the best iterate: a step can overshoot
-                best_loss = losses[-1]
-                best = FitResult([round(float(x), 4) for x in w.detach()], u.detach().clone() if u is not None else free, parts=parts)
-            if len(losses) > steps:
-                break
-            grads = torch.autograd.grad(total, params)  # never into the frozen model's .grad
-            for p, g in zip(params, grads):
-                p.grad = g
-            opt.step()
-            with torch.no_grad():
-                w.clamp_(-bound, bound)
+    for _ in range(steps + 1):  # the last pass only measures the last step's result
+        last = len(losses) == steps
+        total, parts, grads = chunked_loss(engine, chunks, lambda: steering_vector(engine, indices, w, u if u is not None else free),
+                                           [] if last else params)
+        if u is not None:
+            with torch.enable_grad():
+                penalty = FREE_L2 * (u.norm() / engine.basis.scale) ** 2
+                if not last:
+                    grads[1] = grads[1] + torch.autograd.grad(penalty, u)[0]
+            total += penalty.item()
+        losses.append(total)
+        if total < best_loss:  # keep the best iterate: a step can overshoot
+            best_loss = total
+            best = FitResult([round(float(x), 4) for x in w.detach()], u.detach().clone() if u is not None else free, parts=parts)
+        if last:
+            break
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+        with torch.no_grad():
+            w.clamp_(-bound, bound)
     best.losses = losses
     return best
 
@@ -87,7 +91,7 @@ class GradientOptimiser(Optimiser):
 
     def ask(self, n: int) -> list[WeightVector]:
         start_free = self.current.free * self.engine.basis.scale if self.current.free is not None else None
-        res = on_compute_thread(fit, self.engine, self.obj, self.indices, list(self.current), steps=self.steps, lr=self.lr, bound=self.bound,
+        res = fit(self.engine, self.obj, self.indices, list(self.current), steps=self.steps, lr=self.lr, bound=self.bound,
                   free=start_free, learn_free=self.learn_free)
         free = res.free / self.engine.basis.scale if res.free is not None else None
         out: list[WeightVector] = []

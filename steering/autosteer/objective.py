@@ -10,7 +10,11 @@ added vector v at the SAE layer moves):
 where the targets are the answers the model writes WITH the behaviour as system prompt (plus
 the best-judged answers found so far), the plain answers are the unsteered ones, lp is the
 length-normalised log-likelihood (a reference-free preference term in the spirit of RePS and
-SimPO), and the KL term on ordinary text keeps the steered model fluent.
+SimPO), and the KL term on ordinary text keeps the steered model fluent. The answers are read
+without the system prompt even when the epochs steer on top of it (`--mode`): the vector that
+makes the plain model write like the prompted one is what adds to the prompt. (Reading them
+after the prompt was tried, session 9: held-out prompt + steering fell on 3 of 4 behaviours,
+pirate 1.90 -> 1.51, polite 1.19 -> 0.76, dog 0.95 -> 0.80, coach 0.85 both.)
 
 v = scale * sum_i w_i d_i (+ an optional free vector u), so dL/dw_i = scale * d_i . dL/dv: ONE
 backward pass at v = 0 ranks all latents with a sign (`attribution`).
@@ -18,17 +22,24 @@ backward pass at v = 0 ranks all latents with a sign (`attribution`).
 Speed: the residual stream below the steering layer does not depend on v, so it is computed once
 (no grad) and each step runs only the layers above it (Llama-style models; others run the whole
 model with a hook).
+
+Sharing the machine: a forward/backward pass over every row takes seconds on 2 CPU cores, and
+the compute worker runs one call at a time. `chunked_loss` therefore evaluates L(v) and its
+gradient as `split(obj)` chunks (a few prompts' rows each, then the plain texts), one worker call
+each, so a child's question waiting at a higher priority is served between two chunks instead of
+after the whole pass.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from ..runtime.scheduler import on_compute_thread
 from ..sae.activations import layer_output
 
 PREF = 1.0  # weight of the preference (target over plain) term
@@ -36,6 +47,7 @@ BETA = 2.0  # sharpness of the preference term (length-normalised log-likelihood
 KL_WEIGHT = 1.0  # keep next-token distributions on plain text close to the unsteered model's
 FREE_L2 = 0.05  # penalty on the free (non-SAE) vector, relative to scale^2
 MAX_ANSWER_TOKENS = 48
+CHUNK_PAIRS = 2  # prompts (a target and a plain answer each) per forward/backward pass
 
 # Ordinary text for the fluency (KL) term: any plain sentences work.
 PLAIN_TEXTS = [
@@ -152,7 +164,7 @@ def loss(engine, obj: Objective, v: torch.Tensor) -> tuple[torch.Tensor, dict[st
     counts = torch.bincount(row_of, minlength=obj.rows).clamp_min(1)
     row_lp = torch.zeros(obj.rows, device=labels.device).index_add(0, row_of, token_lp) / counts  # length-normalised
     kind = obj.kind.to(labels.device)
-    nll = -row_lp[kind == 1].mean()
+    nll = -row_lp[kind == 1].mean() if (kind == 1).any() else row_lp.sum() * 0  # a chunk of plain texts has no targets
     parts = {"nll": nll.item()}
     total = nll
     # preference: each prompt's target over its plain answer
@@ -179,14 +191,60 @@ def loss(engine, obj: Objective, v: torch.Tensor) -> tuple[torch.Tensor, dict[st
     return total, parts
 
 
+def split(obj: Objective, pairs: int = CHUNK_PAIRS) -> list[tuple[Objective, float]]:
+    """L(v) as chunks: `pairs` prompts' target and plain rows at a time, weighted by their share
+    of the prompts, then the plain texts of the KL term (weight 1). The weighted chunk losses sum
+    to L(v) (each prompt has one target and one plain row)."""
+    kind, pair = obj.kind.cpu(), obj.pair.cpu()
+    ids = sorted(set(pair[kind != 0].tolist()))
+    out = []
+    for start in range(0, len(ids), pairs):
+        group = torch.tensor(ids[start : start + pairs])
+        out.append((_rows(obj, torch.isin(pair, group) & (kind != 0), base=False), len(group) / len(ids)))
+    if (kind == 0).any():
+        out.append((_rows(obj, kind == 0, base=True), 1.0))
+    return out
+
+
+def _rows(obj: Objective, rows: torch.Tensor, base: bool) -> Objective:
+    """The objective restricted to `rows` (and to their longest row's width)."""
+    width = int(obj.attention_mask[rows.to(obj.attention_mask.device)].sum(1).max())
+    dev = rows.to(obj.input_ids.device)
+    sub = Objective(obj.input_ids[dev, :width], obj.attention_mask[dev, :width], obj.targets[dev, :width], obj.kind[rows], obj.pair[rows])
+    sub.resid = obj.resid[dev, :width] if obj.resid is not None else None
+    sub.base_logprobs = obj.base_logprobs if base else None  # the KL rows keep their order: same positions
+    return sub
+
+
+def chunked_loss(engine, chunks: Sequence[tuple[Objective, float]], vector: Callable[[], torch.Tensor],
+                 params: Sequence[torch.Tensor] = ()) -> tuple[float, dict[str, float], list[torch.Tensor]]:
+    """L(v) over `split` chunks, one compute-worker call each: its value, its parts and its
+    gradient with respect to `params` (`vector()` builds v from them, inside each call)."""
+    total, parts = 0.0, {}
+    grads = [torch.zeros_like(p) for p in params]
+    for chunk, weight in chunks:
+        def one(chunk=chunk, weight=weight):
+            with torch.enable_grad():
+                value, p = loss(engine, chunk, vector())
+                g = torch.autograd.grad(weight * value, list(params)) if params else ()
+            return p, [x.detach() for x in g]
+
+        p, g = on_compute_thread(one)
+        for k, x in p.items():
+            if k == "kl" or chunk.kind.eq(1).any():  # a plain-text chunk adds only its KL term
+                parts[k] = parts.get(k, 0.0) + (x if k == "kl" else weight * x)
+        total += weight * p["loss"]
+        grads = [a + b for a, b in zip(grads, g)]
+    parts["loss"] = total
+    return total, parts, grads
+
+
 def attribution(engine, obj: Objective) -> torch.Tensor:
     """(d_sae,) first-order change of L per unit weight of each latent at v = 0: negative means
     adding the latent lowers the loss (steer with +), positive means suppressing it does."""
     d_model = engine.basis.directions.shape[1]
     v = torch.zeros(d_model, requires_grad=True, device=engine.model.device)
-    with torch.enable_grad():
-        total, _ = loss(engine, obj, v)
-        (grad,) = torch.autograd.grad(total, v)
+    _, _, (grad,) = chunked_loss(engine, split(obj), lambda: v, [v])
     return engine.basis.scale * (engine.basis.directions.to(grad.device) @ grad)
 
 

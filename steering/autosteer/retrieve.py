@@ -105,7 +105,7 @@ def attribution_candidates(engine, index, answers: DistillAnswers, k: int) -> li
     objective (autosteer.objective) per unit weight, from one backward pass at v = 0. The sign says
     whether adding or suppressing the latent moves the plain model towards the behaviour's answers.
     Latents the index knows to be dead are skipped (their labels say nothing)."""
-    attr = on_compute_thread(lambda: attribution(engine, build_objective(engine, answers.prompts, answers.targets, answers.plains)))
+    attr = attribution(engine, on_compute_thread(build_objective, engine, answers.prompts, answers.targets, answers.plains))
     if index is not None:
         dead = torch.tensor([r.dead for r in index.records]) if len(index) == attr.numel() else None
         if dead is not None:

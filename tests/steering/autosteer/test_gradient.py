@@ -95,3 +95,22 @@ def test_the_loop_runs_the_gradient_optimiser_end_to_end(tiny_runtime):
     assert prof.free_direction is not None and len(prof.free_direction) == tiny_runtime.engine.basis.directions.shape[1]
     assert 0.0 < prof.free_share <= 1.0 and all(-1 <= f.weight <= 1 for f in prof.features)
     assert prof.mode in ("steered", "prompted_steered") and prof.system_prompt == cfg.behavior
+
+
+def test_the_chunked_objective_is_the_whole_objective_in_several_worker_calls(tiny_engine, monkeypatch):
+    """split + chunked_loss give L(v) and its gradient as one pass over every row does, in one
+    compute-worker call per chunk (a child's question is served between two of them)."""
+    obj = _planted(tiny_engine, 5)
+    chunks = objective.split(obj, pairs=1)
+    assert len(chunks) == len(PROMPTS) + 1 and abs(sum(w for _, w in chunks[:-1]) - 1) < 1e-9
+    d = tiny_engine.basis.directions.shape[1]
+    v = (0.1 * torch.randn(d)).requires_grad_(True)
+    whole, parts = objective.loss(tiny_engine, obj, v)
+    (g_whole,) = torch.autograd.grad(whole, v)
+    calls = []
+    monkeypatch.setattr(objective, "on_compute_thread", lambda fn, *a, **kw: calls.append(fn) or fn(*a, **kw))
+    total, cparts, (g_chunks,) = objective.chunked_loss(tiny_engine, chunks, lambda: v, [v])
+    assert len(calls) == len(chunks)
+    assert abs(total - whole.item()) < 1e-4 * max(1.0, abs(whole.item()))
+    assert all(abs(cparts[k] - parts[k]) < 1e-4 * max(1.0, abs(parts[k])) for k in ("nll", "pref", "kl"))
+    assert torch.allclose(g_chunks, g_whole, rtol=1e-3, atol=1e-5)
