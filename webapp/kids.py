@@ -24,7 +24,35 @@ from .common import MAX_TEXT, catalog, private_profile_file, runtime
 _services: OrderedDict[str, AnswerService] = OrderedDict()  # profile content key -> service
 _services_lock = threading.Lock()
 MAX_SERVICES = 32
-STREAM_EVERY_S = 0.2  # partial answers are sent at most this often (each update costs the server CPU)
+# Partial answers go to one visitor at most every STREAM_EVERY_S, and to all visitors together at
+# most STREAM_UPDATES_PER_S times a second: each update costs the server CPU that decoding needs
+# (bench_load, 8 visitors: 0.2 s each gave 23-25 answers a minute, 0.6 s each 30).
+STREAM_EVERY_S = 0.2
+STREAM_UPDATES_PER_S = 10.0
+
+
+class _LiveStreams:
+    """How many visitors' answers are being written now."""
+
+    def __init__(self):
+        self.count, self._lock = 0, threading.Lock()
+
+    def __enter__(self):
+        with self._lock:
+            self.count += 1
+        return self
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self.count -= 1
+
+
+live_streams = _LiveStreams()
+
+
+def stream_interval(live: int) -> float:
+    """Seconds between two partial updates to one visitor while `live` answers are written."""
+    return max(STREAM_EVERY_S, live / STREAM_UPDATES_PER_S)
 _questions = None
 _search = None
 _store: AnswerStore | None = None
@@ -123,15 +151,16 @@ def kids_answer(question, profile_choice, learned=None):
         svc = service_for(entry)
         steered_title = f"Steered answer ({entry.title})" if entry.profile is not None else "Answer (no steering profile chosen)"
         ans, shown = None, 0.0
-        for item in iterate_at(INTERACTIVE, svc.stream(question or "")):
-            if isinstance(item, Partial):
-                if time.monotonic() - shown < STREAM_EVERY_S:
-                    continue
-                shown = time.monotonic()
-                yield (writing_card(steered_title, item.steered, "steered"), writing_card("Plain model answer", item.unsteered, "plain"),
-                       "", None, gr.update())
-            else:
-                ans = item
+        with live_streams:
+            for item in iterate_at(INTERACTIVE, svc.stream(question or "")):
+                if isinstance(item, Partial):
+                    if time.monotonic() - shown < stream_interval(live_streams.count):
+                        continue
+                    shown = time.monotonic()
+                    yield (writing_card(steered_title, item.steered, "steered"), writing_card("Plain model answer", item.unsteered, "plain"),
+                           "", None, gr.update())
+                else:
+                    ans = item
     except (UnknownProfile, QuestionError) as exc:
         yield "", "", f"⚠️ {exc}", None, recent_md()
         return

@@ -23,3 +23,37 @@ def test_app_refuses_paths_without_opening_a_file(monkeypatch, tmp_path):
     assert opened == []
     assert kids.profile_download("/etc/passwd", {}) is None and opened == []
 
+
+
+def test_partial_answers_thin_out_when_many_are_written_at_once(monkeypatch):
+    """Each partial update costs the server CPU that decoding needs: one visitor gets one every
+    STREAM_EVERY_S, and the more answers are written at once, the rarer they get for each."""
+    import time
+    from types import SimpleNamespace
+
+    from quora_kids.service import Partial, QuestionError
+
+    assert kids.stream_interval(1) == kids.STREAM_EVERY_S and kids.stream_interval(8) == pytest.approx(8 / kids.STREAM_UPDATES_PER_S)
+    seen = []
+
+    class Writing:
+        def stream(self, question):
+            for i in range(25):
+                time.sleep(0.02)
+                seen.append(kids.live_streams.count)
+                yield Partial(f"steered {i}", f"plain {i}")
+            raise QuestionError("stopped")  # ends the answer early: the count must still go down
+
+    monkeypatch.setattr(kids, "catalog", lambda: SimpleNamespace(resolve=lambda name, learned: SimpleNamespace(profile=None, title="x")))
+    monkeypatch.setattr(kids, "service_for", lambda entry: Writing())
+    monkeypatch.setattr(kids, "recent_md", lambda: "")
+    alone = list(kids.kids_answer("Why?", "x", {}))
+    others = [kids.live_streams.__enter__() for _ in range(19)]  # 19 other answers being written
+    try:
+        crowded = list(kids.kids_answer("Why?", "x", {}))
+    finally:
+        for s in others:
+            s.__exit__(None, None, None)
+    assert set(seen[:25]) == {1} and set(seen[25:]) == {20} and kids.live_streams.count == 0
+    assert "stopped" in alone[-1][2] and "stopped" in crowded[-1][2]
+    assert 2 <= len(alone) - 1 and len(crowded) - 1 == 1  # 0.5 s of writing: a few updates alone, only the first in a crowd
