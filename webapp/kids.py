@@ -26,9 +26,10 @@ _services_lock = threading.Lock()
 MAX_SERVICES = 32
 # Partial answers go to one visitor at most every STREAM_EVERY_S, and to all visitors together at
 # most STREAM_UPDATES_PER_S times a second: each update costs the server CPU that decoding needs
-# (bench_load, 8 visitors: 0.2 s each gave 23-25 answers a minute, 0.6 s each 30).
+# (bench_load, 8 visitors, no auto-steer: 0.2 s each, 40 updates a second in all, gave 23-25
+# answers a minute; 10 a second in all 27; 4 a second 30).
 STREAM_EVERY_S = 0.2
-STREAM_UPDATES_PER_S = 10.0
+STREAM_UPDATES_PER_S = 5.0
 
 
 class _LiveStreams:
