@@ -81,9 +81,22 @@ def _continuation_perplexities(engine, ctx: list[int], answers: list[list[int]])
         ids[i, : len(a)] = torch.tensor(a, dtype=torch.long)
         mask[i, : len(a)] = 1
     hidden = fast.continuation_hidden_states(torch.tensor([ctx]), ids, mask)  # (B, 1 + width, d)
+    return _head_perplexities(fast, [hidden[i, : len(a)] for i, a in enumerate(answers)], answers)
+
+
+def _head_perplexities(fast, hidden: list[torch.Tensor], answers: list[list[int]]) -> list[float]:
+    """Perplexity of each answer from the hidden states that predict its tokens, through the exact
+    fp32 head in ONE matmul over every row's positions (a matmul per row is ~1.5x slower)."""
+    scored = [i for i, a in enumerate(answers) if a]
+    out = [math.inf] * len(answers)
+    if not scored:
+        return out
     with torch.no_grad():
-        return [math.inf if not a else float(torch.exp(F.cross_entropy(hidden[i, : len(a)] @ fast.head_exact.T, torch.tensor(a))))
-                for i, a in enumerate(answers)]
+        flat = torch.cat([hidden[i] for i in scored])
+        nll = F.cross_entropy(flat @ fast.head_exact.T, torch.tensor([t for i in scored for t in answers[i]]), reduction="none")
+    for i, part in zip(scored, nll.split([len(answers[i]) for i in scored])):
+        out[i] = float(torch.exp(part.mean()))
+    return out
 
 
 def _batch_perplexities(engine, rows: list[tuple[list[int], list[int]]]) -> list[float]:
@@ -94,24 +107,19 @@ def _batch_perplexities(engine, rows: list[tuple[list[int], list[int]]]) -> list
         ids[i, : len(c) + len(a)] = torch.tensor(c + a)
         mask[i, : len(c) + len(a)] = 1
     fast = getattr(engine, "fast", None)
-    with torch.no_grad():
-        if fast is not None:  # the fast decoder's weights (e.g. int4 blocks in bfloat16), exact fp32 head
+    if fast is not None:  # the fast decoder's weights (e.g. int4 blocks in bfloat16), exact fp32 head
+        with torch.no_grad():
             hidden = fast.hidden_states(ids, mask)
-
-            def logits_of(i: int, lo: int, hi: int) -> torch.Tensor:
-                return hidden[i, lo:hi] @ fast.head_exact.T
-        else:
-            logits = engine.model(input_ids=ids.to(engine.model.device), attention_mask=mask.to(engine.model.device)).logits
-
-            def logits_of(i: int, lo: int, hi: int) -> torch.Tensor:
-                return logits[i, lo:hi].float()
+        return _head_perplexities(fast, [hidden[i, len(c) - 1 : len(c) + len(a) - 1] for i, (c, a) in enumerate(rows)], [a for _, a in rows])
+    with torch.no_grad():
+        logits = engine.model(input_ids=ids.to(engine.model.device), attention_mask=mask.to(engine.model.device)).logits
         out = []
         for i, (c, a) in enumerate(rows):
             if not a:
                 out.append(math.inf)
                 continue
             target = torch.tensor(a, device=engine.model.device)
-            nll = F.cross_entropy(logits_of(i, len(c) - 1, len(c) + len(a) - 1), target)
+            nll = F.cross_entropy(logits[i, len(c) - 1 : len(c) + len(a) - 1].float(), target)
             out.append(float(torch.exp(nll)))
     return out
 
