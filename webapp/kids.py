@@ -54,6 +54,8 @@ live_streams = _LiveStreams()
 def stream_interval(live: int) -> float:
     """Seconds between two partial updates to one visitor while `live` answers are written."""
     return max(STREAM_EVERY_S, live / STREAM_UPDATES_PER_S)
+
+
 _questions = None
 _search = None
 _store: AnswerStore | None = None

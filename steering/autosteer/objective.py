@@ -208,8 +208,8 @@ def split(obj: Objective, pairs: int = CHUNK_PAIRS) -> list[tuple[Objective, flo
 
 def _rows(obj: Objective, rows: torch.Tensor, base: bool) -> Objective:
     """The objective restricted to `rows` (and to their longest row's width)."""
-    width = int(obj.attention_mask[rows.to(obj.attention_mask.device)].sum(1).max())
     dev = rows.to(obj.input_ids.device)
+    width = int(obj.attention_mask[dev].sum(1).max())
     sub = Objective(obj.input_ids[dev, :width], obj.attention_mask[dev, :width], obj.targets[dev, :width], obj.kind[rows], obj.pair[rows])
     sub.resid = obj.resid[dev, :width] if obj.resid is not None else None
     sub.base_logprobs = obj.base_logprobs if base else None  # the KL rows keep their order: same positions
@@ -230,9 +230,10 @@ def chunked_loss(engine, chunks: Sequence[tuple[Objective, float]], vector: Call
             return p, [x.detach() for x in g]
 
         p, g = on_compute_thread(one)
+        has_targets = bool(chunk.kind.eq(1).any())
         for k, x in p.items():
-            if k == "kl" or chunk.kind.eq(1).any():  # a plain-text chunk adds only its KL term
-                parts[k] = parts.get(k, 0.0) + (x if k == "kl" else weight * x)
+            if has_targets or k == "kl":  # a plain-text chunk (weight 1) adds only its KL term
+                parts[k] = parts.get(k, 0.0) + weight * x
         total += weight * p["loss"]
         grads = [a + b for a, b in zip(grads, g)]
     parts["loss"] = total
