@@ -88,6 +88,7 @@ def run_behaviour(name: str, epochs: int, optimiser: str, mode: str = "auto") ->
         "mode": final.profile.mode,
         "trained_on": final.profile.provenance.get("trained_on", "steered"),
         "free_share": final.profile.free_share,
+        "notes": final.profile.provenance.get("notes", []),
         "degenerate_held_out": {c: sum(degeneration(o).degenerate for o in outs) for c, outs in final.heldout.outputs.items()},
         "held_out_prompts": final.heldout.prompts,
         "held_out_outputs": final.heldout.outputs,

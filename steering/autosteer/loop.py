@@ -95,8 +95,7 @@ class AutoSteer:
         the prompted answers in the same batch."""
         cfg = self.cfg
         P = len(cfg.prompts)
-        # Needed to choose the mode after screening (given features are not screened) or to seed
-        # an optimiser that works on top of the prompt.
+        # Needed to choose the mode after screening (given features aren't screened) or to seed an optimiser on top of the prompt.
         if not (cfg.mode == "prompted_steered" or (cfg.mode == "auto" and self.features is None)):
             return JudgeContext(cfg.behavior, cfg.prompts, self.gen(cfg.prompts, [None] * P))
         texts = self.gen(cfg.prompts * 2, [None] * (2 * P), system=[None] * P + [cfg.behavior] * P)
@@ -119,9 +118,10 @@ class AutoSteer:
     def retrieve(self) -> list[FeatureCandidate]:
         cfg = self.cfg
         prompts = probe_prompts(cfg.prompts, exclude=cfg.heldout)
-        self.answers = retrieval.distill_answers(self.engine, cfg.behavior, prompts, cancel=self._cancel)
+        self.answers = retrieval.distill_answers(self.engine, cfg.behavior, prompts, cancel=self._cancel, judge=self.judge)
         if self.cancelled:
             return []
+        self.notes += [self.answers.note] if self.answers.note else []
         return retrieval.retrieve(self.engine, self.index, cfg.behavior, prompts, cfg.features * cfg.screen, self.client, answers=self.answers)
 
     def screen(self, pool: Sequence[FeatureCandidate], ctx: JudgeContext) -> ScreenResult | None:
@@ -162,7 +162,7 @@ class AutoSteer:
     def seed(self, screened: ScreenResult | None) -> Optimiser:
         """The optimiser for the kept features, told what each scored alone in screening."""
         if self.answers is None and self.optimiser_factory.needs_answers:
-            self.answers = retrieval.distill_answers(self.engine, self.cfg.behavior, self.cfg.prompts[:GRADIENT_PROMPTS], cancel=self._cancel)
+            self.answers = retrieval.distill_answers(self.engine, self.cfg.behavior, self.cfg.prompts[:GRADIENT_PROMPTS], cancel=self._cancel, judge=self.judge)
         optimiser = self.optimiser_factory(self.features, self.answers)
         if self.system is not None:
             # Screening steered without the prompt: its scores say nothing about steering on top of
@@ -253,7 +253,7 @@ class AutoSteer:
         yield PhaseEvent("retrieve", "finding candidate features: answers with and without the behaviour, gradient attribution, contrastive activations, label search")
         pool = [] if self.cancelled else self.retrieve()
         if len(pool) > self.cfg.features and not self.cancelled:
-            yield PhaseEvent("screen", f"steering with each of {len(pool)} candidates alone")
+            yield PhaseEvent("screen", f"{self.answers.note + '; ' if self.answers and self.answers.note else ''}steering with each of {len(pool)} candidates alone")
             screened = self.screen(pool, ctx)
             if screened is not None:
                 yield screened

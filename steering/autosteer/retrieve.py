@@ -18,6 +18,7 @@ from ..llm import LLMError
 from ..runtime.engine import GenerationConfig
 from ..runtime.scheduler import on_compute_thread
 from ..sae.activations import residuals_for_ids
+from .judges import JudgeContext, JudgeError
 from .objective import attribution, build_objective
 
 log = logging.getLogger(__name__)
@@ -64,19 +65,55 @@ def semantic_candidates(index, query: str, k: int, source: str = "semantic", sig
 class DistillAnswers:
     """Answers to the same prompts written with the behaviour as a system prompt (targets) and
     without (plain): the contrastive source, the attribution source and the gradient optimiser
-    all read them, so they are generated once per run."""
+    all read them, so they are generated once per run. `phrasing` says how the targets were asked
+    for ("system prompt", or "system prompt + reminder"), `note` why."""
 
     prompts: list[str]
     targets: list[list[int]]
     plains: list[list[int]]
+    phrasing: str = "system prompt"
+    note: str = ""
 
 
-def distill_answers(engine, behavior: str, prompts: Sequence[str], max_new_tokens: int = 48, cancel=None) -> DistillAnswers:
-    """One batched generate: every prompt with and without the behaviour as a system prompt."""
+CHOOSE_PROMPTS = 4  # the judge compares the two phrasings of the targets on this many prompts
+
+
+def remind(prompt: str, behavior: str) -> str:
+    """The question with the behaviour repeated after it, as the user's reminder."""
+    return f"{prompt}\n\n({behavior.strip().rstrip('.')}.)"
+
+
+def distill_answers(engine, behavior: str, prompts: Sequence[str], max_new_tokens: int = 48, cancel=None,
+                    judge=None) -> DistillAnswers:
+    """One batched generate: every prompt with the behaviour as a system prompt, with it as a
+    system prompt AND a reminder after the question, and plain.
+
+    A small model follows the two phrasings unevenly: with the reminder, SmolLM2-135M writes
+    "Stay healthy, you're the first to walk the plank" for a pirate and talks about the ocean in
+    all three training answers, but its kids' and polite answers get no better, and its dog
+    answers worse. When a `judge` is given, it compares both on the first CHOOSE_PROMPTS prompts
+    and the better-judged phrasing (the system prompt alone on a tie, or when the judge fails)
+    becomes the targets; the answers are always read, and fitted, after the plain question."""
     n = len(prompts)
-    gens = engine.generate(list(prompts) * 2, system=[behavior] * n + [None] * n,
+    asks = list(prompts) + [remind(p, behavior) for p in prompts] + list(prompts)
+    gens = engine.generate(asks, system=[behavior] * (2 * n) + [None] * n,
                            config=GenerationConfig(max_new_tokens=max_new_tokens), cancel=cancel)
-    return DistillAnswers(list(prompts), [g.token_ids for g in gens[:n]], [g.token_ids for g in gens[n:]])
+    told, reminded, plains = gens[:n], gens[n : 2 * n], gens[2 * n :]
+    answers = DistillAnswers(list(prompts), [g.token_ids for g in told], [g.token_ids for g in plains])
+    if judge is None or not n or len(gens) < 3 * n:
+        return answers
+    m = min(CHOOSE_PROMPTS, n)
+    try:
+        a, b = judge.judge_many(JudgeContext(behavior, list(prompts[:m]), [g.text for g in plains[:m]]),
+                                [[g.text for g in told[:m]], [g.text for g in reminded[:m]]])
+    except JudgeError as exc:
+        answers.note = f"targets: the behaviour as a system prompt (the judge could not compare phrasings: {exc})"
+        return answers
+    if b.score > a.score:
+        answers.targets, answers.phrasing = [g.token_ids for g in reminded], "system prompt + reminder"
+    answers.note = (f"targets: answers written with the behaviour as a {answers.phrasing} "
+                    f"(judged {max(a.score, b.score):.2f} against {min(a.score, b.score):.2f} for the other phrasing)")
+    return answers
 
 
 def contrastive_candidates(engine, index, answers: DistillAnswers, k: int) -> list[FeatureCandidate]:

@@ -8,11 +8,14 @@ from steering.autosteer.retrieve import (
     FeatureCandidate,
     contrastive_candidates,
     contrastive_scores,
+    distill_answers,
     mean_answer_activations,
     merge,
     probe_prompts,
+    remind,
     retrieve,
 )
+from steering.autosteer.judges import Judge, Judgement, JudgeError
 from steering.runtime.embeddings import embed
 from steering.sae.index import FeatureIndex, FeatureRecord
 
@@ -61,6 +64,59 @@ def test_probe_prompts_add_the_fixed_probes_without_heldout_or_repeats():
     assert many == [f"q{i}" for i in range(8)] + PROBE_PROMPTS
 
 
+class _PhrasingJudge(Judge):
+    """Scores each candidate by a fixed value per position; records what it was shown."""
+
+    def __init__(self, scores=None, error=False):
+        self.scores, self.error, self.seen = scores, error, []
+
+    def judge(self, ctx, outputs):
+        raise AssertionError("judge_many is used")
+
+    def judge_many(self, ctx, candidates):
+        self.seen.append((ctx, candidates))
+        if self.error:
+            raise JudgeError("no 'Score: N' line")
+        return [Judgement(s, "") for s in self.scores]
+
+
+@pytest.mark.parametrize("scores, phrasing", [((2.0, 5.0), "system prompt + reminder"), ((5.0, 2.0), "system prompt"),
+                                              ((3.0, 3.0), "system prompt")])
+def test_distill_answers_keep_the_better_judged_phrasing(tiny_runtime, monkeypatch, scores, phrasing):
+    eng = tiny_runtime.engine
+    calls = []
+    real = eng.generate
+
+    def spy(prompts, *a, **kw):
+        calls.append((list(prompts), kw.get("system")))
+        out = real(prompts, *a, **kw)
+        calls.append(out)
+        return out
+
+    monkeypatch.setattr(eng, "generate", spy)
+    prompts = ["Why is the sky blue?", "What is a cat?", "How do boats float?", "Why is grass green?", "What is rain?"]
+    judge = _PhrasingJudge(scores)
+    answers = distill_answers(eng, "Talk like a pirate", prompts, max_new_tokens=6, judge=judge)
+    (asks, system), gens = calls  # one batched generate: told, told + reminder, plain
+    n = len(prompts)
+    assert asks == prompts + [remind(p, "Talk like a pirate") for p in prompts] + prompts
+    assert system == ["Talk like a pirate"] * (2 * n) + [None] * n
+    assert remind("Why?", "Talk like a pirate.") == "Why?\n\n(Talk like a pirate.)"
+    ctx, cands = judge.seen[0]  # compared on the first CHOOSE_PROMPTS prompts, against the plain answers
+    assert ctx.prompts == prompts[:4] and ctx.baseline == [g.text for g in gens[2 * n : 2 * n + 4]]
+    assert cands == [[g.text for g in gens[:4]], [g.text for g in gens[n : n + 4]]]
+    chosen = gens[n : 2 * n] if phrasing.endswith("reminder") else gens[:n]
+    assert answers.phrasing == phrasing and answers.targets == [g.token_ids for g in chosen]
+    assert answers.plains == [g.token_ids for g in gens[2 * n :]] and answers.prompts == prompts
+    assert f"{max(scores):.2f} against {min(scores):.2f}" in answers.note
+
+
+def test_distill_answers_fall_back_to_the_system_prompt_when_the_judge_fails(tiny_runtime):
+    eng = tiny_runtime.engine
+    answers = distill_answers(eng, "Talk like a pirate", ["Why is the sky blue?"], max_new_tokens=4, judge=_PhrasingJudge(error=True))
+    plain = distill_answers(eng, "Talk like a pirate", ["Why is the sky blue?"], max_new_tokens=4)
+    assert answers.phrasing == plain.phrasing == "system prompt" and plain.note == ""
+    assert answers.targets == plain.targets and "could not compare" in answers.note
 
 
 def test_llm_retrieval_queries_add_opposite_features(fake_openai, llm_client, tiny_runtime):
