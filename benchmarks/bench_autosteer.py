@@ -40,6 +40,9 @@ BEHAVIORS = {
     "grumpy": "Act like a grumpy old man",
     "food": "Talk about food and cooking",
 }
+# The same behaviour and targets moved by 0.2-0.6 between runs (sessions 8-10: float rounding of the
+# chunked passes, batch composition), so a smaller win says little.
+CLEAR_MARGIN = 0.3
 PROMPTS = ["What is your favourite food?", "How do I stay healthy?", "Tell me about your job."]
 HELDOUT = ["How do airplanes stay in the air?", "What should I do this weekend?", "Why is the ocean salty?", "How does the heart work?"]
 
@@ -111,13 +114,15 @@ def rejudge(path: str) -> dict:
 def print_table(results: dict, speed: dict | None) -> None:
     print()
     print(f"{'behaviour':10s} {'unsteered':>9s} {'prompted':>9s} {'steered':>9s} {'both':>9s} {'s/epoch':>8s} {'start s':>8s} {'total s':>8s} {'free':>5s}")
-    wins = 0
+    wins = clear = 0
     for name, r in results.items():
         h = r["held_out"]
         wins += max(h["steered"], h["prompted_steered"]) > h["prompted"]
+        clear += max(h["steered"], h["prompted_steered"]) >= h["prompted"] + CLEAR_MARGIN
         print(f"{name:10s} {h['unsteered']:9.2f} {h['prompted']:9.2f} {h['steered']:9.2f} {h['prompted_steered']:9.2f} "
               f"{r['seconds_per_epoch']:8.1f} {r['before_first_epoch_s']:8.1f} {r['total_s']:8.1f} {r['free_share']:5.0%}")
-    print(f"steered or prompted+steered beats prompting on {wins} of {len(results)}; degenerate held-out answers (steered, both): "
+    print(f"steered or prompted+steered beats prompting on {wins} of {len(results)} ({clear} by at least {CLEAR_MARGIN}, the run-to-run "
+          f"spread); degenerate held-out answers (steered, both): "
           f"{sum(r['degenerate_held_out']['steered'] + r['degenerate_held_out']['prompted_steered'] for r in results.values())}")
     if speed is None:
         return
