@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .flight import DecodeSettings, Flight
+from .kvpool import KVPool
 from .packed import Linear, resolve_precision
 
 PRECISIONS = ("auto", "int4", "bfloat16", "float32")
@@ -59,6 +60,24 @@ class DecodeState:
     values: list[torch.Tensor]
     valid: torch.Tensor  # (B, capacity) bool: a real (non-pad) token sits at this position
     length: int = 0
+    slot: int | None = None  # first row of the shared KVPool the cache lives in (None: its own tensors)
+
+    @property
+    def rows(self) -> int:
+        return self.valid.shape[0]
+
+
+@dataclass
+class _Group:
+    """Rows of neighbouring flights in one decode step: one attention call over their pool slots."""
+
+    rows: slice  # the step's rows
+    parts: list  # (state, rows, start, end, mask) per flight
+    slots: slice | None = None  # pool slots (merged groups only), attending to positions :end
+    end: int = 0
+    mask: torch.Tensor | None = None  # (R, 1, 1, end)
+    slot_idx: torch.Tensor | None = None  # (R,) where each row writes its new key and value
+    pos_idx: torch.Tensor | None = None
 
 
 class FastDecoder:
@@ -83,6 +102,7 @@ class FastDecoder:
         self.head_exact = model.lm_head.weight.detach().float()  # the same tensor for an fp32 model
         self.lm_head = Linear(self.head_exact, "float32" if precision == "float32" else "int8")
         self.layers = [self._pack(layer, precision) for layer in model.model.layers]
+        self.pool = KVPool(len(self.layers), self.kv_heads, self.head_dim)
 
     @staticmethod
     def _pack(layer, precision: str) -> _Layer:
@@ -113,13 +133,16 @@ class FastDecoder:
         rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
         return x * cos + rotated * sin
 
-    def new_state(self, batch: int, capacity: int) -> DecodeState:
-        shape = (batch, self.kv_heads, capacity, self.head_dim)
-        return DecodeState(
-            [torch.zeros(shape) for _ in self.layers],
-            [torch.zeros(shape) for _ in self.layers],
-            torch.zeros(batch, capacity, dtype=torch.bool),
-        )
+    def new_state(self, batch: int, capacity: int, pooled: bool = False) -> DecodeState:
+        """An empty cache: rows of the shared pool when `pooled` and they fit, else its own."""
+        valid = torch.zeros(batch, capacity, dtype=torch.bool)
+        first = self.pool.take(batch, capacity) if pooled else None
+        if first is None:
+            shape = (batch, self.kv_heads, capacity, self.head_dim)
+            return DecodeState([torch.zeros(shape) for _ in self.layers], [torch.zeros(shape) for _ in self.layers], valid)
+        state = DecodeState([], [], valid, slot=first)
+        state.keys, state.values = self.pool.views(state, first, batch, capacity)
+        return state
 
     def _mask(self, state: DecodeState, start: int, end: int) -> torch.Tensor:
         """(B, 1, T, end) bool: causal, real keys only; a pad query sees itself so no row is empty."""
@@ -166,17 +189,14 @@ class FastDecoder:
     def _blocks(self, ids: torch.Tensor, positions: torch.Tensor, states: list[DecodeState], steer: torch.Tensor | None, layer: int) -> torch.Tensor:
         """The decoder blocks over `ids` (B, T); the residual stream (B, T, d). The rows are the
         rows of `states` in order, each state with its own KV cache (requests decoding together):
-        the projections run over every row at once, attention per state."""
+        the projections run over every row at once, attention per group of flights whose caches
+        are neighbouring rows of the shared pool (`_groups`), else per flight."""
         t = ids.shape[1]
         cos, sin = self._rope(positions)
-        parts, first = [], 0
-        for st in states:
-            rows = st.valid.shape[0]
-            parts.append((st, slice(first, first + rows), st.length, st.length + t, self._mask(st, st.length, st.length + t)))
-            first += rows
+        groups = self._groups(states, t)
         x = self.embed[ids].float()
         for i, lay in enumerate(self.layers):
-            x = x + self._attention(lay, i, self._norm(x, lay.norm1), parts, cos, sin)
+            x = x + self._attention(lay, i, self._norm(x, lay.norm1), groups, cos, sin)
             gate, up = lay.gate_up(self._norm(x, lay.norm2)).chunk(2, dim=-1)
             x = x + lay.down(F.silu(gate) * up)
             if steer is not None and i == layer:
@@ -184,6 +204,30 @@ class FastDecoder:
         for st in states:
             st.length += t
         return x
+
+    def _groups(self, states: list[DecodeState], t: int) -> list[_Group]:
+        """Consecutive flights in one-token steps whose caches are neighbouring pool slots attend
+        together: their masks padded to the longest and stacked, their writes as one index."""
+        groups: list[_Group] = []
+        first = 0
+        for st in states:
+            part = (st, slice(first, first + st.rows), st.length, st.length + t, self._mask(st, st.length, st.length + t))
+            last = groups[-1] if groups else None
+            prev = last.parts[-1][0] if last else None
+            if t == 1 and prev is not None and prev.slot is not None and st.slot == prev.slot + prev.rows:
+                last.parts.append(part)
+                last.rows = slice(last.rows.start, part[1].stop)
+            else:
+                groups.append(_Group(part[1], [part]))
+            first += st.rows
+        for g in groups:
+            if len(g.parts) > 1:
+                g.end = max(p[3] for p in g.parts)
+                g.slots = slice(g.parts[0][0].slot, g.parts[0][0].slot + g.rows.stop - g.rows.start)
+                g.mask = torch.cat([F.pad(p[4], (0, g.end - p[3])) for p in g.parts])
+                g.slot_idx = torch.arange(g.slots.start, g.slots.stop)
+                g.pos_idx = torch.cat([torch.full((p[0].rows,), p[2]) for p in g.parts])
+        return groups
 
     def logits(self, h: torch.Tensor, settings: DecodeSettings, seen: torch.Tensor) -> torch.Tensor:
         """(B, V) logits of final hidden states `h` (B, d); on low-precision paths exact for the
@@ -197,7 +241,7 @@ class FastDecoder:
         exact = torch.einsum("bd,bkd->bk", h, self.head_exact[cand])
         return approx.scatter(1, cand, exact)
 
-    def _attention(self, lay: _Layer, i: int, h, parts, cos, sin):
+    def _attention(self, lay: _Layer, i: int, h, groups: list[_Group], cos, sin):
         b, t, _ = h.shape
         q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
         qk, v = lay.qkv(h).split([q_size + kv_size, kv_size], dim=-1)
@@ -205,12 +249,19 @@ class FastDecoder:
         q, k = qk[:, : self.heads], qk[:, self.heads :]  # one rotation for queries and keys
         v = v.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         outs = []
-        for state, rows, start, end, mask in parts:
+        for g in groups:
+            if g.slots is not None:  # neighbouring pool slots: one write and one attention
+                keys, values = self.pool.keys[i], self.pool.values[i]
+                keys[g.slot_idx, :, g.pos_idx] = k[g.rows, :, 0]
+                values[g.slot_idx, :, g.pos_idx] = v[g.rows, :, 0]
+                outs.append(F.scaled_dot_product_attention(
+                    q[g.rows], keys[g.slots, :, : g.end], values[g.slots, :, : g.end], attn_mask=g.mask, enable_gqa=True
+                ))
+                continue
+            state, rows, start, end, mask = g.parts[0]
             state.keys[i][:, :, start:end] = k[rows]
             state.values[i][:, :, start:end] = v[rows]
-            outs.append(F.scaled_dot_product_attention(
-                q[rows], state.keys[i][:, :, :end], state.values[i][:, :, :end], attn_mask=mask, enable_gqa=True
-            ))
+            outs.append(F.scaled_dot_product_attention(q[rows], state.keys[i][:, :, :end], state.values[i][:, :, :end], attn_mask=mask, enable_gqa=True))
         out = outs[0] if len(outs) == 1 else torch.cat(outs)
         return lay.o(out.transpose(1, 2).reshape(b, t, q_size))
 
@@ -230,7 +281,9 @@ class FastDecoder:
     @torch.no_grad()
     def step(self, flights: list[Flight]) -> None:
         """One more token for every flight (none of them done) in one pass over the weights: the
-        rows of requests that arrived at different times decode together (continuous batching)."""
+        rows of requests that arrived at different times decode together (continuous batching).
+        Flights go in pool-slot order, so that neighbours attend together."""
+        flights = sorted(flights, key=lambda f: (f.state.slot is None, f.state.slot or 0))
         ids = torch.cat([f.pending for f in flights])
         positions = torch.cat([f.positions for f in flights])
         steers = [f.settings.steer for f in flights]

@@ -22,7 +22,7 @@ class Flight:
     def __init__(self, decoder, input_ids: torch.Tensor, attention_mask: torch.Tensor, settings: DecodeSettings, on_step=None):
         b, t = input_ids.shape
         self.settings, self.on_step = settings, on_step
-        self.state = decoder.new_state(b, t + settings.max_new_tokens)
+        self.state = decoder.new_state(b, t + settings.max_new_tokens, pooled=True)
         self.state.valid[:, :t] = attention_mask.bool()
         self.positions = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)  # (B, T), then (B, 1)
         self.seen = torch.zeros(b, decoder.embed.shape[0], dtype=torch.bool)

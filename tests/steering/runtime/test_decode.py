@@ -113,3 +113,34 @@ def test_models_other_than_llama_fall_back_to_the_reference_path(tiny_tokenizer,
 def test_zero_new_tokens_writes_nothing(tiny_model, tiny_tokenizer, tiny_sae):
     [g] = engine(tiny_model, tiny_tokenizer, tiny_sae, "float32").generate([PROMPTS[0]], config=GenerationConfig(max_new_tokens=0))
     assert g.token_ids == [] and g.text == ""
+
+
+def test_flights_in_neighbouring_pool_slots_attend_together_with_their_solo_logits(tiny_model, tiny_tokenizer, tiny_sae, monkeypatch):
+    import gc
+
+    import torch.nn.functional as F
+
+    e = engine(tiny_model, tiny_tokenizer, tiny_sae, "float32")
+    cfg = GenerationConfig(max_new_tokens=6, min_new_tokens=6, return_logits=True)
+    asks = [([PROMPTS[0]], [{5: 1.0}]), (PROMPTS[1:], [None, {9: -0.7}]), ([PROMPTS[2]], [None])]
+    solo = [e.generate(p, w, config=cfg) for p, w in asks]
+    pool = e.fast.pool
+    assert pool.free() == pool.slots  # solo requests gave their slots back
+    calls, real = [], F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **kw: (calls.append(a[0].shape[0]), real(*a, **kw))[1])
+    flights = [e._begin(p, w, [None] * len(p), cfg, None, None) for p, w in asks]  # prompts at different lengths
+    assert [f.state.slot for f in flights] == [0, 1, 3] and pool.free() == pool.slots - 4
+    calls.clear()
+    while not all(f.done for f in flights):
+        e.fast.step(list(reversed(flights)))  # any order: they decode in slot order
+    layers = len(e.fast.layers)
+    assert calls == [4] * layers * 5  # one attention over all 4 rows per layer, every step
+    for f, s in zip(flights, solo):
+        for got, want in zip(e._end(f, None, None), s):
+            assert got.token_ids == want.token_ids
+            torch.testing.assert_close(got.logits, want.logits, atol=1e-5, rtol=1e-5)
+    del flights, f
+    gc.collect()
+    assert pool.free() == pool.slots  # the slots come back when the flights are gone
+    long = e._begin([PROMPTS[0]], [None], [None], GenerationConfig(max_new_tokens=pool.capacity), None, None)
+    assert long.state.slot is None and pool.free() == pool.slots  # too long for the pool: a cache of its own
