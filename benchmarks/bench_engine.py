@@ -7,7 +7,9 @@ Per path: greedy tokens/s at batch 1 (steered and unsteered), 2 and 8 (steered r
 steered+unsteered pair vs two sequential calls, a kids' answer pair (2 x 120 tokens) and one
 auto-steer epoch's generation (3 prompts x 4 candidates x 64 tokens). Then the agreement of the
 default path with the reference: the share of identical greedy tokens over 20 prompts (64 tokens,
-steered), and the perplexity of each path's answers under the fp32 model.
+steered), and the perplexity of each path's answers under the fp32 model. Last, on the default
+(fast) path, one decode step of 8 requests of 2 rows in flight together against one request of
+the same 16 rows, and of 2 rows (what continuous batching costs under load; docs/decoding.md).
 """
 
 from __future__ import annotations
@@ -108,6 +110,27 @@ def agreement(default: SteeringEngine, reference: SteeringEngine, n_prompts: int
     }
 
 
+def flight_steps(engine: SteeringEngine, steps: int = 40) -> dict[str, float]:
+    """ms per decode step: 8 flights x 2 rows, 1 flight x 16 rows, 1 flight x 2 rows (long answers,
+    so no row ends while timed)."""
+    cfg = GenerationConfig(max_new_tokens=steps + 20, min_new_tokens=steps + 20)
+    pairs = [[q, q] for q in AGREE_PROMPTS[:8]]
+
+    def per_step(groups) -> float:
+        # each pair: one steered row, one plain (as a kids' answer)
+        flights = [engine._begin(g, [FEATURE, None] * (len(g) // 2), [None] * len(g), cfg, None, None) for g in groups]
+        for _ in range(5):
+            engine.fast.step(flights)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            engine.fast.step(flights)
+        return (time.perf_counter() - t0) / steps * 1e3
+
+    eight, one, two = per_step(pairs), per_step([sum(pairs, [])]), per_step(pairs[:1])
+    return {"step_ms_8_flights_of_2": round(eight, 1), "step_ms_1_flight_of_16": round(one, 1), "step_ms_1_flight_of_2": round(two, 1),
+            "flights_over_one_flight": round(eight / one, 2), "rows16_over_rows2": round(one / two, 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=64)
@@ -136,6 +159,7 @@ def main() -> None:
         "speedup_steered_batch1": round(d["tokens_per_s_steered"] / r["tokens_per_s_steered"], 2),
         "speedup_batch8": round(d["tokens_per_s_batch8"] / r["tokens_per_s_batch8"], 2),
         **agreement(default, reference, args.agree_prompts, args.tokens),
+        **(flight_steps(default) if default.fast is not None else {}),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     if args.json:
@@ -144,8 +168,10 @@ def main() -> None:
     print(f"{'':32s} {'default (' + default.decode + ')':>18s} {'reference (fp32)':>18s}")
     for k, v in d.items():
         print(f"{k:32s} {v:>18} {r[k]:>18}")
-    for k in ("cold_load_s", "speedup_steered_batch1", "speedup_batch8", "identical_token_share", "answer_ppl_default", "answer_ppl_reference", "peak_rss_mib"):
-        print(f"{k:32s} {figures[k]}")
+    for k in ("cold_load_s", "speedup_steered_batch1", "speedup_batch8", "identical_token_share", "answer_ppl_default", "answer_ppl_reference",
+              "step_ms_8_flights_of_2", "step_ms_1_flight_of_16", "step_ms_1_flight_of_2", "flights_over_one_flight", "rows16_over_rows2", "peak_rss_mib"):
+        if k in figures:
+            print(f"{k:32s} {figures[k]}")
     print("targets: steered batch-1 >= 3x the reference (>= 40 tok/s); kids pair <= 4 s; "
           "steered_over_unsteered >= 0.95; batched_pair_over_sequential <= 0.65")
 
