@@ -82,10 +82,8 @@ class ContinuousScheduler(GenerationScheduler):
         while True:
             admitted = self._admit(flying)
             self.batches += bool(admitted) and not flying
-            for req in admitted:
-                flight = self._begin(req)
-                if flight is not None:
-                    flying.append((req, flight))
+            # (a comprehension: no loop variable keeps a finished flight, and its pool slots, alive)
+            flying += [(req, flight) for req, flight in ((r, self._begin(r)) for r in admitted) if flight is not None]
             flying = self._settle(flying)
             if (job := self._next_call(flying)) is not None:  # one call, then (at least) one step
                 with self._cond:
@@ -105,6 +103,7 @@ class ContinuousScheduler(GenerationScheduler):
                     req.future.set_exception(exc)
                 flying = [rf for rf in flying if rf not in chosen]
             flying = self._settle(flying)
+            chosen = None  # let finished flights go: their KV pool slots come back now, not at the next request
             with self._cond:
                 self._running = [r.priority for r, _ in flying] if flying else []
                 self._cond.notify_all()

@@ -1,6 +1,7 @@
 """The generation scheduler: one worker, merged batches, kids first (steering/scheduler.py)."""
 
 import threading
+import time
 
 import pytest
 
@@ -305,3 +306,14 @@ def test_batch_mode_serves_a_call_queued_beside_generations():
     call = sched.call(lambda: "called")
     gate.release.set()
     assert blocker.result(5) == ["a|None|None"] and later.result(5) == ["b|None|None"] and call.result(5) == "called"
+
+
+def test_finished_requests_give_their_kv_pool_slots_back(scheduled):
+    engine, _ = scheduled
+    pool = engine.fast.pool
+    out = engine.generate(["Why is the sky blue?", "Plants?"], [{5: 1.0}, None], config=CFG)
+    assert len(out) == 2
+    deadline = time.monotonic() + 2  # the worker lets go of the flight right after handing over its result
+    while pool.free() < pool.slots and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pool.free() == pool.slots  # not held until the next request arrives
