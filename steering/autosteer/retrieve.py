@@ -80,7 +80,8 @@ CHOOSE_PROMPTS = 4  # the judge compares the two phrasings of the targets on thi
 
 def remind(prompt: str, behavior: str) -> str:
     """The question with the behaviour repeated after it, as the user's reminder."""
-    return f"{prompt}\n\n({behavior.strip().rstrip('.')}.)"
+    b = behavior.strip()
+    return f"{prompt}\n\n({b if b.endswith(('.', '!', '?')) else b + '.'})"
 
 
 def distill_answers(engine, behavior: str, prompts: Sequence[str], max_new_tokens: int = 48, cancel=None,

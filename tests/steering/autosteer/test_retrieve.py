@@ -101,7 +101,8 @@ def test_distill_answers_keep_the_better_judged_phrasing(tiny_runtime, monkeypat
     n = len(prompts)
     assert asks == prompts + [remind(p, "Talk like a pirate") for p in prompts] + prompts
     assert system == ["Talk like a pirate"] * (2 * n) + [None] * n
-    assert remind("Why?", "Talk like a pirate.") == "Why?\n\n(Talk like a pirate.)"
+    assert remind("Why?", " Talk like a pirate ") == remind("Why?", "Talk like a pirate.") == "Why?\n\n(Talk like a pirate.)"
+    assert remind("Why?", "Be cheerful!") == "Why?\n\n(Be cheerful!)"
     ctx, cands = judge.seen[0]  # compared on the first CHOOSE_PROMPTS prompts, against the plain answers
     assert ctx.prompts == prompts[:4] and ctx.baseline == [g.text for g in gens[2 * n : 2 * n + 4]]
     assert cands == [[g.text for g in gens[:4]], [g.text for g in gens[n : n + 4]]]
