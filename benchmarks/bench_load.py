@@ -80,7 +80,7 @@ def run_load(url: str, qs: list[str], clients: int, per_client: int, autosteer: 
         c = Client(url, verbose=False)
         for q in qs[i * per_client:(i + 1) * per_client]:
             try:
-                r = ask(c, q)
+                r = {"started_s": round(time.perf_counter() - t0, 1)} | ask(c, q)  # (the left side is evaluated first)
             except Exception as exc:  # counted, not raised: the figure is how many fail
                 with lock:
                     errors.append(f"{q}: {exc}")
@@ -117,7 +117,16 @@ def run_load(url: str, qs: list[str], clients: int, per_client: int, autosteer: 
         "p50_first_words_s": round(statistics.median(r["first_words_s"] for r in results), 2) if results else None,
         "answers_per_min": round(60 * len(results) / wall, 1),
         "autosteer_s": round(auto.get("seconds", 0), 1) if autosteer else None,
+        "slowest": slowest(results),
     }
+
+
+def slowest(results: list[dict], n: int = 3) -> list[dict]:
+    """The stragglers that set p95, with when each was asked (seconds after the kids started; the
+    auto-steer run started 20 s before them). A withheld answer is generated again, which can
+    double its time (session 10: "Why do I burp after drinking juice?", 28.5 s against a 15 s p50)."""
+    return [{k: round(v, 1) if isinstance(v, float) else v for k, v in r.items() if k != "ok"}
+            for r in sorted(results, key=lambda r: -r["done_s"])[:n]]
 
 
 def run_in_process(qs: list[str], clients: int, per_client: int, idle_n: int, second_team: bool) -> dict:

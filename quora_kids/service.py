@@ -2,7 +2,7 @@
 
 Both answers come from ONE batched generate call (two rows: the profile's weights, and none).
 The question is checked before generating; each answer after, and an unsafe answer is
-regenerated (sampled, new seed) up to `retries` times, then replaced by a safe fallback.
+regenerated (sampled at RETRY_TEMPERATURE, new seed) up to `retries` times, then replaced by a safe fallback.
 """
 
 from __future__ import annotations
@@ -21,6 +21,11 @@ from .profiles import content_key
 from .questions import MAX_QUESTION_CHARS
 from .safety import FALLBACK_ANSWER, OfflineSafety, SafetyVerdict, refusal_for
 from .store import AnswerStore
+
+
+# Retries of a withheld answer. At temperature 0.8 the steered model rambled (8 kids' questions x 2 seeds: median
+# perplexity 31.5, 13/16 passing the check, "Bees bake to create honey by putting nectar into an oven"); here 6.6, 16/16.
+RETRY_TEMPERATURE, RETRY_TOP_P = 0.5, 0.9
 
 
 class QuestionError(ValueError):
@@ -179,7 +184,7 @@ class AnswerService:
         tries = 0
         while not verdict.ok and tries < self.retries:
             tries += 1
-            cfg = GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=0.8, seed=1000 + tries)
+            cfg = GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=RETRY_TEMPERATURE, top_p=RETRY_TOP_P, seed=1000 + tries)
             [g] = self.rt.engine.generate([q], [weights], system=self.system if weights is not None else None, config=cfg, cancel=cancel)
             text, verdict = g.text, self._check(g.text, "answer")
         if not verdict.ok:
