@@ -101,7 +101,7 @@ def distill_answers(engine, behavior: str, prompts: Sequence[str], max_new_token
                            config=GenerationConfig(max_new_tokens=max_new_tokens), cancel=cancel)
     told, reminded, plains = gens[:n], gens[n : 2 * n], gens[2 * n :]
     answers = DistillAnswers(list(prompts), [g.token_ids for g in told], [g.token_ids for g in plains])
-    if judge is None or not n or len(gens) < 3 * n:
+    if judge is None or not n:
         return answers
     m = min(CHOOSE_PROMPTS, n)
     try:
