@@ -5,7 +5,8 @@ measured in one run, interleaved (these machines are noisy: compare the ratios).
 
 Per path: greedy tokens/s at batch 1 (steered and unsteered), 2 and 8 (steered rows), one batched
 steered+unsteered pair vs two sequential calls, a kids' answer pair (2 x 120 tokens) and one
-auto-steer epoch's generation (3 prompts x 4 candidates x 64 tokens). Then the agreement of the
+auto-steer epoch's generation (3 prompts x 4 candidates x 64 tokens) and the metric judge's
+scoring of those 12 answers (`autosteer_epoch_s` is the two together). Then the agreement of the
 default path with the reference: the share of identical greedy tokens over 20 prompts (64 tokens,
 steered), and the perplexity of each path's answers under the fp32 model. Last, on the default
 (fast) path, one decode step of 8 requests of 2 rows in flight together against one request of
@@ -27,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from steering.autosteer.judges import JudgeContext, MetricJudge  # noqa: E402
 from steering.runtime.engine import GenerationConfig, SteeringEngine  # noqa: E402
 from steering.runtime.scheduler import on_compute_thread  # noqa: E402
 from steering.runtime.shared import get_runtime  # noqa: E402
@@ -40,6 +42,7 @@ AGREE_PROMPTS = PROMPTS + [
     "What is a black hole?",
 ]
 FEATURE = {0: 0.5}
+JUDGED_BEHAVIOR = "Talk like a pirate."
 
 
 def timed_tokens(engine: SteeringEngine, prompts, weights, tokens: int) -> tuple[int, float]:
@@ -47,6 +50,20 @@ def timed_tokens(engine: SteeringEngine, prompts, weights, tokens: int) -> tuple
     t = time.perf_counter()
     out = engine.generate(prompts, weights, config=cfg)
     return sum(len(g.token_ids) for g in out), time.perf_counter() - t
+
+
+def timed_judge(engine: SteeringEngine) -> float:
+    """Seconds the metric judge takes over one epoch's answers (4 candidates x 3 prompts, 64
+    tokens), its baseline statistics computed beforehand, as the loop does once per run."""
+    cfg = GenerationConfig(max_new_tokens=64)
+    prompts = PROMPTS[:3]
+    ctx = JudgeContext(JUDGED_BEHAVIOR, prompts, [g.text for g in engine.generate(prompts, config=cfg)])
+    answers = [g.text for g in engine.generate(prompts * 4, [{0: 0.2 * (i // 3)} for i in range(12)], config=cfg)]
+    judge = MetricJudge(engine)
+    judge.judge_many(ctx, [ctx.baseline])
+    t = time.perf_counter()
+    judge.judge_many(ctx, [answers[i : i + 3] for i in range(0, 12, 3)])
+    return time.perf_counter() - t
 
 
 def speed(engines: dict[str, SteeringEngine], tokens: int, repeats: int) -> dict[str, dict[str, float]]:
@@ -71,6 +88,9 @@ def speed(engines: dict[str, SteeringEngine], tokens: int, repeats: int) -> dict
             add(name, "tokens_per_s_batch8", n / s)
             add(name, "kids_pair_s", timed_tokens(e, [PROMPTS[0]] * 2, [FEATURE, None], 120)[1])
             add(name, "autosteer_epoch_generate_s", timed_tokens(e, PROMPTS[:3] * 4, [FEATURE] * 12, 64)[1])
+            add(name, "autosteer_epoch_judge_s", timed_judge(e))
+    for name in engines:
+        runs[name]["autosteer_epoch_s"] = [g + j for g, j in zip(runs[name]["autosteer_epoch_generate_s"], runs[name]["autosteer_epoch_judge_s"])]
     out = {}
     for name, figs in runs.items():
         out[name] = {k: round(statistics.median(v), 3 if "over" in k else 2) for k, v in figs.items()}
@@ -178,7 +198,7 @@ def main() -> None:
               "step_ms_8_flights_of_2", "step_ms_1_flight_of_16", "step_ms_1_flight_of_2", "flights_over_one_flight", "rows16_over_rows2", "peak_rss_mib"):
         if k in figures:
             print(f"{k:32s} {figures[k]}")
-    print("targets: steered batch-1 >= 3x the reference (>= 40 tok/s); kids pair <= 4 s; "
+    print("targets: steered batch-1 >= 3x the reference (>= 40 tok/s); kids pair <= 4 s; autosteer_epoch_s <= 5 s; "
           "steered_over_unsteered >= 0.95; batched_pair_over_sequential <= 0.65")
 
 

@@ -4,6 +4,7 @@ embedder per process, for feature search, judging, question search and the safet
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,9 +28,38 @@ def embedder():
         return _embedder
 
 
+# Recently embedded texts, for small calls only (a judge re-embeds the behaviour, the questions
+# and the unsteered answers every epoch); bulk calls (label and question indexes, safety
+# training) bypass it.
+CACHE_CALL_MAX = 256  # texts per call
+CACHE_SIZE = 4096  # texts kept (~1.5 KB each)
+_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
 def embed(texts: Sequence[str]) -> np.ndarray:
-    """Unit-norm float32 sentence embeddings, one row per text (on the compute worker if any)."""
+    """Unit-norm float32 sentence embeddings, one row per text (on the compute worker if any).
+    Each distinct text is embedded once per call; small calls reuse recently embedded texts."""
+    texts = list(texts)
     model = embedder()
-    return on_compute_thread(
-        lambda: model.encode(list(texts), batch_size=64, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
-    )
+
+    def encode(batch: list[str]) -> np.ndarray:
+        return on_compute_thread(
+            lambda: model.encode(batch, batch_size=64, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
+        )
+
+    if not texts or len(texts) > CACHE_CALL_MAX:
+        return encode(texts)
+    with _cache_lock:
+        known = {t: _cache[t] for t in texts if t in _cache}
+        for t in known:
+            _cache.move_to_end(t)
+    missing = [t for t in dict.fromkeys(texts) if t not in known]
+    if missing:
+        vectors = encode(missing)
+        with _cache_lock:
+            for t, v in zip(missing, vectors):
+                known[t] = _cache[t] = v
+            while len(_cache) > CACHE_SIZE:
+                _cache.popitem(last=False)
+    return np.stack([known[t] for t in texts])
