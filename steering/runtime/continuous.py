@@ -34,18 +34,24 @@ class ContinuousScheduler(GenerationScheduler):
         super().__init__(None, max_rows)
 
     def _admit(self, flying: list[tuple[Request, object]]) -> list[Request]:
-        """Queued requests to start now: any while rows in flight stay under 2 x max_rows (the
-        surplus waits paused), blocking only when nothing is in flight."""
+        """Queued requests to start now, most urgent first: each while the rows in flight at its
+        priority or a more urgent one stay under 2 x max_rows (the surplus waits paused), blocking
+        only when nothing is in flight. Background rows never keep a child's question out: with
+        32 auto-steer screening rows in flight, a kids' pair used to wait for one of their flights
+        to finish (~4-7 s to first words); now it starts at the next step (its KV cache is its own
+        when the shared pool is full)."""
         with self._cond:
             while not self._queue and not flying:
                 self._cond.wait()
             self._queue.sort(key=lambda r: (r.priority, r.order))
-            rows, admitted = sum(len(r.prompts) for r, _ in flying), []
+            levels = [(r.priority, len(r.prompts)) for r, _ in flying]
+            admitted = []
             for req in [r for r in self._queue if r.call is None]:
-                if (admitted or flying) and rows + len(req.prompts) > 2 * self.max_rows:
+                rows = sum(n for level, n in levels if level <= req.priority)
+                if levels and rows + len(req.prompts) > 2 * self.max_rows:
                     break
                 self._queue.remove(req)
-                rows += len(req.prompts)
+                levels.append((req.priority, len(req.prompts)))
                 admitted.append(req)
             return admitted
 

@@ -221,6 +221,39 @@ def test_kids_rows_decode_first_while_background_flights_wait(scheduled):
     assert [g.token_ids for g in out["auto"]] == [g.token_ids for g in solo.generate(["Plants?", "Why?"], config=config)]
 
 
+def test_a_kids_question_starts_at_once_when_background_rows_fill_the_flight_limit(scheduled):
+    engine, solo = scheduled
+    engine.scheduler.max_rows = 2  # at most 2 x 2 rows in flight per priority level
+    config = GenerationConfig(max_new_tokens=8, min_new_tokens=8)
+    steps, hold_first = _count_steps(engine)
+    started, out = threading.Event(), {}
+    hold_first(started)
+
+    def ask(name, level, prompts):
+        with priority(level):
+            if level == BACKGROUND:  # a stream is one request: one flight of 4 rows, the limit
+                out[name] = list(engine.stream(prompts, config=config))
+            else:
+                out[name] = engine.generate(prompts, config=config)
+
+    bg = threading.Thread(target=ask, args=("auto", BACKGROUND, ["Plants?", "Why?", "Dogs?", "Cats?"]))
+    bg.start()
+    started.wait(5)
+    kid = threading.Thread(target=ask, args=("kid", INTERACTIVE, ["Why is the sky blue?"]))
+    kid.start()
+    while not engine.scheduler._queue:
+        threading.Event().wait(0.01)
+    started.release.set()
+    bg.join(10), kid.join(10)
+    last = {f: i for i, fs in enumerate(steps.flights) for f in fs}  # each flight's last step
+    kid_flight = next(f for f in last if f.rows == 1)
+    assert len(last) == 2 and steps[0] == [4]
+    # The background flight filled the limit before the kid asked, yet the kid's flight decoded to
+    # its end first: it was let in at once, not after the background rows finished.
+    assert last[kid_flight] < min(i for f, i in last.items() if f is not kid_flight)
+    assert out["kid"][0].token_ids == solo.generate(["Why is the sky blue?"], config=config)[0].token_ids
+
+
 def test_streaming_goes_through_the_scheduler(scheduled):
     engine, solo = scheduled
     steps = list(engine.stream(["Why is the sky blue?"] * 2, [{5: 1.0}, None], config=CFG))
