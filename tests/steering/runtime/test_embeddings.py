@@ -42,3 +42,8 @@ def test_bulk_calls_bypass_the_cache_and_the_cache_stays_bounded(monkeypatch):
     embed(["x", "y", "z"])
     assert list(embeddings._cache) == ["y", "z"]  # the oldest went
     assert embed([]).shape[0] == 0
+    monkeypatch.setattr(embeddings, "WORKER_CALL", 3)
+    seen.clear()
+    chunked = embed(bulk)
+    assert seen == [["a", "b", "a"], ["c"]]  # at most WORKER_CALL texts per compute-worker call
+    assert np.allclose(chunked, embed(bulk), atol=1e-5) and np.allclose(chunked[0], chunked[2], atol=1e-6)
