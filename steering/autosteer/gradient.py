@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..runtime.scheduler import on_compute_thread
 from .objective import FREE_L2, Objective, build_objective, chunked_loss, free_share, split, steering_vector
 from .optimisers import Optimiser, WeightVector
 
@@ -85,7 +84,7 @@ class GradientOptimiser(Optimiser):
         self.indices = list(indices)
         self.k = len(self.indices)
         self.steps, self.lr, self.learn_free, self.bound = steps, lr, free, bound
-        self.obj = on_compute_thread(build_objective, engine, self.prompts, self.targets, self.plains)
+        self.obj = build_objective(engine, self.prompts, self.targets, self.plains)
         self.current = WeightVector(initial)
         self.best_score = -math.inf
 
@@ -111,7 +110,7 @@ class GradientOptimiser(Optimiser):
             tok = self.engine.tokenizer
             extra = [tok(o, add_special_tokens=False)["input_ids"] for o in best.outputs[: len(self.prompts)]]
             prompts = self.prompts + self.prompts[: len(extra)]
-            self.obj = on_compute_thread(build_objective, self.engine, prompts, self.targets + extra, self.plains + self.plains[: len(extra)])
+            self.obj = build_objective(self.engine, prompts, self.targets + extra, self.plains + self.plains[: len(extra)])
 
     def observe(self, trials) -> None:
         """Screening results: start from the best single feature if it beats the initial guess."""

@@ -48,6 +48,7 @@ KL_WEIGHT = 1.0  # keep next-token distributions on plain text close to the unst
 FREE_L2 = 0.05  # penalty on the free (non-SAE) vector, relative to scale^2
 MAX_ANSWER_TOKENS = 48
 CHUNK_PAIRS = 2  # prompts (a target and a plain answer each) per forward/backward pass
+RESID_ROWS = 4  # rows per compute-worker call when the objective's residuals are computed
 
 # Ordinary text for the fluency (KL) term: any plain sentences work.
 PLAIN_TEXTS = [
@@ -78,7 +79,8 @@ class Objective:
 def build_objective(engine, prompts: Sequence[str], targets: Sequence[Sequence[int]], plains: Sequence[Sequence[int]],
                     plain_texts: Sequence[str] = PLAIN_TEXTS, max_answer_tokens: int = MAX_ANSWER_TOKENS) -> Objective:
     """Rows for L(v): prompt i's target answer and plain answer (token ids, generated elsewhere),
-    read in the plain chat context (no system prompt), plus the plain texts for the KL term."""
+    read in the plain chat context (no system prompt), plus the plain texts for the KL term. Call
+    it from any thread: its model passes run on the compute worker, a few rows at a time."""
     tok = engine.tokenizer
     seqs: list[tuple[list[int], int, int, int]] = []  # ids, answer start, kind, pair
     for i, p in enumerate(prompts):
@@ -104,11 +106,20 @@ def build_objective(engine, prompts: Sequence[str], targets: Sequence[Sequence[i
     obj = Objective(input_ids, attn, labels, torch.tensor([s[2] for s in seqs]), torch.tensor([s[3] for s in seqs]))
     device = engine.model.device
     obj.input_ids, obj.attention_mask, obj.targets = obj.input_ids.to(device), obj.attention_mask.to(device), obj.targets.to(device)
-    obj.resid = layer_output(engine.model, engine.basis.layer, obj.input_ids, obj.attention_mask).detach()
-    with torch.no_grad():
-        logits = _upper_logits(engine, obj, None, kl_only=True)
-        obj.base_logprobs = F.log_softmax(logits.float(), dim=-1)
+    # RESID_ROWS rows per compute-worker call: a child's question waits for one short call (~0.5 s),
+    # not for the whole objective's pass (1-2 s).
+    obj.resid = torch.cat([
+        on_compute_thread(layer_output, engine.model, engine.basis.layer, obj.input_ids[i : i + RESID_ROWS], obj.attention_mask[i : i + RESID_ROWS]).detach()
+        for i in range(0, B, RESID_ROWS)
+    ])
+    obj.base_logprobs = on_compute_thread(_base_logprobs, engine, obj)
     return obj
+
+
+def _base_logprobs(engine, obj: Objective) -> torch.Tensor:
+    """The unsteered model's next-token log-probabilities on the plain texts (the KL term's target)."""
+    with torch.no_grad():
+        return F.log_softmax(_upper_logits(engine, obj, None, kl_only=True).float(), dim=-1)
 
 
 def _upper_model(engine):

@@ -128,7 +128,7 @@ def contrastive_candidates(engine, index, answers: DistillAnswers, k: int) -> li
     n = len(prompts)
     # Read both answers in the same plain context, so only the answer differs.
     contexts = [engine.tokenizer(engine.chat_prompt(p), add_special_tokens=False)["input_ids"] for p in prompts]
-    means = on_compute_thread(mean_answer_activations, engine, [contexts[i % n] for i in range(2 * n)], answers.targets + answers.plains)
+    means = mean_answer_activations(engine, [contexts[i % n] for i in range(2 * n)], answers.targets + answers.plains)
     diff, score = contrastive_scores(means[:n] - means[n:])
     top = score.topk(min(k, diff.numel()))
     return [
@@ -143,7 +143,7 @@ def attribution_candidates(engine, index, answers: DistillAnswers, k: int) -> li
     objective (autosteer.objective) per unit weight, from one backward pass at v = 0. The sign says
     whether adding or suppressing the latent moves the plain model towards the behaviour's answers.
     Latents the index knows to be dead are skipped (their labels say nothing)."""
-    attr = attribution(engine, on_compute_thread(build_objective, engine, answers.prompts, answers.targets, answers.plains))
+    attr = attribution(engine, build_objective(engine, answers.prompts, answers.targets, answers.plains))
     if index is not None:
         dead = torch.tensor([r.dead for r in index.records]) if len(index) == attr.numel() else None
         if dead is not None:
@@ -163,20 +163,26 @@ def contrastive_scores(per_prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return diff, diff.abs() * agree
 
 
-def mean_answer_activations(engine, contexts: list[list[int]], answers: list[list[int]], batch_size: int = 16) -> torch.Tensor:
-    """(len(answers), d_sae) mean SAE activation over each answer's tokens, read after its context."""
+def mean_answer_activations(engine, contexts: list[list[int]], answers: list[list[int]], batch_size: int = 4) -> torch.Tensor:
+    """(len(answers), d_sae) mean SAE activation over each answer's tokens, read after its context;
+    `batch_size` rows per compute-worker call (a child's question waits for one short call)."""
+    parts = [on_compute_thread(_answer_means, engine, contexts[i : i + batch_size], answers[i : i + batch_size])
+             for i in range(0, len(answers), batch_size)]
+    return torch.cat(parts) if parts else torch.zeros(0, engine.basis.d_sae)
+
+
+def _answer_means(engine, contexts: list[list[int]], answers: list[list[int]]) -> torch.Tensor:
     out = torch.zeros(len(answers), engine.basis.d_sae)
-    for start in range(0, len(answers), batch_size):
-        ids = [list(c) + list(a) for c, a in zip(contexts[start : start + batch_size], answers[start : start + batch_size])]
-        batch = residuals_for_ids(engine.model, engine.tokenizer, ids, engine.basis.layer)
-        with torch.no_grad():
-            acts = engine.sae.encode(batch.hidden.float())  # (B, T, d_sae)
-        width = batch.input_ids.shape[1]
-        for r, a in enumerate(answers[start : start + batch_size]):
-            mask = batch.mask[r].clone()
-            mask[: width - len(a)] = False  # only the answer's tokens
-            if mask.any():
-                out[start + r] = acts[r][mask].mean(0)
+    ids = [list(c) + list(a) for c, a in zip(contexts, answers)]
+    batch = residuals_for_ids(engine.model, engine.tokenizer, ids, engine.basis.layer)
+    with torch.no_grad():
+        acts = engine.sae.encode(batch.hidden.float())  # (B, T, d_sae)
+    width = batch.input_ids.shape[1]
+    for r, a in enumerate(answers):
+        mask = batch.mask[r].clone()
+        mask[: width - len(a)] = False  # only the answer's tokens
+        if mask.any():
+            out[r] = acts[r][mask].mean(0)
     return out
 
 

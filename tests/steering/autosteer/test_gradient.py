@@ -114,3 +114,17 @@ def test_the_chunked_objective_is_the_whole_objective_in_several_worker_calls(ti
     assert abs(total - whole.item()) < 1e-4 * max(1.0, abs(whole.item()))
     assert all(abs(cparts[k] - parts[k]) < 1e-4 * max(1.0, abs(parts[k])) for k in ("nll", "pref", "kl"))
     assert torch.allclose(g_chunks, g_whole, rtol=1e-3, atol=1e-5)
+
+
+def test_the_objective_is_built_a_few_rows_per_worker_call_with_the_whole_pass_values(tiny_engine, monkeypatch):
+    """build_objective's residuals come RESID_ROWS rows per compute-worker call (a child's
+    question waits for one short call), equal to one pass over every row."""
+    monkeypatch.setattr(objective, "RESID_ROWS", 1000)
+    whole = _planted(tiny_engine, 5)
+    calls = []
+    monkeypatch.setattr(objective, "on_compute_thread", lambda fn, *a, **kw: calls.append(fn) or fn(*a, **kw))
+    monkeypatch.setattr(objective, "RESID_ROWS", 3)
+    chunked = _planted(tiny_engine, 5)
+    assert whole.rows == 2 * len(PROMPTS) + 1 and len(calls) == -(-whole.rows // 3) + 1  # the residuals' calls, then the base log-probs
+    assert torch.allclose(chunked.resid, whole.resid, atol=1e-5)
+    assert torch.allclose(chunked.base_logprobs, whole.base_logprobs, atol=1e-5)
