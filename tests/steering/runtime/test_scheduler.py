@@ -122,8 +122,7 @@ def _ask_while_blocked(engine, hold_first, config=CFG):
     started.wait(5)
     for n in ("steered", "prompted"):
         threads[n].start()
-    while len(engine.scheduler._queue) < 2:
-        threading.Event().wait(0.01)
+    _wait_until(lambda: len(engine.scheduler._queue) >= 2)
     started.release.set()
     for t in threads.values():
         t.join(10)
@@ -150,6 +149,14 @@ def test_transformers_path_merges_waiting_requests_into_one_generate_with_solo_a
     assert calls == [1, 2]  # the two waiting requests were decoded as one batch
     for name, (p, w, s) in REQUESTS.items():
         assert results[name] == solo.generate([p], [w], system=s, config=CFG)[0].token_ids, name
+
+
+def _wait_until(condition, timeout: float = 10.0) -> None:
+    """Poll `condition` until true; fail (never hang) after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        threading.Event().wait(0.01)
 
 
 class _Steps(list):
@@ -208,8 +215,7 @@ def test_kids_rows_decode_first_while_background_flights_wait(scheduled):
     started.wait(5)
     kid = threading.Thread(target=ask, args=("kid", INTERACTIVE, ["Why is the sky blue?", "Sky?"]))
     kid.start()
-    while not engine.scheduler._queue:
-        threading.Event().wait(0.01)
+    _wait_until(lambda: engine.scheduler._queue)
     started.release.set()
     bg.join(10), kid.join(10)
     assert sorted(order) == ["auto", "kid"]
@@ -241,8 +247,7 @@ def test_a_kids_question_starts_at_once_when_background_rows_fill_the_flight_lim
     started.wait(5)
     kid = threading.Thread(target=ask, args=("kid", INTERACTIVE, ["Why is the sky blue?"]))
     kid.start()
-    while not engine.scheduler._queue:
-        threading.Event().wait(0.01)
+    _wait_until(lambda: engine.scheduler._queue)
     started.release.set()
     bg.join(10), kid.join(10)
     last = {f: i for i, fs in enumerate(steps.flights) for f in fs}  # each flight's last step
@@ -307,8 +312,7 @@ def test_background_calls_wait_for_kids_rows_in_flight(scheduled):
     started.wait(5)
     with priority(BACKGROUND):
         judged = engine.scheduler.call(lambda: events.append(f"call after {len(steps)} steps"))
-    while not engine.scheduler._queue:
-        threading.Event().wait(0.01)
+    _wait_until(lambda: engine.scheduler._queue)
     started.release.set()
     judged.result(5), t.join(5)
     # Every kid step ran before the call. (Whether the kid's thread wakes before the worker runs the
@@ -336,8 +340,7 @@ def test_wait_quiet_wakes_as_soon_as_a_kids_call_is_done(scheduled):
     sched, release = engine.scheduler, threading.Event()
     with priority(INTERACTIVE):
         job = sched.call(lambda: release.wait(5))
-    while not job.running():
-        threading.Event().wait(0.01)
+    _wait_until(job.running)
     threading.Timer(0.2, release.set).start()
     t0 = time.monotonic()
     assert sched.wait_quiet(BACKGROUND, timeout=10)
