@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..runtime.scheduler import on_compute_thread
+from ..runtime.scheduler import on_compute_thread, on_compute_thread_in_chunks
 from ..sae.activations import layer_output
 
 PREF = 1.0  # weight of the preference (target over plain) term
@@ -108,10 +108,8 @@ def build_objective(engine, prompts: Sequence[str], targets: Sequence[Sequence[i
     obj.input_ids, obj.attention_mask, obj.targets = obj.input_ids.to(device), obj.attention_mask.to(device), obj.targets.to(device)
     # RESID_ROWS rows per compute-worker call: a child's question waits for one short call (~0.5 s),
     # not for the whole objective's pass (1-2 s).
-    obj.resid = torch.cat([
-        on_compute_thread(layer_output, engine.model, engine.basis.layer, obj.input_ids[i : i + RESID_ROWS], obj.attention_mask[i : i + RESID_ROWS]).detach()
-        for i in range(0, B, RESID_ROWS)
-    ])
+    obj.resid = torch.cat(on_compute_thread_in_chunks(lambda ids, mask: layer_output(engine.model, engine.basis.layer, ids, mask).detach(),
+                                                      RESID_ROWS, obj.input_ids, obj.attention_mask))
     obj.base_logprobs = on_compute_thread(_base_logprobs, engine, obj)
     return obj
 

@@ -16,7 +16,7 @@ import torch
 
 from ..llm import LLMError
 from ..runtime.engine import GenerationConfig
-from ..runtime.scheduler import on_compute_thread
+from ..runtime.scheduler import on_compute_thread_in_chunks
 from ..sae.activations import residuals_for_ids
 from .judges import JudgeContext, JudgeError
 from .objective import attribution, build_objective
@@ -166,8 +166,7 @@ def contrastive_scores(per_prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 def mean_answer_activations(engine, contexts: list[list[int]], answers: list[list[int]], batch_size: int = 4) -> torch.Tensor:
     """(len(answers), d_sae) mean SAE activation over each answer's tokens, read after its context;
     `batch_size` rows per compute-worker call (a child's question waits for one short call)."""
-    parts = [on_compute_thread(_answer_means, engine, contexts[i : i + batch_size], answers[i : i + batch_size])
-             for i in range(0, len(answers), batch_size)]
+    parts = on_compute_thread_in_chunks(lambda c, a: _answer_means(engine, c, a), batch_size, contexts, answers)
     return torch.cat(parts) if parts else torch.zeros(0, engine.basis.d_sae)
 
 

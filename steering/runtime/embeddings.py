@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .scheduler import on_compute_thread
+from .scheduler import on_compute_thread_in_chunks
 
 _embedder = None
 _embedder_lock = threading.Lock()
@@ -47,13 +47,9 @@ def embed(texts: Sequence[str]) -> np.ndarray:
     def encode(batch: list[str]) -> np.ndarray:
         # WORKER_CALL texts per compute-worker call, so that a child's question waits for one
         # such call (~0.3 s), not for a whole screening's answers (1-1.3 s).
-        parts = [
-            on_compute_thread(
-                lambda part=batch[i : i + WORKER_CALL]: model.encode(part, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
-            ).astype(np.float32)
-            for i in range(0, len(batch), WORKER_CALL)
-        ]
-        return np.concatenate(parts) if parts else model.encode([], normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
+        parts = on_compute_thread_in_chunks(lambda part: model.encode(part, batch_size=64, normalize_embeddings=True, convert_to_numpy=True),
+                                            WORKER_CALL, batch)
+        return np.concatenate(parts).astype(np.float32) if parts else model.encode([], normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
 
     if not texts or len(texts) > CACHE_CALL_MAX:
         return encode(texts)

@@ -18,7 +18,7 @@ import weakref
 
 import torch
 
-POOL_SLOTS = 32  # rows: the continuous scheduler keeps at most 2 x max_rows (16) in flight
+POOL_SLOTS = 32  # rows: 2 x max_rows (16), what the scheduler keeps in flight per priority level; beyond, own caches
 POOL_CAPACITY = 512  # positions per row: prompt + answer
 
 

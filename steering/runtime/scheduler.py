@@ -209,6 +209,13 @@ def on_compute_thread(fn: Callable, *args, **kwargs):
     return worker.call(lambda: fn(*args, **kwargs)).result()
 
 
+def on_compute_thread_in_chunks(fn: Callable, size: int, *sequences) -> list:
+    """`fn` over `size` items of each of `sequences` (lists or tensors sliced alike) at a time, one
+    `on_compute_thread` call per chunk: a more urgent caller (a child's question) waits for one
+    short call, not for the whole pass. One result per chunk, in order."""
+    return [on_compute_thread(fn, *(s[i : i + size] for s in sequences)) for i in range(0, len(sequences[0]), size)]
+
+
 def iterate_at(level: int, iterator):
     """Yield from `iterator`, running each step at priority `level`. For generators that web
     frameworks resume from different threads (Gradio does), where a `with priority(...)` around

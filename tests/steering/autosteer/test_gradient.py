@@ -121,8 +121,12 @@ def test_the_objective_is_built_a_few_rows_per_worker_call_with_the_whole_pass_v
     question waits for one short call), equal to one pass over every row."""
     monkeypatch.setattr(objective, "RESID_ROWS", 1000)
     whole = _planted(tiny_engine, 5)
+    from steering.runtime import scheduler
+
     calls = []
-    monkeypatch.setattr(objective, "on_compute_thread", lambda fn, *a, **kw: calls.append(fn) or fn(*a, **kw))
+    counted = lambda fn, *a, **kw: calls.append(fn) or fn(*a, **kw)  # noqa: E731
+    monkeypatch.setattr(objective, "on_compute_thread", counted)  # the base log-probs
+    monkeypatch.setattr(scheduler, "on_compute_thread", counted)  # the residuals' chunks
     monkeypatch.setattr(objective, "RESID_ROWS", 3)
     chunked = _planted(tiny_engine, 5)
     assert whole.rows == 2 * len(PROMPTS) + 1 and len(calls) == -(-whole.rows // 3) + 1  # the residuals' calls, then the base log-probs
