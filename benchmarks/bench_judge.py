@@ -3,9 +3,13 @@ hand-scored answers of assets/judge/labelled.jsonl (rubric: docs/judge-rubric.md
 
     .venv/bin/python benchmarks/bench_judge.py [--split test|train|all|heldout] [--json]
 
-`--split heldout` uses assets/judge/heldout_labelled.jsonl instead: 256 held-out answers of
-earlier auto-steer benchmark runs (8 behaviours, 4 conditions), scored blind by a reader who saw
-neither the condition nor any judge score, each judged against the unsteered answer of its run.
+`--split heldout` uses assets/judge/heldout_labelled.jsonl instead: 384 held-out answers of
+four earlier auto-steer benchmark runs (sessions 4, 6 and 10; 8 behaviours, 4 conditions), scored
+blind by a reader who saw neither the condition nor any judge score, each judged against the
+unsteered answer of its run. It also prints the Spearman per run, and per run what the reader's
+scores say about steering vs prompting: for how many behaviours the better steered condition
+(steered, or prompted + steered) has a higher mean hand score than prompting, how many by the
+judge's scores, and on how many behaviours the two verdicts agree.
 
 Each answer is judged against the unsteered answer to the same question (the judge's baseline,
 as in the loop). Prints the overall Spearman (target >= 0.6 on the test split, which nothing is
@@ -61,6 +65,32 @@ def spearman(a: list[float], b: list[float]) -> float:
     return round(float(rho), 3) if rho == rho else 0.0
 
 
+def steering_margins(rows: list[dict], key: str) -> dict[str, float]:
+    """Per behaviour: the better steered condition's mean `key` (steered, or prompted + steered)
+    minus prompting's."""
+    means: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        means[r["behavior"]][r["condition"]].append(r[key])
+    mean = {b: {c: sum(v) / len(v) for c, v in m.items()} for b, m in means.items()}
+    return {b: max(m.get("steered", -1), m.get("prompted_steered", -1)) - m["prompted"] for b, m in mean.items() if "prompted" in m}
+
+
+def by_source(rows: list[dict]) -> dict:
+    """Per run: the Spearman, and whether the reader and the judge find steering ahead of
+    prompting for each behaviour (mean over its held-out answers)."""
+    out = {}
+    for source in dict.fromkeys(r["source"] for r in rows):
+        rs = [r for r in rows if r["source"] == source]
+        hand, judge = steering_margins(rs, "score"), steering_margins(rs, "judge")
+        out[source] = {"n": len(rs), "spearman": spearman([r["judge"] for r in rs], [r["score"] for r in rs]),
+                       "behaviours": len(hand), "hand_steering_ahead": sum(v > 0 for v in hand.values()),
+                       "hand_by_1_point": sum(v >= 1 for v in hand.values()),
+                       "judge_steering_ahead": sum(v > 0 for v in judge.values()),
+                       "verdicts_agree": sum((hand[b] > 0) == (judge[b] > 0) for b in hand),
+                       "margins": {b: {"hand": round(hand[b], 2), "judge": round(judge[b], 2)} for b in hand}}
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--split", default="test", choices=["test", "train", "all", "heldout"])
@@ -76,6 +106,8 @@ def main() -> int:
         by_cond[r["condition"]].append((r["judge"], r["score"]))
     result["mean_by_condition"] = {c: {"judge": round(sum(j for j, _ in v) / len(v), 2), "label": round(sum(s for _, s in v) / len(v), 2)}
                                    for c, v in by_cond.items()}
+    if args.split == "heldout":
+        result["by_source"] = by_source(rows)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -85,6 +117,10 @@ def main() -> int:
     print("mean per condition (judge / hand):")
     for c, m in result["mean_by_condition"].items():
         print(f"  {c:18s} {m['judge']:5.2f} / {m['label']:5.2f}")
+    for source, v in result.get("by_source", {}).items():
+        print(f"{source}: {v['n']} answers, Spearman {v['spearman']}; steering ahead of prompting for {v['hand_steering_ahead']} "
+              f"of {v['behaviours']} behaviours by the reader ({v['hand_by_1_point']} by 1 point or more), {v['judge_steering_ahead']} "
+              f"by the judge; verdicts agree on {v['verdicts_agree']}")
     return 0
 
 

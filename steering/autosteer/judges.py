@@ -22,6 +22,7 @@ class Judgement:
     score: float  # 0-10
     critique: str
     parts: dict[str, float] = field(default_factory=dict)  # each 0-1 (metric judge)
+    per_prompt: list[float] = field(default_factory=list)  # 0-10 per prompt, where the judge scores them one by one
 
 
 @dataclass
@@ -164,7 +165,8 @@ class MetricJudge(Judge):
                 "concept_pmi": sum(p["concept_pmi"] for p in per_prompt) / n,
                 "question_pmi": sum(qpmi[r] for r in range(c * n, (c + 1) * n)) / n,
             }
-            results.append(Judgement(round(score, 3), self._critique(parts, detail, base_grade, base_ppl, simple), {**parts, **detail}))
+            results.append(Judgement(round(score, 3), self._critique(parts, detail, base_grade, base_ppl, simple), {**parts, **detail},
+                                     [round(10 * p["score"], 3) for p in per_prompt]))
         return results
 
     @staticmethod

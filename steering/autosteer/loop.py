@@ -118,7 +118,7 @@ class AutoSteer:
     def retrieve(self) -> list[FeatureCandidate]:
         cfg = self.cfg
         prompts = probe_prompts(cfg.prompts, exclude=cfg.heldout)
-        self.answers = retrieval.distill_answers(self.engine, cfg.behavior, prompts, cancel=self._cancel, judge=self.judge)
+        self.answers = retrieval.distill_answers(self.engine, cfg.behavior, prompts, cancel=self._cancel, judge=self.judge, seed=cfg.seed)
         if self.cancelled:
             return []
         self.notes += [self.answers.note] if self.answers.note else []
@@ -162,7 +162,7 @@ class AutoSteer:
     def seed(self, screened: ScreenResult | None) -> Optimiser:
         """The optimiser for the kept features, told what each scored alone in screening."""
         if self.answers is None and self.optimiser_factory.needs_answers:
-            self.answers = retrieval.distill_answers(self.engine, self.cfg.behavior, self.cfg.prompts[:GRADIENT_PROMPTS], cancel=self._cancel, judge=self.judge)
+            self.answers = retrieval.distill_answers(self.engine, self.cfg.behavior, self.cfg.prompts[:GRADIENT_PROMPTS], cancel=self._cancel, judge=self.judge, seed=self.cfg.seed)
         optimiser = self.optimiser_factory(self.features, self.answers)
         if self.system is not None:
             # Screening steered without the prompt: its scores say nothing about steering on top of

@@ -42,6 +42,15 @@ def test_metric_judge_scores_baseline_zero_and_behaviour_above(tiny_runtime):
     assert 0 <= doggy.score <= 10
 
 
+def test_metric_judge_scores_each_prompt_and_averages_them(tiny_runtime):
+    judge = MetricJudge(tiny_runtime.engine)
+    ctx = JudgeContext("Behave like a dog", ["What do you like to eat?", "Where do you sleep?"],
+                       ["I like to eat pasta with tomato sauce.", "I sleep in a bed in my room."])
+    (j,) = judge.judge_many(ctx, [["I like to eat pasta with tomato sauce.", "zx qj vv kk pp zx qj vv kk pp zx qj vv kk pp"]])
+    assert len(j.per_prompt) == 2 and j.per_prompt[1] == 0  # the looping answer scores 0 on its own prompt
+    assert j.score == pytest.approx(sum(j.per_prompt) / 2, abs=1e-3)
+
+
 def model_reads_question_gain(monkeypatch, gain: float):
     """Fix the judge's model-based readings (a random tiny model has no opinion): every answer is
     exp(gain) times likelier per token after its question than after the neutral question, and
