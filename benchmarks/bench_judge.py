@@ -3,8 +3,8 @@ hand-scored answers of assets/judge/labelled.jsonl (rubric: docs/judge-rubric.md
 
     .venv/bin/python benchmarks/bench_judge.py [--split test|train|all|heldout] [--json]
 
-`--split heldout` uses assets/judge/heldout_labelled.jsonl instead: 384 held-out answers of
-four earlier auto-steer benchmark runs (sessions 4, 6 and 10; 8 behaviours, 4 conditions), scored
+`--split heldout` uses assets/judge/heldout_labelled.jsonl instead: 512 held-out answers of
+five earlier auto-steer benchmark runs (sessions 4, 6, 10 and 12; 8 behaviours, 4 conditions), scored
 blind by a reader who saw neither the condition nor any judge score, each judged against the
 unsteered answer of its run. It also prints the Spearman per run, and per run what the reader's
 scores say about steering vs prompting: for how many behaviours the better steered condition

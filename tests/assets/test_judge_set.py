@@ -2,7 +2,9 @@
 
 import hashlib
 import json
+import sys
 from collections import Counter
+from pathlib import Path
 
 from steering.paths import JUDGE_DIR
 
@@ -54,3 +56,17 @@ def test_blind_heldout_set_loads_and_agrees_with_the_rubric():
     by_answer = {}
     for r in rs:
         assert by_answer.setdefault((r["behavior"], r["question"], r["answer"]), r["score"]) == r["score"]
+
+
+def test_bench_judge_counts_where_reader_and_judge_find_steering_ahead():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from bench_judge import by_source
+
+    def row(b, cond, score, judge):
+        return {"source": "run", "behavior": b, "condition": cond, "score": score, "judge": judge}
+
+    rows = [row("dog", "prompted", 1, 1.0), row("dog", "steered", 0, 2.0), row("dog", "prompted_steered", 0, 0.5),
+            row("pirate", "prompted", 0, 1.0), row("pirate", "steered", 6, 0.9), row("pirate", "prompted_steered", 9, 0.8)]
+    (v,) = by_source(rows).values()
+    assert v["margins"]["dog"] == {"hand": -1.0, "judge": 1.0} and v["margins"]["pirate"] == {"hand": 9.0, "judge": -0.1}
+    assert (v["hand_steering_ahead"], v["hand_by_1_point"], v["judge_steering_ahead"], v["verdicts_agree"]) == (1, 1, 1, 0)
