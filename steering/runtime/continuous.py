@@ -41,8 +41,10 @@ class ContinuousScheduler(GenerationScheduler):
         to finish (~4-7 s to first words); now it starts at the next step (its KV cache is its own
         when the shared pool is full)."""
         with self._cond:
-            while not self._queue and not flying:
+            while not self._queue and not flying and not self.closed:
                 self._cond.wait()
+            if self.closed:
+                return []
             self._queue.sort(key=lambda r: (r.priority, r.order))
             levels = [(r.priority, len(r.prompts)) for r, _ in flying]
             admitted = []
@@ -85,7 +87,7 @@ class ContinuousScheduler(GenerationScheduler):
 
     def _loop(self) -> None:
         flying: list[tuple[Request, object]] = []
-        while True:
+        while not self.closed:
             admitted = self._admit(flying)
             self.batches += bool(admitted) and not flying
             # (a comprehension: no loop variable keeps a finished flight, and its pool slots, alive)

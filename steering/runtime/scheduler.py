@@ -11,9 +11,11 @@ changing their signatures. The worker also runs other torch work (`call`, `on_co
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import itertools
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -21,6 +23,15 @@ from dataclasses import dataclass, field
 
 INTERACTIVE, NORMAL, BACKGROUND = 0, 1, 2
 _priority: contextvars.ContextVar[int] = contextvars.ContextVar("generation_priority", default=NORMAL)
+
+
+_LIVE: weakref.WeakSet = weakref.WeakSet()  # every scheduler whose worker runs (see GenerationScheduler.close)
+
+
+@atexit.register
+def _close_all() -> None:
+    for scheduler in list(_LIVE):
+        scheduler.close()
 
 
 @contextmanager
@@ -94,8 +105,23 @@ class GenerationScheduler:
         self._order = itertools.count()
         self.batches = 0  # generate calls made (a merged batch counts once); continuous: busy spells
         self._running: list[int] = []  # priorities of the batch being decoded
+        self.closed = False
         self.worker = threading.Thread(target=self._loop, daemon=True, name="generation-scheduler")
         self.worker.start()
+        _LIVE.add(self)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the worker after the step or call it is running, and wait for it (up to
+        `timeout`). Queued and unfinished requests are left as they are: for process exit.
+
+        Every live scheduler is closed at exit (`atexit`): a daemon worker still inside a torch op
+        when the interpreter finalises is killed mid C++ frame, and the process aborts ("terminate
+        called without an active exception", exit code -6) after its work is done."""
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+        if threading.current_thread() is not self.worker:
+            self.worker.join(timeout)
 
     def on_worker(self) -> bool:
         return threading.current_thread() is self.worker
@@ -119,8 +145,10 @@ class GenerationScheduler:
     def _take(self) -> list[Request]:
         """The most urgent request and every waiting one that decodes alike, up to max_rows."""
         with self._cond:
-            while not self._queue:
+            while not self._queue and not self.closed:
                 self._cond.wait()
+            if self.closed:
+                return []
             self._queue.sort(key=lambda r: (r.priority, r.order))
             first = self._queue[0]
             if first.call is not None:
@@ -147,7 +175,7 @@ class GenerationScheduler:
             return self._cond.wait_for(quiet, timeout)
 
     def _loop(self) -> None:
-        while True:
+        while not self.closed:
             batch = [r for r in self._take() if r.future.set_running_or_notify_cancel()]
             if batch:
                 self._serve(batch)
