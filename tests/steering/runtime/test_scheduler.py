@@ -396,9 +396,8 @@ def test_the_process_exits_cleanly_while_the_worker_is_inside_a_torch_op(kind):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[3]
-    for _ in range(3):
-        res = subprocess.run([sys.executable, "-c", _EXIT_WHILE_THE_WORKER_COMPUTES, kind], cwd=root, capture_output=True, text=True, timeout=120)
-        assert res.returncode == 0, res.stderr[-500:]
+    res = subprocess.run([sys.executable, "-c", _EXIT_WHILE_THE_WORKER_COMPUTES, kind], cwd=root, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-500:]  # (without the hook: -6, every time)
 
 
 def test_close_stops_the_worker_after_its_current_work(scheduled):
