@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .runtime.embeddings import embed
-from .runtime.scheduler import on_compute_thread, on_compute_thread_in_chunks
+from .runtime.scheduler import on_compute_thread_in_chunks
 
 NEUTRAL_QUESTION = "Say something."  # the metric judge's "no particular question" context
 PPL_BATCH = 8  # answers scored per forward pass (right-padded; logits of 8 x ~150 tokens ~ 240 MB)
@@ -53,18 +53,13 @@ def _shared_prefix_perplexities(engine, rows: list[tuple[list[int], list[int]]])
         groups.setdefault(tuple(ctx), []).append(i)
     out = [math.inf] * len(rows)
     alone = [m[0] for m in groups.values() if len(m) == 1]  # distinct prompts: PPL_BATCH rows per pass
-    for start in range(0, len(alone), PPL_BATCH):
-        part = alone[start : start + PPL_BATCH]
-        for i, v in zip(part, on_compute_thread(_batch_perplexities, engine, [rows[i] for i in part])):
+    batches = [(alone, partial(_batch_perplexities, engine), [rows[i] for i in alone])]
+    batches += [(members, partial(_continuation_perplexities, engine, list(ctx)), [rows[i][1] for i in members])
+                for ctx, members in groups.items() if len(members) > 1]
+    for index, fn, items in batches:
+        values = [v for part in on_compute_thread_in_chunks(fn, PPL_BATCH, items) for v in part]
+        for i, v in zip(index, values):
             out[i] = v
-    for ctx, members in groups.items():
-        if len(members) == 1:
-            continue
-        for start in range(0, len(members), PPL_BATCH):
-            part = members[start : start + PPL_BATCH]
-            values = on_compute_thread(_continuation_perplexities, engine, list(ctx), [rows[i][1] for i in part])
-            for i, v in zip(part, values):
-                out[i] = v
     return out
 
 

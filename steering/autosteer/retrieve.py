@@ -85,7 +85,11 @@ class DistillAnswers:
 # most of the gain for half the extra judging (the run's whole cost is ~20 s more before epoch 1).
 TARGET_SAMPLES = 1
 TARGET_TEMPERATURE = 0.8
-OPTIONS = ("greedy", "greedy + reminder") + tuple(f"sample {i + 1}" for i in range(TARGET_SAMPLES))
+
+
+def option_name(o: int) -> str:
+    """What target option `o` is (see distill_answers)."""
+    return ("greedy", "greedy + reminder")[o] if o < 2 else f"sample {o - 1}"
 
 
 def remind(prompt: str, behavior: str) -> str:
@@ -112,7 +116,7 @@ def distill_answers(engine, behavior: str, prompts: Sequence[str], max_new_token
                            config=GenerationConfig(max_new_tokens=max_new_tokens), cancel=cancel)
     told, reminded, plains = gens[:n], gens[n : 2 * n], gens[2 * n :]
     answers = DistillAnswers(list(prompts), [g.token_ids for g in told], [g.token_ids for g in plains])
-    if judge is None or not n:
+    if judge is None or not n or (cancel is not None and cancel.is_set()):
         return answers
     sampled = []
     if samples > 0:
@@ -138,8 +142,8 @@ def choose_targets(answers: DistillAnswers, judge, behavior: str, options: list,
     per = [j.per_prompt if len(j.per_prompt) == n else [j.score] * n for j in js]
     picks = [max(range(len(options)), key=lambda o: (per[o][i], -o)) for i in range(n)]
     answers.targets = [options[o][i].token_ids for i, o in enumerate(picks)]
-    counts = {OPTIONS[o] if o < len(OPTIONS) else f"option {o + 1}": picks.count(o) for o in sorted(set(picks))}
-    answers.phrasing = "best of " + ", ".join(OPTIONS[: len(options)])
+    counts = {option_name(o): picks.count(o) for o in sorted(set(picks))}
+    answers.phrasing = "best of " + ", ".join(option_name(o) for o in range(len(options)))
     chosen = sum(per[o][i] for i, o in enumerate(picks)) / n
     answers.note = (f"targets: per question, the best-judged of {len(options)} answers written with the behaviour "
                     f"({', '.join(f'{k}: {v}' for k, v in counts.items())}); judged {chosen:.2f} on average, "
