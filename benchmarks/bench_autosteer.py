@@ -5,7 +5,8 @@
     python benchmarks/bench_autosteer.py --rejudge F   # judge the held-out answers saved by --out F again (after a judge change)
 
 For each behaviour: held-out score (0-10, metric judge) of unsteered, prompted (behaviour as a
-system prompt), steered and prompted+steered answers, seconds per epoch and seconds before the
+system prompt), steered and prompted+steered answers, on the run's 4 held-out questions and on 4
+fresh ones answered after the run with its profile (the table averages all 8), seconds per epoch and seconds before the
 first epoch (baseline answers, retrieval, screening). Then K=4 candidate
 weight vectors generated in one batch vs one at a time (target: >= 2x candidates per second).
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from quora_kids.profiles import KIDS_BEHAVIOUR  # noqa: E402
+from steering.artefacts.bind import weights_for  # noqa: E402
 from steering.autosteer.config import MODES, AutoSteerConfig  # noqa: E402
 from steering.autosteer.factory import make_autosteer  # noqa: E402
 from steering.autosteer.judges import JudgeContext, MetricJudge  # noqa: E402
@@ -45,6 +47,9 @@ BEHAVIORS = {
 CLEAR_MARGIN = 0.3
 PROMPTS = ["What is your favourite food?", "How do I stay healthy?", "Tell me about your job."]
 HELDOUT = ["How do airplanes stay in the air?", "What should I do this weekend?", "Why is the ocean salty?", "How does the heart work?"]
+# Four more questions the run never sees at all (the held-out check above also chooses the
+# profile's mode): the same four conditions, answered after the run with the saved profile.
+FRESH = ["Why is the sky blue?", "How do I make a new friend?", "What is a good book to read?", "How does a car engine work?"]
 
 
 def batched_vs_sequential(engine, k: int = 4, tokens: int = 48) -> dict:
@@ -80,6 +85,7 @@ def run_behaviour(name: str, epochs: int, optimiser: str, mode: str = "auto") ->
             epoch_s.append(sum(ev.seconds.values()))
         else:
             final = ev
+    fresh = run.heldout_check(weights_for(final.profile, run.rt.engine), FRESH) if final.heldout else None
     return {
         "behavior": cfg.behavior,
         "best_train_score": final.profile.scores["best"],
@@ -95,35 +101,56 @@ def run_behaviour(name: str, epochs: int, optimiser: str, mode: str = "auto") ->
         "degenerate_held_out": {c: sum(degeneration(o).degenerate for o in outs) for c, outs in final.heldout.outputs.items()},
         "held_out_prompts": final.heldout.prompts,
         "held_out_outputs": final.heldout.outputs,
+        "fresh": {k: round(v, 2) for k, v in fresh.scores.items()} if fresh else None,
+        "fresh_prompts": FRESH,
+        "fresh_outputs": fresh.outputs if fresh else None,
+        "degenerate_fresh": {c: sum(degeneration(o).degenerate for o in outs) for c, outs in fresh.outputs.items()} if fresh else None,
     }
 
 
 def rejudge(path: str) -> dict:
-    """The results saved by `--out`, their held-out scores recomputed by the current judge."""
+    """The results saved by `--out`, their held-out (and fresh) scores recomputed by the current judge."""
     results = json.loads(Path(path).read_text(encoding="utf-8"))
     judge = MetricJudge(get_runtime().engine)
     for r in results.values():
-        outs = r["held_out_outputs"]
-        conditions = list(outs)
-        prompts = r.get("held_out_prompts", HELDOUT)  # files from before the key existed used HELDOUT
-        js = judge.judge_many(JudgeContext(r["behavior"], prompts, outs["unsteered"]), [outs[c] for c in conditions])
-        r["held_out"] = {c: round(j.score, 2) for c, j in zip(conditions, js)}
+        for key, prompts_key, outputs_key in (("held_out", "held_out_prompts", "held_out_outputs"), ("fresh", "fresh_prompts", "fresh_outputs")):
+            outs = r.get(outputs_key)
+            if not outs:
+                continue
+            conditions = list(outs)
+            prompts = r.get(prompts_key, HELDOUT)  # files from before the key existed used HELDOUT
+            js = judge.judge_many(JudgeContext(r["behavior"], prompts, outs["unsteered"]), [outs[c] for c in conditions])
+            r[key] = {c: round(j.score, 2) for c, j in zip(conditions, js)}
     return results
+
+
+def combined(r: dict) -> dict[str, float]:
+    """Held-out and fresh scores together: the mean over all 8 questions (4 when a run has no
+    fresh answers)."""
+    if not r.get("fresh"):
+        return r["held_out"]
+    return {c: round((v + r["fresh"][c]) / 2, 2) for c, v in r["held_out"].items()}
 
 
 def print_table(results: dict, speed: dict | None) -> None:
     print()
-    print(f"{'behaviour':10s} {'unsteered':>9s} {'prompted':>9s} {'steered':>9s} {'both':>9s} {'s/epoch':>8s} {'start s':>8s} {'total s':>8s} {'free':>5s}")
+    print(f"{'behaviour':10s} {'unsteered':>9s} {'prompted':>9s} {'steered':>9s} {'both':>9s} {'s/epoch':>8s} {'start s':>8s} {'total s':>8s} {'free':>5s}"
+          "   (all 8 questions: 4 held-out + 4 fresh)")
     wins = clear = 0
     for name, r in results.items():
-        h = r["held_out"]
+        h = combined(r)
         wins += max(h["steered"], h["prompted_steered"]) > h["prompted"]
         clear += max(h["steered"], h["prompted_steered"]) >= h["prompted"] + CLEAR_MARGIN
         print(f"{name:10s} {h['unsteered']:9.2f} {h['prompted']:9.2f} {h['steered']:9.2f} {h['prompted_steered']:9.2f} "
               f"{r['seconds_per_epoch']:8.1f} {r['before_first_epoch_s']:8.1f} {r['total_s']:8.1f} {r['free_share']:5.0%}")
+    degenerate = sum(r[k][c] for r in results.values() for k in ("degenerate_held_out", "degenerate_fresh") if r.get(k)
+                     for c in ("steered", "prompted_steered"))
     print(f"steered or prompted+steered beats prompting on {wins} of {len(results)} ({clear} by at least {CLEAR_MARGIN}, the run-to-run "
-          f"spread); degenerate held-out answers (steered, both): "
-          f"{sum(r['degenerate_held_out']['steered'] + r['degenerate_held_out']['prompted_steered'] for r in results.values())}")
+          f"spread); degenerate answers (steered, both): {degenerate}")
+    fresh = [r for r in results.values() if r.get("fresh")]
+    if fresh:
+        only = sum(max(r["fresh"]["steered"], r["fresh"]["prompted_steered"]) > r["fresh"]["prompted"] for r in fresh)
+        print(f"on the 4 fresh questions alone (never seen, not even by the mode choice): {only} of {len(fresh)}")
     if speed is None:
         return
     print(f"\nK=4 candidates: batched {speed['batched_s']}s vs sequential {speed['sequential_s']}s -> {speed['speedup']}x candidates/s (target >= 2x)")

@@ -3,8 +3,9 @@ hand-scored answers of assets/judge/labelled.jsonl (rubric: docs/judge-rubric.md
 
     .venv/bin/python benchmarks/bench_judge.py [--split test|train|all|heldout] [--json]
 
-`--split heldout` uses assets/judge/heldout_labelled.jsonl instead: 512 held-out answers of
-five earlier auto-steer benchmark runs (sessions 4, 6, 10 and 12; 8 behaviours, 4 conditions), scored
+`--split heldout` uses assets/judge/heldout_labelled.jsonl instead: 640 held-out answers of
+five earlier auto-steer benchmark runs (sessions 4, 6, 10 and 12; 8 behaviours, 4 conditions; the
+session-12 run also on 4 fresh questions, `"questions": "fresh"`, answered after the run), scored
 blind by a reader who saw neither the condition nor any judge score, each judged against the
 unsteered answer of its run. It also prints the Spearman per run, and per run what the reader's
 scores say about steering vs prompting: for how many behaviours the better steered condition
@@ -88,6 +89,11 @@ def by_source(rows: list[dict]) -> dict:
                        "judge_steering_ahead": sum(v > 0 for v in judge.values()),
                        "verdicts_agree": sum((hand[b] > 0) == (judge[b] > 0) for b in hand),
                        "margins": {b: {"hand": round(hand[b], 2), "judge": round(judge[b], 2)} for b in hand}}
+        fresh = [r for r in rs if r.get("questions") == "fresh"]
+        if fresh:  # the questions answered after the run, which not even the mode choice saw
+            fh, fj = steering_margins(fresh, "score"), steering_margins(fresh, "judge")
+            out[source]["fresh"] = {"n": len(fresh), "hand_steering_ahead": sum(v > 0 for v in fh.values()),
+                                    "judge_steering_ahead": sum(v > 0 for v in fj.values())}
     return out
 
 
@@ -121,6 +127,10 @@ def main() -> int:
         print(f"{source}: {v['n']} answers, Spearman {v['spearman']}; steering ahead of prompting for {v['hand_steering_ahead']} "
               f"of {v['behaviours']} behaviours by the reader ({v['hand_by_1_point']} by 1 point or more), {v['judge_steering_ahead']} "
               f"by the judge; verdicts agree on {v['verdicts_agree']}")
+        if "fresh" in v:
+            f = v["fresh"]
+            print(f"  of which {f['n']} answers to fresh questions (answered after the run): steering ahead for {f['hand_steering_ahead']} "
+                  f"by the reader, {f['judge_steering_ahead']} by the judge")
     return 0
 
 

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..artefacts.bind import make_profile
 from ..artefacts.profile import SteeringProfile, provenance
 from ..runtime.basis import Steer
@@ -11,9 +13,10 @@ from .judges import JudgeContext
 from .results import CONDITIONS, Best, FinalResult, HeldOutResult, RunScores, ScreenResult, four_conditions
 
 
-def heldout_check(run, weights: Steer) -> HeldOutResult:
-    """Four conditions on prompts never trained on, in one batched generate."""
-    H = list(run.cfg.heldout)
+def heldout_check(run, weights: Steer, prompts: Sequence[str] | None = None) -> HeldOutResult:
+    """Four conditions on prompts never trained on (the run's held-out prompts unless `prompts`
+    is given), in one batched generate."""
+    H = list(run.cfg.heldout if prompts is None else prompts)
     b = run.cfg.behavior
     n = len(H)
     prompts, rows, systems = four_conditions(H, weights, b)

@@ -215,9 +215,9 @@ class AutoSteer:
         return free_share(self.engine, [f.index for f in self.features], vec,
                           free * self.engine.basis.scale if free is not None else None)
 
-    def heldout_check(self, weights: Steer) -> HeldOutResult:
-        """Four conditions on prompts never trained on, in one batched generate."""
-        return finish.heldout_check(self, weights)
+    def heldout_check(self, weights: Steer, prompts: Sequence[str] | None = None) -> HeldOutResult:
+        """Four conditions on prompts never trained on (`cfg.heldout` by default), in one batched generate."""
+        return finish.heldout_check(self, weights, prompts)
 
     def make_profile(self, best: Best, history: list[float], heldout: HeldOutResult | None, stopped: str,
                      screened: ScreenResult | None, optimiser_name: str) -> SteeringProfile:

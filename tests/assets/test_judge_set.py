@@ -70,3 +70,8 @@ def test_bench_judge_counts_where_reader_and_judge_find_steering_ahead():
     (v,) = by_source(rows).values()
     assert v["margins"]["dog"] == {"hand": -1.0, "judge": 1.0} and v["margins"]["pirate"] == {"hand": 9.0, "judge": -0.1}
     assert (v["hand_steering_ahead"], v["hand_by_1_point"], v["judge_steering_ahead"], v["verdicts_agree"]) == (1, 1, 1, 0)
+    assert "fresh" not in v
+    # answers to fresh questions: counted on their own too (here the reader finds steering ahead on both)
+    fresh = [{**r, "questions": "fresh", "score": 0 if r["condition"] == "prompted" else 5} for r in rows]
+    (v,) = by_source(rows + fresh).values()
+    assert v["fresh"] == {"n": 6, "hand_steering_ahead": 2, "judge_steering_ahead": 1} and v["n"] == 12

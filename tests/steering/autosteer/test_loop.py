@@ -267,6 +267,17 @@ def test_heldout_check_alone_judges_the_four_conditions_in_one_call(tiny_runtime
     assert len(judge.calls) == 1 and len(judge.calls[0][1]) == 4
     plain = [g.text for g in tiny_runtime.engine.generate(["Why?", "How?"], config=GenerationConfig(max_new_tokens=4))]
     assert held.outputs["unsteered"] == plain and judge.calls[0][0].baseline == plain
+    assert held.prompts == ["Why?", "How?"]
+
+
+def test_heldout_check_on_other_prompts_answers_and_judges_those(tiny_runtime):
+    judge = ScriptedJudge([1.0, 2.0, 3.0, 4.0])
+    loop = _loop(tiny_runtime, judge)
+    held = loop.heldout_check(loop.steer_of([0.5, -0.5]), ["What now?"])
+    assert held.prompts == ["What now?"] and judge.calls[0][0].prompts == ["What now?"]
+    assert all(len(outs) == 1 for outs in held.outputs.values())
+    plain = [g.text for g in tiny_runtime.engine.generate(["What now?"], config=GenerationConfig(max_new_tokens=4))]
+    assert held.outputs["unsteered"] == plain
 
 
 def _held(prompted_steered, steered):
