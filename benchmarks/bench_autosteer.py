@@ -2,7 +2,8 @@
 
     python benchmarks/bench_autosteer.py [--epochs 6] [--behaviors kids dog ...] [--optimizer gradient|numeric]
         [--mode auto|steered|prompted_steered] [--out F] [--json]
-    python benchmarks/bench_autosteer.py --rejudge F   # judge the held-out answers saved by --out F again (after a judge change)
+    python benchmarks/bench_autosteer.py --rejudge F [--out G]  # judge the answers saved by --out F again (after a judge
+                                                              # change); --out G saves the new scores
 
 For each behaviour: held-out score (0-10, metric judge) of unsteered, prompted (behaviour as a
 system prompt), steered and prompted+steered answers, on the run's 4 held-out questions and on 4
@@ -101,9 +102,11 @@ def run_behaviour(name: str, epochs: int, optimiser: str, mode: str = "auto") ->
         "degenerate_held_out": {c: sum(degeneration(o).degenerate for o in outs) for c, outs in final.heldout.outputs.items()},
         "held_out_prompts": final.heldout.prompts,
         "held_out_outputs": final.heldout.outputs,
+        "held_out_per_prompt": final.heldout.per_prompt,
         "fresh": {k: round(v, 2) for k, v in fresh.scores.items()} if fresh else None,
         "fresh_prompts": FRESH,
         "fresh_outputs": fresh.outputs if fresh else None,
+        "fresh_per_prompt": fresh.per_prompt if fresh else None,
         "degenerate_fresh": {c: sum(degeneration(o).degenerate for o in outs) for c, outs in fresh.outputs.items()} if fresh else None,
     }
 
@@ -121,6 +124,7 @@ def rejudge(path: str) -> dict:
             prompts = r.get(prompts_key, HELDOUT)  # files from before the key existed used HELDOUT
             js = judge.judge_many(JudgeContext(r["behavior"], prompts, outs["unsteered"]), [outs[c] for c in conditions])
             r[key] = {c: round(j.score, 2) for c, j in zip(conditions, js)}
+            r[f"{key}_per_prompt"] = {c: j.per_prompt for c, j in zip(conditions, js)}
     return results
 
 
@@ -132,21 +136,37 @@ def combined(r: dict) -> dict[str, float]:
     return {c: round((v + r["fresh"][c]) / 2, 2) for c, v in r["held_out"].items()}
 
 
+def per_question(r: dict) -> tuple[int, int, int] | None:
+    """Over all 8 questions: on how many the profile's answers (its mode) scored higher than, the
+    same as, lower than the prompted ones; None for files without per-prompt scores."""
+    scores = [r.get(k) for k in ("held_out_per_prompt", "fresh_per_prompt") if r.get(k)]
+    if not scores or any(r["mode"] not in s or "prompted" not in s for s in scores):
+        return None
+    mine = [x for s in scores for x in s[r["mode"]]]
+    prompted = [x for s in scores for x in s["prompted"]]
+    return sum(a > b for a, b in zip(mine, prompted)), sum(a == b for a, b in zip(mine, prompted)), sum(a < b for a, b in zip(mine, prompted))
+
+
 def print_table(results: dict, speed: dict | None) -> None:
     print()
     print(f"{'behaviour':10s} {'unsteered':>9s} {'prompted':>9s} {'steered':>9s} {'both':>9s} {'s/epoch':>8s} {'start s':>8s} {'total s':>8s} {'free':>5s}"
           "   (all 8 questions: 4 held-out + 4 fresh)")
-    wins = clear = 0
+    wins = clear = by_count = 0
     for name, r in results.items():
         h = combined(r)
         wins += max(h["steered"], h["prompted_steered"]) > h["prompted"]
         clear += max(h["steered"], h["prompted_steered"]) >= h["prompted"] + CLEAR_MARGIN
+        count = per_question(r)
+        by_count += bool(count) and count[0] > count[2]
         print(f"{name:10s} {h['unsteered']:9.2f} {h['prompted']:9.2f} {h['steered']:9.2f} {h['prompted_steered']:9.2f} "
-              f"{r['seconds_per_epoch']:8.1f} {r['before_first_epoch_s']:8.1f} {r['total_s']:8.1f} {r['free_share']:5.0%}")
+              f"{r['seconds_per_epoch']:8.1f} {r['before_first_epoch_s']:8.1f} {r['total_s']:8.1f} {r['free_share']:5.0%}"
+              + (f"   {r['mode']}: better/same/worse than prompted on {count[0]}/{count[1]}/{count[2]} questions" if count else ""))
     degenerate = sum(r[k][c] for r in results.values() for k in ("degenerate_held_out", "degenerate_fresh") if r.get(k)
                      for c in ("steered", "prompted_steered"))
     print(f"steered or prompted+steered beats prompting on {wins} of {len(results)} ({clear} by at least {CLEAR_MARGIN}, the run-to-run "
           f"spread); degenerate answers (steered, both): {degenerate}")
+    if any(per_question(r) for r in results.values()):
+        print(f"the profile's answers beat the prompted ones on more questions than they lose for {by_count} of {len(results)}")
     fresh = [r for r in results.values() if r.get("fresh")]
     if fresh:
         only = sum(max(r["fresh"]["steered"], r["fresh"]["prompted_steered"]) > r["fresh"]["prompted"] for r in fresh)
@@ -168,6 +188,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.rejudge:
         results = rejudge(args.rejudge)
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=1, ensure_ascii=False))
         if args.json:
             print(json.dumps({"behaviors": results}))
         else:

@@ -26,7 +26,7 @@ def heldout_check(run, weights: Steer, prompts: Sequence[str] | None = None) -> 
     js = run.judge.judge_many(ctx, [outs[c] for c in CONDITIONS])
     return HeldOutResult(
         H, {c: j.score for c, j in zip(CONDITIONS, js)}, outs, {c: j.critique for c, j in zip(CONDITIONS, js)},
-        {c: j.parts for c, j in zip(CONDITIONS, js)},
+        {c: j.parts for c, j in zip(CONDITIONS, js)}, {c: j.per_prompt for c, j in zip(CONDITIONS, js) if j.per_prompt},
     )
 
 

@@ -75,6 +75,15 @@ class HeldOutResult:
     outputs: dict[str, list[str]]  # condition -> answers
     critiques: dict[str, str]
     parts: dict[str, dict[str, float]]
+    per_prompt: dict[str, list[float]] = field(default_factory=dict)  # condition -> score per prompt, where the judge gives them
+
+    def per_question(self, condition: str, against: str = "prompted") -> tuple[int, int, int] | None:
+        """On how many prompts `condition` scored higher than, the same as, lower than `against`
+        (None without per-prompt scores): a verdict one lucky answer cannot swing."""
+        a, b = self.per_prompt.get(condition), self.per_prompt.get(against)
+        if not a or not b:
+            return None
+        return sum(x > y for x, y in zip(a, b)), sum(x == y for x, y in zip(a, b)), sum(x < y for x, y in zip(a, b))
 
 
 @dataclass

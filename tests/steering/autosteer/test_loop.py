@@ -278,6 +278,24 @@ def test_heldout_check_on_other_prompts_answers_and_judges_those(tiny_runtime):
     assert all(len(outs) == 1 for outs in held.outputs.values())
     plain = [g.text for g in tiny_runtime.engine.generate(["What now?"], config=GenerationConfig(max_new_tokens=4))]
     assert held.outputs["unsteered"] == plain
+    assert held.per_prompt == {} and held.per_question("steered") is None  # this judge gives no per-prompt scores
+
+
+class PerPromptJudge(ScriptedJudge):
+    """Per-prompt scores from a list of lists, one per candidate."""
+
+    def judge_many(self, ctx, candidates):
+        self.calls.append((ctx, candidates))
+        return [Judgement(sum(s) / len(s), "c", per_prompt=s) for s in (self.scores.pop(0) for _ in candidates)]
+
+
+def test_heldout_check_keeps_per_prompt_scores_and_counts_questions_won(tiny_runtime):
+    judge = PerPromptJudge([[1.0, 1.0], [2.0, 5.0], [3.0, 5.0], [1.0, 6.0]])
+    loop = _loop(tiny_runtime, judge)
+    held = loop.heldout_check(loop.steer_of([0.5, 0.0]))
+    assert held.per_prompt == {"unsteered": [1.0, 1.0], "prompted": [2.0, 5.0], "steered": [3.0, 5.0], "prompted_steered": [1.0, 6.0]}
+    assert held.per_question("steered") == (1, 1, 0) and held.per_question("prompted_steered") == (1, 0, 1)
+    assert held.per_question("unsteered", against="steered") == (0, 0, 2)
 
 
 def _held(prompted_steered, steered):
