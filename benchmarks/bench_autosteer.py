@@ -28,7 +28,7 @@ from steering.artefacts.bind import weights_for  # noqa: E402
 from steering.autosteer.config import MODES, AutoSteerConfig  # noqa: E402
 from steering.autosteer.factory import make_autosteer  # noqa: E402
 from steering.autosteer.judges import JudgeContext, MetricJudge  # noqa: E402
-from steering.autosteer.results import EpochResult, PhaseEvent  # noqa: E402
+from steering.autosteer.results import EpochResult, PhaseEvent, beats_ties_trails  # noqa: E402
 from steering.metrics import degeneration  # noqa: E402
 from steering.runtime.engine import GenerationConfig  # noqa: E402
 from steering.runtime.shared import get_runtime  # noqa: E402
@@ -142,9 +142,7 @@ def per_question(r: dict) -> tuple[int, int, int] | None:
     scores = [r.get(k) for k in ("held_out_per_prompt", "fresh_per_prompt") if r.get(k)]
     if not scores or any(r["mode"] not in s or "prompted" not in s for s in scores):
         return None
-    mine = [x for s in scores for x in s[r["mode"]]]
-    prompted = [x for s in scores for x in s["prompted"]]
-    return sum(a > b for a, b in zip(mine, prompted)), sum(a == b for a, b in zip(mine, prompted)), sum(a < b for a, b in zip(mine, prompted))
+    return beats_ties_trails([x for s in scores for x in s[r["mode"]]], [x for s in scores for x in s["prompted"]])
 
 
 def print_table(results: dict, speed: dict | None) -> None:

@@ -19,8 +19,8 @@ def heldout_check(run, weights: Steer, prompts: Sequence[str] | None = None) -> 
     H = list(run.cfg.heldout if prompts is None else prompts)
     b = run.cfg.behavior
     n = len(H)
-    prompts, rows, systems = four_conditions(H, weights, b)
-    texts = run.gen(prompts, rows, system=systems)
+    batch, rows, systems = four_conditions(H, weights, b)
+    texts = run.gen(batch, rows, system=systems)
     outs = {c: texts[i * n : (i + 1) * n] for i, c in enumerate(CONDITIONS)}
     ctx = JudgeContext(b, H, outs["unsteered"])
     js = run.judge.judge_many(ctx, [outs[c] for c in CONDITIONS])

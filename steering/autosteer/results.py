@@ -81,9 +81,12 @@ class HeldOutResult:
         """On how many prompts `condition` scored higher than, the same as, lower than `against`
         (None without per-prompt scores): a verdict one lucky answer cannot swing."""
         a, b = self.per_prompt.get(condition), self.per_prompt.get(against)
-        if not a or not b:
-            return None
-        return sum(x > y for x, y in zip(a, b)), sum(x == y for x, y in zip(a, b)), sum(x < y for x, y in zip(a, b))
+        return beats_ties_trails(a, b) if a and b else None
+
+
+def beats_ties_trails(a: Sequence[float], b: Sequence[float]) -> tuple[int, int, int]:
+    """On how many prompts the scores `a` are higher than, equal to, lower than `b`."""
+    return sum(x > y for x, y in zip(a, b)), sum(x == y for x, y in zip(a, b)), sum(x < y for x, y in zip(a, b))
 
 
 @dataclass
