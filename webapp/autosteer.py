@@ -114,7 +114,8 @@ class Page(AutoSteerView):
         path = private_profile_file(profile)
         held = None
         if event.heldout:
-            held = pd.DataFrame({"condition": list(event.heldout.scores), "score": [round(s, 2) for s in event.heldout.scores.values()]})
+            held = pd.DataFrame({"condition": list(event.heldout.scores), "score": [round(s, 2) for s in event.heldout.scores.values()],
+                                 "prompt by prompt": [event.heldout.versus_prompted(c) for c in event.heldout.scores]})
         held_score = event.heldout.scores.get(profile.mode) if event.heldout else None
         self.learned, learned_name = remember(self.learned, profile, held_score)
         verdict = VERDICTS.get(event.stopped, f"stopped early: {event.stopped}")

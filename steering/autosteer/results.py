@@ -83,6 +83,12 @@ class HeldOutResult:
         a, b = self.per_prompt.get(condition), self.per_prompt.get(against)
         return beats_ties_trails(a, b) if a and b else None
 
+    def versus_prompted(self, condition: str) -> str:
+        """"beats prompting on 5, ties 1, trails 2 of 8 prompts" for a steered condition; "" where
+        there is nothing to compare (no per-prompt scores, or not a steered condition)."""
+        count = self.per_question(condition) if condition in ("steered", "prompted_steered") else None
+        return f"beats prompting on {count[0]}, ties {count[1]}, trails {count[2]} of {sum(count)} prompts" if count else ""
+
 
 def beats_ties_trails(a: Sequence[float], b: Sequence[float]) -> tuple[int, int, int]:
     """On how many prompts the scores `a` are higher than, equal to, lower than `b`."""

@@ -68,4 +68,5 @@ class Terminal(AutoSteerView):
             print(f"  note: {note}")
         if event.heldout:
             for cond, score in event.heldout.scores.items():
-                print(f"  held-out {cond:18s} {score:.2f}")
+                versus = event.heldout.versus_prompted(cond)
+                print(f"  held-out {cond:18s} {score:.2f}" + (f"  ({versus})" if versus else ""))

@@ -28,7 +28,8 @@ class FakeRun:
 def updates(tiny_runtime, tmp_path, monkeypatch):
     monkeypatch.setattr(common, "USER_PROFILES", tmp_path)
     profile = make_profile(tiny_runtime, "dog", "Behave like a dog", {5: 0.3, 9: -0.1})
-    held = HeldOutResult(["Why?"], {"unsteered": 1.0, "prompted": 2.0, "steered": 3.0, "prompted_steered": 2.5}, {}, {}, {})
+    held = HeldOutResult(["Why?", "How?"], {"unsteered": 1.0, "prompted": 2.0, "steered": 3.0, "prompted_steered": 2.5}, {}, {}, {},
+                         {"unsteered": [1.0, 1.0], "prompted": [3.0, 1.0], "steered": [4.0, 2.0], "prompted_steered": [3.0, 2.0]})
     events = [PhaseEvent("screen", "steering with each of 2 candidates alone"), ScreenResult(FEATS, [3.0, 1.0], ["", ""], 1, 0.5),
               EpochResult(1, [0.3, -0.1], ["Woof <b>"], 2.5, "more dog", 2.5, [0.3, -0.1], 4, {"generate": 1.25}),
               FinalResult(profile, FEATS, held, "epochs")]
@@ -55,5 +56,7 @@ def test_the_final_update_saves_the_profile_for_this_session_only(updates, tmp_p
     status, _, _, _, held, prof, path, learned = outs[-1]
     assert "Done (ran every epoch). Answers steering only." in status and "&#x27;my-dog&#x27;" in status
     assert list(held["condition"]) == ["unsteered", "prompted", "steered", "prompted_steered"]
+    assert list(held["prompt by prompt"]) == ["", "", "beats prompting on 2, ties 0, trails 0 of 2 prompts",
+                                              "beats prompting on 1, ties 1, trails 0 of 2 prompts"]
     assert prof["name"] == "dog" and path.startswith(str(tmp_path / "sessions")) and list(learned) == ["my-dog"]
     assert "held-out score 3.0/10" in learned["my-dog"]["description"]

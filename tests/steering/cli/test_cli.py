@@ -12,6 +12,7 @@ from steering.autosteer.events import show
 from steering.autosteer.results import (
     EpochResult,
     FinalResult,
+    HeldOutResult,
     PhaseEvent,
     ScreenResult,
 )
@@ -53,11 +54,11 @@ class FakeRun:
         self.cfg, self.features = cfg, FEATS
 
 
-def _events(rt):
+def _events(rt, heldout=None):
     profile = make_profile(rt, "dog", "Behave like a dog", {5: 0.3}, provenance={"notes": ["a note"]})
     return [PhaseEvent("retrieve", "finding"), ScreenResult(FEATS, [2.0], [""], 1, 1.0),
             EpochResult(1, [0.3], ["Woof."], 2.5, "more dog", 2.5, [0.3], 4, {"generate": 1.0}),
-            FinalResult(profile, FEATS, None, "epochs")]
+            FinalResult(profile, FEATS, heldout, "epochs")]
 
 
 def test_json_lines_print_one_line_per_epoch_and_the_final_line(tiny_runtime, tmp_path, capsys):
@@ -76,9 +77,13 @@ def test_the_terminal_shows_the_phase_screening_epochs_and_where_it_saved(tiny_r
     view = cli_views.Terminal(cfg, tmp_path / "dog.json", bar)
     lines = []
     bar.write = lines.append
-    for event in _events(tiny_runtime):
+    held = HeldOutResult(["Why?", "How?"], {"unsteered": 1.0, "prompted": 2.0, "steered": 3.0, "prompted_steered": 2.5}, {}, {}, {},
+                         {"unsteered": [1.0, 1.0], "prompted": [3.0, 1.0], "steered": [2.0, 4.0], "prompted_steered": [3.0, 2.0]})
+    for event in _events(tiny_runtime, held):
         show(event, view)
     assert lines[0] == "[retrieve] finding" and "keep     5 +1 attribution  2.00  five" in lines[2]
     assert lines[3].startswith("epoch 1: score 2.50 (best 2.50)") and lines[5] == "  [Hi] 'Woof.'"
     out = capsys.readouterr().out
     assert out.startswith(f"saved {tmp_path / 'dog.json'} (epochs; answers steered)") and "  note: a note" in out
+    assert "  held-out prompted           2.00\n" in out  # what steering is compared with, as it is
+    assert "  held-out steered            3.00  (beats prompting on 1, ties 0, trails 1 of 2 prompts)" in out
