@@ -28,7 +28,7 @@ _runs_lock = threading.Lock()
 
 EMPTY_PLOT = pd.DataFrame({"epoch": pd.Series([], dtype=int), "score": pd.Series([], dtype=float), "series": pd.Series([], dtype=str)})
 FEATURE_COLUMNS = ["feature", "label", "source", "weight"]
-HELD_COLUMNS = ["condition", "score"]
+HELD_COLUMNS = ["condition", "score", "prompt by prompt"]
 VERDICTS = {"threshold": "reached the target score", "epochs": "ran every epoch", "cancelled": "stopped"}
 
 
@@ -114,8 +114,8 @@ class Page(AutoSteerView):
         path = private_profile_file(profile)
         held = None
         if event.heldout:
-            held = pd.DataFrame({"condition": list(event.heldout.scores), "score": [round(s, 2) for s in event.heldout.scores.values()],
-                                 "prompt by prompt": [event.heldout.versus_prompted(c) for c in event.heldout.scores]})
+            held = pd.DataFrame(dict(zip(HELD_COLUMNS, (list(event.heldout.scores), [round(s, 2) for s in event.heldout.scores.values()],
+                                                        [event.heldout.versus_prompted(c) for c in event.heldout.scores]))))
         held_score = event.heldout.scores.get(profile.mode) if event.heldout else None
         self.learned, learned_name = remember(self.learned, profile, held_score)
         verdict = VERDICTS.get(event.stopped, f"stopped early: {event.stopped}")
