@@ -99,7 +99,7 @@ def run_behaviour(name: str, epochs: int, optimiser: str, mode: str = "auto") ->
         "trained_on": final.profile.provenance.get("trained_on", "steered"),
         "free_share": final.profile.free_share,
         "notes": final.profile.provenance.get("notes", []),
-        "degenerate_held_out": {c: sum(degeneration(o).degenerate for o in outs) for c, outs in final.heldout.outputs.items()},
+        "degenerate_held_out": degenerate_counts(final.heldout.outputs),
         "held_out_prompts": final.heldout.prompts,
         "held_out_outputs": final.heldout.outputs,
         "held_out_per_prompt": final.heldout.per_prompt,
@@ -107,8 +107,13 @@ def run_behaviour(name: str, epochs: int, optimiser: str, mode: str = "auto") ->
         "fresh_prompts": FRESH,
         "fresh_outputs": fresh.outputs if fresh else None,
         "fresh_per_prompt": fresh.per_prompt if fresh else None,
-        "degenerate_fresh": {c: sum(degeneration(o).degenerate for o in outs) for c, outs in fresh.outputs.items()} if fresh else None,
+        "degenerate_fresh": degenerate_counts(fresh.outputs) if fresh else None,
     }
+
+
+def degenerate_counts(outputs: dict[str, list[str]]) -> dict[str, int]:
+    """Per condition, how many answers loop, stutter or are empty."""
+    return {c: sum(degeneration(o).degenerate for o in outs) for c, outs in outputs.items()}
 
 
 def rejudge(path: str) -> dict:
@@ -149,13 +154,12 @@ def print_table(results: dict, speed: dict | None) -> None:
     print()
     print(f"{'behaviour':10s} {'unsteered':>9s} {'prompted':>9s} {'steered':>9s} {'both':>9s} {'s/epoch':>8s} {'start s':>8s} {'total s':>8s} {'free':>5s}"
           "   (all 8 questions: 4 held-out + 4 fresh)")
-    wins = clear = by_count = 0
+    wins = clear = 0
+    counts = {name: per_question(r) for name, r in results.items()}
     for name, r in results.items():
-        h = combined(r)
+        h, count = combined(r), counts[name]
         wins += max(h["steered"], h["prompted_steered"]) > h["prompted"]
         clear += max(h["steered"], h["prompted_steered"]) >= h["prompted"] + CLEAR_MARGIN
-        count = per_question(r)
-        by_count += bool(count) and count[0] > count[2]
         print(f"{name:10s} {h['unsteered']:9.2f} {h['prompted']:9.2f} {h['steered']:9.2f} {h['prompted_steered']:9.2f} "
               f"{r['seconds_per_epoch']:8.1f} {r['before_first_epoch_s']:8.1f} {r['total_s']:8.1f} {r['free_share']:5.0%}"
               + (f"   {r['mode']}: better/same/worse than prompted on {count[0]}/{count[1]}/{count[2]} questions" if count else ""))
@@ -163,7 +167,8 @@ def print_table(results: dict, speed: dict | None) -> None:
                      for c in ("steered", "prompted_steered"))
     print(f"steered or prompted+steered beats prompting on {wins} of {len(results)} ({clear} by at least {CLEAR_MARGIN}, the run-to-run "
           f"spread); degenerate answers (steered, both): {degenerate}")
-    if any(per_question(r) for r in results.values()):
+    if any(counts.values()):
+        by_count = sum(c[0] > c[2] for c in counts.values() if c)
         print(f"the profile's answers beat the prompted ones on more questions than they lose for {by_count} of {len(results)}")
     fresh = [r for r in results.values() if r.get("fresh")]
     if fresh:
