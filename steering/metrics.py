@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .runtime.embeddings import embed
+from .runtime.headscore import token_nll
 from .runtime.scheduler import on_compute_thread_in_chunks
 
 NEUTRAL_QUESTION = "Say something."  # the metric judge's "no particular question" context
@@ -27,8 +28,7 @@ PPL_BATCH = 8  # answers scored per forward pass (right-padded; logits of 8 x ~1
 def perplexities(engine, prompts: Sequence[str], answers: Sequence[str], system: str | None = None) -> list[float]:
     """Perplexity of each answer given its prompt (chat template), under the model with no steering:
     on the engine's fast decoder when it has one (STEERING_DECODE; by default the model's int4
-    blocks with bfloat16 activations and the exact fp32 vocabulary head: about 0.3% from the fp32
-    model, 1.6x faster), else on the fp32 model.
+    blocks with bfloat16 activations, the head as in runtime/headscore.py), else on the fp32 model.
 
     Each batch runs on the compute worker (runtime/scheduler.py) at the caller's priority.
     Answers are scored PPL_BATCH at a time, right-padded (the same values as one at a time); on
@@ -78,15 +78,15 @@ def _continuation_perplexities(engine, ctx: list[int], answers: list[list[int]])
 
 
 def _head_perplexities(fast, hidden: list[torch.Tensor], answers: list[list[int]]) -> list[float]:
-    """Perplexity of each answer from the hidden states that predict its tokens, through the exact
-    fp32 head in ONE matmul over every row's positions (a matmul per row is ~1.5x slower)."""
+    """Perplexity of each answer from the hidden states that predict its tokens, through the head
+    for every row's positions at once (a matmul per row is ~1.5x slower): exact where it matters,
+    bfloat16 for the rest of the vocabulary (runtime/headscore.py)."""
     scored = [i for i, a in enumerate(answers) if a]
     out = [math.inf] * len(answers)
     if not scored:
         return out
-    with torch.no_grad():
-        flat = torch.cat([hidden[i] for i in scored])
-        nll = F.cross_entropy(flat @ fast.head_exact.T, torch.tensor([t for i in scored for t in answers[i]]), reduction="none")
+    flat = torch.cat([hidden[i] for i in scored])
+    nll = token_nll(fast, flat, torch.tensor([t for i in scored for t in answers[i]]))
     for i, part in zip(scored, nll.split([len(answers[i]) for i in scored])):
         out[i] = float(torch.exp(part.mean()))
     return out
