@@ -239,7 +239,7 @@ class FastDecoder:
             return approx
         cand = settings.penalise(approx, seen).topk(RESCORE, dim=-1).indices  # (B, K)
         exact = torch.einsum("bd,bkd->bk", h, self.head_exact[cand])
-        return approx.scatter(1, cand, exact)
+        return approx.scatter_(1, cand, exact)  # in place: `approx` is this step's own (B, V)
 
     def _attention(self, lay: _Layer, i: int, h, groups: list[_Group], cos, sin):
         b, t, _ = h.shape

@@ -39,14 +39,13 @@ def _rescored_nll(fast, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     cand = logits.topk(min(RESCORE, logits.shape[-1]), dim=-1).indices  # (n, K)
     exact_cand = torch.einsum("nd,nkd->nk", h, fast.head_exact[cand])
     exact_target = (h * fast.head_exact[t]).sum(-1)
-    # Each token counted once: the candidates and the target leave the approximate part, and the
-    # target joins the exact part unless it is a candidate already.
-    logits.scatter_(1, cand, float("-inf"))
-    logits.scatter_(1, t[:, None], float("-inf"))
-    target_apart = torch.where((cand == t[:, None]).any(-1), float("-inf"), exact_target)
-    exact = torch.cat([exact_cand, target_apart[:, None]], dim=1)
-    # The rest of the vocabulary in place, shifted by the best exact logit (every rest logit is
-    # below it, so nothing overflows), summed in float32.
+    in_cand = (cand == t[:, None]).any(-1)
+    # exp of every approximate logit in place, shifted by the best exact one (nothing overflows),
+    # summed; then the candidates' and the target's approximate terms taken out again (the same
+    # bfloat16 values, so they cancel), and their exact terms put in. Each token counts once.
     shift = exact_cand[:, :1].to(torch.bfloat16)
-    rest = logits.sub_(shift).exp_().sum(-1, dtype=torch.float32).log() + shift[:, 0].float()
+    e = logits.sub_(shift).exp_()
+    gone = e.gather(1, cand).float().sum(-1) + torch.where(in_cand, 0.0, e.gather(1, t[:, None])[:, 0].float())
+    rest = (e.sum(-1).float() - gone).clamp_min(0).log() + shift[:, 0].float()
+    exact = torch.cat([exact_cand, torch.where(in_cand, float("-inf"), exact_target)[:, None]], dim=1)
     return torch.logaddexp(rest, torch.logsumexp(exact, dim=-1)) - exact_target
