@@ -67,7 +67,9 @@ def timed_judge(engine: SteeringEngine) -> float:
 
 
 def speed(engines: dict[str, SteeringEngine], tokens: int, repeats: int) -> dict[str, dict[str, float]]:
-    """Interleaved timings per path: every figure is a median over repeats x prompts."""
+    """Interleaved timings per path: every figure is a median over repeats x prompts. Both paths
+    run on the compute worker, as in the app: torch work on a second thread would give the
+    process a second OpenMP team, which halves the default path's batch-1 speed (docs/decoding.md)."""
     runs: dict[str, dict[str, list[float]]] = {name: {} for name in engines}
 
     def add(name, key, value):
@@ -76,19 +78,19 @@ def speed(engines: dict[str, SteeringEngine], tokens: int, repeats: int) -> dict
     for _ in range(repeats):
         for p in PROMPTS:
             for name, e in engines.items():
-                n, s = timed_tokens(e, [p], [None], tokens)
+                n, s = on_compute_thread(timed_tokens, e, [p], [None], tokens)
                 add(name, "tokens_per_s_unsteered", n / s)
-                n, s = timed_tokens(e, [p], [FEATURE], tokens)
+                n, s = on_compute_thread(timed_tokens, e, [p], [FEATURE], tokens)
                 add(name, "tokens_per_s_steered", n / s)
-                n, pair = timed_tokens(e, [p, p], [FEATURE, None], tokens)
+                n, pair = on_compute_thread(timed_tokens, e, [p, p], [FEATURE, None], tokens)
                 add(name, "tokens_per_s_batch2", n / pair)
                 add(name, "batched_pair_over_sequential", pair / (tokens / runs[name]["tokens_per_s_steered"][-1] + tokens / runs[name]["tokens_per_s_unsteered"][-1]))
         for name, e in engines.items():
-            n, s = timed_tokens(e, PROMPTS * 2, [FEATURE] * 8, tokens)
+            n, s = on_compute_thread(timed_tokens, e, PROMPTS * 2, [FEATURE] * 8, tokens)
             add(name, "tokens_per_s_batch8", n / s)
-            add(name, "kids_pair_s", timed_tokens(e, [PROMPTS[0]] * 2, [FEATURE, None], 120)[1])
-            add(name, "autosteer_epoch_generate_s", timed_tokens(e, PROMPTS[:3] * 4, [FEATURE] * 12, 64)[1])
-            add(name, "autosteer_epoch_judge_s", timed_judge(e))
+            add(name, "kids_pair_s", on_compute_thread(timed_tokens, e, [PROMPTS[0]] * 2, [FEATURE, None], 120)[1])
+            add(name, "autosteer_epoch_generate_s", on_compute_thread(timed_tokens, e, PROMPTS[:3] * 4, [FEATURE] * 12, 64)[1])
+            add(name, "autosteer_epoch_judge_s", on_compute_thread(timed_judge, e))
     for name in engines:
         runs[name]["autosteer_epoch_s"] = [g + j for g, j in zip(runs[name]["autosteer_epoch_generate_s"], runs[name]["autosteer_epoch_judge_s"])]
     out = {}
@@ -166,13 +168,11 @@ def main() -> None:
     rt = get_runtime()
     load_s = time.perf_counter() - t0
     default = rt.engine
-    # First, while one thread has run torch ops: every later figure shares the process with a
-    # second OpenMP team (the reference path decodes on this thread), which slows small steps.
     steps = flight_steps(default) if default.fast is not None else {}
     reference = SteeringEngine(default.model, default.tokenizer, default.basis, default.sae, decode="reference")
     engines = {"default": default, "reference": reference}
     for e in engines.values():
-        e.generate(["Hello"], config=GenerationConfig(max_new_tokens=4))  # warm-up
+        on_compute_thread(e.generate, ["Hello"], config=GenerationConfig(max_new_tokens=4))  # warm-up
     figs = speed(engines, args.tokens, args.repeats)
     d, r = figs["default"], figs["reference"]
     figures = {
@@ -184,7 +184,7 @@ def main() -> None:
         **{f"{k}_reference": v for k, v in r.items()},
         "speedup_steered_batch1": round(d["tokens_per_s_steered"] / r["tokens_per_s_steered"], 2),
         "speedup_batch8": round(d["tokens_per_s_batch8"] / r["tokens_per_s_batch8"], 2),
-        **agreement(default, reference, args.agree_prompts, args.tokens),
+        **on_compute_thread(agreement, default, reference, args.agree_prompts, args.tokens),
         **steps,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
