@@ -10,9 +10,12 @@ head is scored like a decode step instead (`decode.FastDecoder._rescore`):
   fp32 ones on these CPUs),
 - the target token's logit and the RESCORE best candidates' recomputed exactly from the fp32
   rows, so the numerator is exact and so is the part of the normaliser that carries the mass,
-- log-sum-exp over exact best + approximate rest, in place on the bfloat16 logits (a float32
-  log-softmax over the vocabulary, written out and read back, cost as much as the matmul).
+- log-sum-exp over exact best + approximate rest, in place on the bfloat16 logits: a float32
+  log-softmax over the vocabulary, written out and read back, cost as much as the matmul, and
+  masking the candidates out with scatters cost more than everything else together.
 
+Per token the result is within ~0.005 nats of the exact fp32 head; answers' perplexities move by
+at most ~0.3% and the judge's agreement with the hand labels is unchanged (docs/decoding.md).
 The float32 path stays exact cross-entropy (the tests compare it with the reference model).
 """
 
