@@ -11,6 +11,8 @@ default path with the reference: the share of identical greedy tokens over 20 pr
 steered), and the perplexity of each path's answers under the fp32 model. Last, on the default
 (fast) path, one decode step of 8 requests of 2 rows in flight together against one request of
 the same 16 rows, and of 2 rows (what continuous batching costs under load; docs/decoding.md).
+Every timed call runs on the compute worker, as in the app (one OpenMP team: torch work on a
+second thread slows the default path's small steps about 2x).
 """
 
 from __future__ import annotations
