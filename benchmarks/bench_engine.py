@@ -48,13 +48,23 @@ JUDGED_BEHAVIOR = "Talk like a pirate."
 
 
 def timed_tokens(engine: SteeringEngine, prompts, weights, tokens: int) -> tuple[int, float]:
+    """(tokens written, seconds) of one generate call, on the compute worker (see `speed`)."""
     cfg = GenerationConfig(max_new_tokens=tokens, min_new_tokens=tokens)
-    t = time.perf_counter()
-    out = engine.generate(prompts, weights, config=cfg)
-    return sum(len(g.token_ids) for g in out), time.perf_counter() - t
+
+    def run() -> tuple[int, float]:
+        t = time.perf_counter()
+        out = engine.generate(prompts, weights, config=cfg)
+        return sum(len(g.token_ids) for g in out), time.perf_counter() - t
+
+    return on_compute_thread(run)
 
 
 def timed_judge(engine: SteeringEngine) -> float:
+    """Seconds of the metric judge over one epoch's answers, on the compute worker (see `speed`)."""
+    return on_compute_thread(_timed_judge, engine)
+
+
+def _timed_judge(engine: SteeringEngine) -> float:
     """Seconds the metric judge takes over one epoch's answers (4 candidates x 3 prompts, 64
     tokens), its baseline statistics computed beforehand, as the loop does once per run."""
     cfg = GenerationConfig(max_new_tokens=64)
@@ -80,19 +90,19 @@ def speed(engines: dict[str, SteeringEngine], tokens: int, repeats: int) -> dict
     for _ in range(repeats):
         for p in PROMPTS:
             for name, e in engines.items():
-                n, s = on_compute_thread(timed_tokens, e, [p], [None], tokens)
+                n, s = timed_tokens(e, [p], [None], tokens)
                 add(name, "tokens_per_s_unsteered", n / s)
-                n, s = on_compute_thread(timed_tokens, e, [p], [FEATURE], tokens)
+                n, s = timed_tokens(e, [p], [FEATURE], tokens)
                 add(name, "tokens_per_s_steered", n / s)
-                n, pair = on_compute_thread(timed_tokens, e, [p, p], [FEATURE, None], tokens)
+                n, pair = timed_tokens(e, [p, p], [FEATURE, None], tokens)
                 add(name, "tokens_per_s_batch2", n / pair)
                 add(name, "batched_pair_over_sequential", pair / (tokens / runs[name]["tokens_per_s_steered"][-1] + tokens / runs[name]["tokens_per_s_unsteered"][-1]))
         for name, e in engines.items():
-            n, s = on_compute_thread(timed_tokens, e, PROMPTS * 2, [FEATURE] * 8, tokens)
+            n, s = timed_tokens(e, PROMPTS * 2, [FEATURE] * 8, tokens)
             add(name, "tokens_per_s_batch8", n / s)
-            add(name, "kids_pair_s", on_compute_thread(timed_tokens, e, [PROMPTS[0]] * 2, [FEATURE, None], 120)[1])
-            add(name, "autosteer_epoch_generate_s", on_compute_thread(timed_tokens, e, PROMPTS[:3] * 4, [FEATURE] * 12, 64)[1])
-            add(name, "autosteer_epoch_judge_s", on_compute_thread(timed_judge, e))
+            add(name, "kids_pair_s", timed_tokens(e, [PROMPTS[0]] * 2, [FEATURE, None], 120)[1])
+            add(name, "autosteer_epoch_generate_s", timed_tokens(e, PROMPTS[:3] * 4, [FEATURE] * 12, 64)[1])
+            add(name, "autosteer_epoch_judge_s", timed_judge(e))
     for name in engines:
         runs[name]["autosteer_epoch_s"] = [g + j for g, j in zip(runs[name]["autosteer_epoch_generate_s"], runs[name]["autosteer_epoch_judge_s"])]
     out = {}
