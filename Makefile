@@ -90,10 +90,14 @@ assets: setup
 KIDS_PROMPTS := --prompt "Why is the sky blue?" --prompt "How do plants grow?" --prompt "What is a rainbow?" \
   --prompt "Why do we have to brush our teeth?" --prompt "How do fish breathe underwater?" --prompt "What are clouds made of?" \
   --prompt "Why do cats have whiskers?" --prompt "Why do we get hiccups?" --prompt "What is a museum for?" --prompt "How do trains stay on the tracks?"
-DOG_PROMPTS := --prompt "What is your favourite food?" --prompt "How was your day?" --prompt "What do you do at the weekend?" \
-  --prompt "Tell me about your family."
-profiles: setup  # the recipe of the shipped profiles (numeric optimiser, steering alone; see the README)
+KIDS_ABOUT := "Explains things in short, simple words that a child aged 6 to 12 can follow."
+PIRATE_PROMPTS := --prompt "Why do cats purr?" --prompt "How do rainbows form?" --prompt "What do astronauts eat in space?"
+PIRATE_ABOUT := "Answers like an old sea captain spinning a tale; the plain answer beside it has the facts."
+profiles: setup  # the recipe of the shipped profiles (see the README)
 	$(PY) -m steering autosteer --behavior "$(KIDS_BEHAVIOR)" $(KIDS_PROMPTS) --max-new-tokens 96 \
-	  --epochs 10 --optimizer numeric --mode steered --name kids --out assets/profiles/kids.json
-	$(PY) -m steering autosteer --behavior "Behave like a dog" $(DOG_PROMPTS) \
-	  --epochs 10 --optimizer numeric --mode steered --name dog --out assets/profiles/dog.json
+	  --epochs 10 --optimizer numeric --mode steered --name kids --out runs/profiles/kids.json
+	$(PY) -m quora_kids curate --profile runs/profiles/kids.json --strength 0.75 --mode prompted_steered \
+	  --display-name "Kid-friendly explainer" --description $(KIDS_ABOUT) --out assets/profiles/kids.json
+	$(PY) -m steering autosteer --behavior "Talk like a pirate" $(PIRATE_PROMPTS) --name pirate --out runs/profiles/pirate.json
+	$(PY) -m quora_kids curate --profile runs/profiles/pirate.json --strength 0.75 \
+	  --display-name "Pirate storyteller" --description $(PIRATE_ABOUT) --out assets/profiles/pirate.json

@@ -1,4 +1,4 @@
-"""Command line for the kids' Q&A: `python -m quora_kids answer|evaluate|batch ...`.
+"""Command line for the kids' Q&A: `python -m quora_kids answer|evaluate|batch|curate ...`.
 
 Exit codes: 0 success, 2 bad input (one-line error on stderr).
 """
@@ -146,6 +146,34 @@ def cmd_batch(args) -> int:
     return 0
 
 
+def cmd_curate(args) -> int:
+    """A learned profile made a curated one for the site: a display name and one sentence for
+    parents, optionally gentler (`--strength`), written where the site reads curated profiles."""
+    from dataclasses import replace
+
+    from steering.artefacts.profile import ProfileError, load_profile, scaled, validate
+
+    title, description = " ".join(args.display_name.split()), " ".join(args.description.split())
+    if not title or not description:
+        raise UsageError("--display-name and --description must not be empty")
+    try:
+        profile = load_profile(args.profile)
+        if args.strength != 1.0:
+            profile = scaled(profile, args.strength, f"weights and free direction x{args.strength:g} those the run learned (curated for the kids' site)")
+        profile = replace(profile, name=args.name or profile.name)
+        if args.mode:  # answer with the behaviour as a system prompt as well, or with steering alone
+            profile = replace(profile, mode=args.mode, system_prompt=profile.behavior if args.mode == "prompted_steered" else "")
+        validate(profile)
+    except ProfileError as exc:
+        raise UsageError(str(exc)) from exc
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = {"name": profile.name, "display_name": title, "description": description} | profile.to_dict()
+    out.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(json.dumps({"out": str(out), "name": profile.name, "display_name": title, "strength": args.strength}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m quora_kids", description="Kids' Q&A with a steered model")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -185,7 +213,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--remote-model", default=None)
     common(b)
     b.set_defaults(func=cmd_batch, max_new_tokens=96)
+    _add_curate(sub)
     return p
+
+
+def _add_curate(sub) -> None:
+    c = sub.add_parser("curate", help="make a learned profile a curated one for the site (display name, one sentence, strength)")
+    c.add_argument("--profile", required=True, help="a profile `steering autosteer` saved")
+    c.add_argument("--display-name", required=True, help="what parents see, e.g. \"Pirate storyteller\"")
+    c.add_argument("--description", required=True, help="one sentence saying what the answers are like")
+    c.add_argument("--strength", type=float, default=1.0, help="multiply the weights and free direction by this (0-1]")
+    c.add_argument("--name", default=None, help="the name the site and its API use (default: the profile's)")
+    c.add_argument("--mode", choices=["steered", "prompted_steered"], default=None,
+                   help="answering mode (default: the one the run's held-out check chose)")
+    c.add_argument("--out", required=True, help="e.g. assets/profiles/NAME.json")
+    c.set_defaults(func=cmd_curate)
 
 
 def main(argv: list[str] | None = None) -> int:

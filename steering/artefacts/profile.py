@@ -10,7 +10,7 @@ import datetime as _dt
 import importlib.metadata as md
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,21 @@ class SteeringProfile:
         tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         tmp.replace(path)
         return path
+
+
+def scaled(profile: SteeringProfile, strength: float, note: str = "") -> SteeringProfile:
+    """A copy steering in the same directions, gentler: every feature weight and the free
+    direction multiplied by `strength` (0 < strength <= 1; the free direction's share of the norm
+    is unchanged), with `note` added to the provenance's notes."""
+    if not (isinstance(strength, (int, float)) and 0 < strength <= 1):
+        raise ProfileError(f"strength should be above 0 and at most 1, not {strength!r}")
+    notes = list(profile.provenance.get("notes", [])) + ([note] if note else [])
+    return replace(
+        profile,
+        features=[replace(f, weight=round(f.weight * strength, 4)) for f in profile.features],
+        free_direction=None if profile.free_direction is None else [v * strength for v in profile.free_direction],
+        provenance={**profile.provenance, "notes": notes},
+    )
 
 
 def provenance(judge: str = "", optimiser: str = "", **extra) -> dict[str, Any]:

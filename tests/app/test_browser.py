@@ -55,7 +55,7 @@ def test_kids_tab_lists_profiles_by_name_and_explains_the_two_answers(page):
     assert "Kid-friendly explainer" in box.input_value() and "assets/" not in box.input_value()
     box.click()
     options = page.get_by_role("option").all_inner_texts()
-    assert any("Playful dog" in o for o in options) and not any(".json" in o or "assets/" in o for o in options), options
+    assert any("Pirate storyteller" in o for o in options) and not any(".json" in o or "assets/" in o for o in options), options
     assert all(" — " in o for o in options), options
     page.keyboard.press("Escape")
     page.get_by_role("tab", name="Auto-steer").click()

@@ -21,7 +21,7 @@ from steering.artefacts.bind import make_profile
 from steering.paths import ROOT
 
 BAD_NAMES = [
-    "/etc/passwd", "/etc/hostname", "../../../../etc/hostname", "assets/profiles/kids.json", "./assets/profiles/dog.json",
+    "/etc/passwd", "/etc/hostname", "../../../../etc/hostname", "assets/profiles/kids.json", "./assets/profiles/pirate.json",
     "kids.json", "..", "../kids", str(ROOT / "assets/profiles/kids.json"), "~/.bashrc", "kids/../../etc/passwd", "file:///etc/passwd",
     "C:\\Windows\\win.ini", 42, ["kids"], {"name": "kids"},
 ]
@@ -60,7 +60,7 @@ def no_file_access(monkeypatch):
 
 
 def test_curated_profiles_have_names_and_one_sentence_descriptions(catalog):
-    assert {"kids", "dog"} <= set(catalog.curated)
+    assert {"kids", "pirate"} <= set(catalog.curated)
     for entry in catalog.curated.values():
         assert entry.title and entry.title != entry.name + ".json" and "/" not in entry.title
         assert entry.description.endswith(".") and entry.description.count(". ") == 0 and len(entry.description) <= 160
@@ -103,23 +103,23 @@ def test_known_names_resolve_without_opening_a_file(catalog, no_file_access):
 
 
 def test_two_sessions_see_only_their_own_learned_profiles(catalog, tiny_runtime):
-    a, name_a = remember({}, make_profile(tiny_runtime, "behave-like-a-pirate", "Talk like a pirate", {3: 0.5}), 7.2)
+    a, name_a = remember({}, make_profile(tiny_runtime, "behave-like-a-wizard", "Talk like a wizard", {3: 0.5}), 7.2)
     b, name_b = remember({}, make_profile(tiny_runtime, "behave-like-a-robot", "Talk like a robot", {4: 0.5}))
     assert name_a.startswith("my-") and name_a not in catalog.curated
     assert name_a in [n for _, n in catalog.choices(a)] and name_a not in [n for _, n in catalog.choices(b)]
     assert name_b in [n for _, n in catalog.choices(b)] and name_b not in [n for _, n in catalog.choices(a)]
-    assert catalog.resolve(name_a, a).profile.behavior == "Talk like a pirate" and catalog.resolve(name_a, a).learned
+    assert catalog.resolve(name_a, a).profile.behavior == "Talk like a wizard" and catalog.resolve(name_a, a).learned
     with pytest.raises(UnknownProfile) as err:
         catalog.resolve(name_a, b)
-    assert "pirate" not in str(err.value)
+    assert "wizard" not in str(err.value)
     with pytest.raises(UnknownProfile):
         catalog.resolve(name_a, None)
     # The same behaviour learned twice in one session gets two names; the list stays JSON data.
-    a2, name_a2 = remember(a, make_profile(tiny_runtime, "behave-like-a-pirate", "Talk like a pirate", {3: 0.6}))
+    a2, name_a2 = remember(a, make_profile(tiny_runtime, "behave-like-a-wizard", "Talk like a wizard", {3: 0.6}))
     assert name_a2 != name_a and set(a2) == {name_a, name_a2} and set(a) == {name_a}
     json.dumps(a2)
     label = dict((n, lbl) for lbl, n in catalog.choices(a2))[name_a]
-    assert "Talk like a pirate" in label and "only you" in label and "7.2" in label
+    assert "Talk like a wizard" in label and "only you" in label and "7.2" in label
 
 
 def test_learned_name_cannot_shadow_a_curated_one(catalog, tiny_runtime):
