@@ -121,7 +121,7 @@ def _kids_answers(k: SimpleNamespace) -> None:
         k.plain = gr.HTML(elem_id="kids-plain")
     k.id = gr.Number(value=None, visible=False, precision=0, label="answer id")
     with gr.Row():
-        k.vs = gr.Button("👍 Kid-friendly answer helped")
+        k.vs = gr.Button("👍 Steered answer helped")
         k.vp = gr.Button("👍 Plain answer helped")
     k.vote = gr.Markdown()
     gr.Markdown("### Recently asked")
