@@ -132,7 +132,7 @@ def kids_tab() -> SimpleNamespace:
     k = SimpleNamespace()
     with gr.Tab("Kids' Q&A"):
         gr.Markdown("## 🦉 Ask Owl\nCurious about something? Browse questions other kids asked, or ask your own. "
-                    "You'll see a kid-friendly answer next to the plain model's answer.")
+                    "You'll see the answer of the profile you pick (kid-friendly unless you choose another) next to the plain model's answer.")
         gr.Markdown("**What is this?** The same small AI model answers every question twice. The *steered* answer "
                     "(left) is nudged by the profile you pick, for example towards simple words a child can follow; the "
                     "*plain* answer (right) is the model on its own, so you can compare them. Both are checked for safety "
