@@ -132,11 +132,12 @@ def slowest(results: list[dict], n: int = 3) -> list[dict]:
             for r in sorted(results, key=lambda r: -r["done_s"])[:n]]
 
 
-def decode_floor(rt, qs: list[str], clients: int, tokens: int = 120) -> dict:
+def decode_floor(rt, qs: list[str], clients: int, idle_s: float, tokens: int = 120) -> dict:
     """The least time `clients` kids' pairs asked together can take: `tokens` decode steps of all
     their rows at once, each step timed at mid-answer (kids' profile, its system prompt, on the
     compute worker). No scheduler, check or prompt run can make a loaded answer faster than this,
-    so `floor_over_idle` is the best p50 / idle ratio these cores allow."""
+    so `floor_over_idle` (against the idle pair's `idle_s`) is the best p50 / idle ratio these
+    cores allow."""
     from quora_kids.profiles import load_curated
     from steering.artefacts.bind import system_for, weights_for
     from steering.runtime.engine import GenerationConfig
@@ -156,10 +157,10 @@ def decode_floor(rt, qs: list[str], clients: int, tokens: int = 120) -> dict:
         return (time.perf_counter() - t0) / 20
 
     if engine.fast is None:
-        return {}
+        return {"floor_over_idle": None}
     loaded, alone = on_compute_thread(per_step, clients), on_compute_thread(per_step, 1)
     return {"floor_step_ms": round(1e3 * loaded, 1), "floor_step_ms_one_pair": round(1e3 * alone, 1),
-            "floor_decode_s": round(tokens * loaded, 2)}
+            "floor_decode_s": round(tokens * loaded, 2), "floor_over_idle": round(tokens * loaded / idle_s, 2)}
 
 
 def run_in_process(qs: list[str], clients: int, per_client: int, idle_n: int, second_team: bool) -> dict:
@@ -196,8 +197,7 @@ def run_in_process(qs: list[str], clients: int, per_client: int, idle_n: int, se
     [t.start() for t in threads]
     [t.join() for t in threads]
     wall = time.perf_counter() - t0
-    floor = decode_floor(rt, qs, clients)
-    return {**floor, "floor_over_idle": round(floor["floor_decode_s"] / statistics.median(idle), 2) if floor else None,
+    return {**decode_floor(rt, qs, clients, statistics.median(idle)),
             "idle_done_s": round(statistics.median(idle), 2), "load_p50_done_s": round(statistics.median(done), 2),
             "load_p95_done_s": round(pct(done, 0.95), 2), "load_answers_per_min": round(60 * len(done) / wall, 1),
             "load_p95_over_idle": round(pct(done, 0.95) / statistics.median(idle), 2), "second_team": second_team}
@@ -235,15 +235,14 @@ def main() -> None:
             server.stop()
     from steering.runtime.shared import get_runtime
 
-    floor = decode_floor(get_runtime(), qs, args.clients)  # after the server stopped: these cores alone
     idle_done = statistics.median(r["done_s"] for r in idle)
+    floor = decode_floor(get_runtime(), qs, args.clients, idle_done)  # after the server stopped: these cores alone
     figures = {
         "idle_first_words_s": round(statistics.median(r["first_words_s"] for r in idle), 2),
         "idle_done_s": round(idle_done, 2),
         **{f"load_{k}": v for k, v in load.items()},
         "load_p95_over_idle": round(load["p95_done_s"] / idle_done, 2) if load["p95_done_s"] else None,
         **floor,
-        "floor_over_idle": round(floor["floor_decode_s"] / idle_done, 2) if floor else None,
         "clients": args.clients,
         "optimizer": None if args.no_autosteer else args.optimizer,
     }

@@ -151,7 +151,7 @@ def cmd_curate(args) -> int:
     parents, optionally gentler (`--strength`), written where the site reads curated profiles."""
     from dataclasses import replace
 
-    from steering.artefacts.profile import ProfileError, load_profile, scaled, validate
+    from steering.artefacts.profile import ProfileError, load_profile, scaled
 
     title, description = " ".join(args.display_name.split()), " ".join(args.description.split())
     if not title or not description:
@@ -163,13 +163,9 @@ def cmd_curate(args) -> int:
         profile = replace(profile, name=args.name or profile.name)
         if args.mode:  # answer with the behaviour as a system prompt as well, or with steering alone
             profile = replace(profile, mode=args.mode, system_prompt=profile.behavior if args.mode == "prompted_steered" else "")
-        validate(profile)
+        out = profile.save(args.out, extra={"display_name": title, "description": description})
     except ProfileError as exc:
         raise UsageError(str(exc)) from exc
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    data = {"name": profile.name, "display_name": title, "description": description} | profile.to_dict()
-    out.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(json.dumps({"out": str(out), "name": profile.name, "display_name": title, "strength": args.strength}))
     return 0
 

@@ -64,12 +64,14 @@ class SteeringProfile:
     def from_dict(cls, data: Any) -> SteeringProfile:
         return _parse(data)
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Validate, then write atomically; `extra` fields (a curated profile's `display_name` and
+        `description`) go first, beside the schema's."""
         validate(self)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps({**(extra or {}), **self.to_dict()}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         tmp.replace(path)
         return path
 
