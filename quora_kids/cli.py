@@ -92,7 +92,7 @@ def cmd_evaluate(args) -> int:
     from steering.runtime.shared import get_runtime
 
     from .evaluate import evaluate
-    from .service import default_safety
+    from .service import RETRIES, default_safety
 
     profile = _profile(args.profile)
     rt = get_runtime(profile.model.preset)
@@ -105,11 +105,13 @@ def cmd_evaluate(args) -> int:
         print(json.dumps(result))
         return 0
     print(f"{len(questions)} questions, profile {profile.name!r}")
-    print(f"{'condition':18s} {'grade':>6s} {'ease':>6s} {'relevance':>9s} {'perplexity':>10s} {'refusals':>8s} {'withheld*':>9s} {'loops':>5s}")
+    print(f"{'condition':18s} {'grade':>6s} {'ease':>6s} {'relevance':>9s} {'perplexity':>10s} {'refusals':>8s} {'withheld*':>9s} {'shown**':>7s} {'loops':>5s}")
     for c, s in stats.items():
         print(f"{c:18s} {s.grade:6.2f} {s.ease:6.1f} {s.relevance:9.3f} {s.fluency:10.2f} {100 * s.refusal_rate:7.1f}% "
-              f"{s.withheld_vs_unsteered:9d} {s.degenerate:5d}")
+              f"{s.withheld_vs_unsteered:9d} {s.withheld_shown:7d} {s.degenerate:5d}")
     print("* withheld: answers refused where the unsteered answer to the same question was not")
+    print("** shown: the same after the site's retries (a withheld answer is written again up to "
+          f"{RETRIES} times): fallbacks a visitor would see")
     return 0
 
 

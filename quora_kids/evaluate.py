@@ -18,6 +18,8 @@ from steering.autosteer.results import CONDITIONS, four_conditions
 from steering.metrics import degeneration, perplexities, readability, similarities
 from steering.runtime.engine import GenerationConfig
 
+from .service import RETRIES, regenerate_until_safe
+
 SELF_REFUSAL = re.compile(r"^\s*(i'?m sorry|i am sorry|i can(?:'|no)t|i cannot|as an ai)\b", re.I)
 
 
@@ -29,6 +31,7 @@ class ConditionStats:
     refusal_rate: float
     ease: float
     withheld_vs_unsteered: int = 0  # answers refused here where the unsteered answer was not
+    withheld_shown: int = 0  # the same after the site's retries: fallbacks a visitor would see where plain was answered
     degenerate: int = 0  # loops, stutter, empty (steering.metrics.degeneration)
 
     def to_dict(self) -> dict:
@@ -54,15 +57,17 @@ def evaluate(runtime, profile, questions: Sequence[str], safety=None, batch_size
             progress(n)
     stats = {}
     refused_by: dict[str, list[bool]] = {}
+    shown_by: dict[str, list[bool]] = {}
     q_refused = [not v.ok for v in safety.check_many(list(questions), "question")] if safety else [False] * len(questions)
-    for c in CONDITIONS:
+    for i, c in enumerate(CONDITIONS):
         answers = outputs[c]
-        a_refused = [not v.ok for v in safety.check_many(answers, "answer")] if safety else [False] * len(answers)
-        refused = [qr or ar or bool(SELF_REFUSAL.search(a)) or not a.strip() for qr, ar, a in zip(q_refused, a_refused, answers)]
+        refused, shown_by[c] = _refusals(engine, safety, questions, answers, q_refused,
+                                         (weights if i >= 2 else None, behavior if i % 2 else None), max_new_tokens)
         reads = [readability(a) for a in answers]
         ppl = perplexities(engine, list(questions), answers)
         refused_by[c] = refused
         base = refused_by.get("unsteered", refused)
+        shown_base = shown_by.get("unsteered", shown_by[c])
         stats[c] = ConditionStats(
             grade=statistics.fmean(r.grade for r in reads),
             relevance=statistics.fmean(similarities(list(questions), answers)),
@@ -70,6 +75,25 @@ def evaluate(runtime, profile, questions: Sequence[str], safety=None, batch_size
             refusal_rate=sum(refused) / len(refused),
             ease=statistics.fmean(r.ease for r in reads),
             withheld_vs_unsteered=sum(r and not b for r, b in zip(refused, base)),
+            withheld_shown=sum(r and not b for r, b in zip(shown_by[c], shown_base)),
             degenerate=sum(degeneration(a).degenerate for a in answers),
         )
     return stats, outputs
+
+
+def _acceptable(text: str, verdict) -> bool:
+    """Neither withheld (`verdict`, when given) nor declined by the model itself, nor empty."""
+    return (verdict is None or verdict.ok) and bool(text.strip()) and not SELF_REFUSAL.search(text)
+
+
+def _refusals(engine, safety, questions, answers, q_refused, condition, max_new_tokens) -> tuple[list[bool], list[bool]]:
+    """Per answer: refused as first written (the question or answer check, or the model declining),
+    and still refused after the site's retries (what a visitor would be shown)."""
+    verdicts = safety.check_many(answers, "answer") if safety else [None] * len(answers)
+    refused = [qr or (v is not None and not v.ok) or not _acceptable(a, None) for qr, v, a in zip(q_refused, verdicts, answers)]
+    shown = list(refused)
+    for j, v in enumerate(verdicts):
+        if v is not None and not v.ok and not q_refused[j]:
+            text, verdict, _ = regenerate_until_safe(engine, safety, questions[j], *condition, (answers[j], v), max_new_tokens, RETRIES)
+            shown[j] = not _acceptable(text, verdict)
+    return refused, shown

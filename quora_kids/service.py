@@ -26,6 +26,7 @@ from .store import AnswerStore
 # Retries of a withheld answer. At temperature 0.8 the steered model rambled (8 kids' questions x 2 seeds: median
 # perplexity 31.5, 13/16 passing the check, "Bees bake to create honey by putting nectar into an oven"); here 6.6, 16/16.
 RETRY_TEMPERATURE, RETRY_TOP_P = 0.5, 0.9
+RETRIES = 2  # regenerations of a withheld answer before the fallback is shown
 
 
 class QuestionError(ValueError):
@@ -109,7 +110,7 @@ def clean_question(question: str) -> str:
 class AnswerService:
     """Answers kids' questions with a profile; thread-safe (the engine steers per call)."""
 
-    def __init__(self, runtime, profile, safety, store: AnswerStore | None = None, retries: int = 2, max_new_tokens: int = 120):
+    def __init__(self, runtime, profile, safety, store: AnswerStore | None = None, retries: int = RETRIES, max_new_tokens: int = 120):
         validate(profile, runtime.model_ref, runtime.sae_ref)
         self.rt = runtime
         self.profile = profile
@@ -180,16 +181,27 @@ class AnswerService:
         yield ans
 
     def _checked_side(self, q: str, text: str, weights, cancel) -> AnswerSide:
-        verdict = self._check(text, "answer")
-        tries = 0
-        while not verdict.ok and tries < self.retries:
-            tries += 1
-            cfg = GenerationConfig(max_new_tokens=self.max_new_tokens, temperature=RETRY_TEMPERATURE, top_p=RETRY_TOP_P, seed=1000 + tries)
-            [g] = self.rt.engine.generate([q], [weights], system=self.system if weights is not None else None, config=cfg, cancel=cancel)
-            text, verdict = g.text, self._check(g.text, "answer")
+        system = self.system if weights is not None else None
+        text, verdict, tries = regenerate_until_safe(self.rt.engine, self.safety, q, weights, system,
+                                                     (text, self._check(text, "answer")), self.max_new_tokens, self.retries, cancel)
         if not verdict.ok:
             return AnswerSide(FALLBACK_ANSWER, readability(FALLBACK_ANSWER), verdict, tries, fallback=True)
         return AnswerSide(text, readability(text), verdict, tries)
+
+
+def regenerate_until_safe(engine, safety, question: str, weights, system: str | None, first: tuple[str, SafetyVerdict],
+                          max_new_tokens: int, retries: int, cancel: threading.Event | None = None) -> tuple[str, SafetyVerdict, int]:
+    """What the site does with a withheld answer (`first`: its text and verdict): write it again
+    (sampled at RETRY_TEMPERATURE, seeds 1001, 1002, ...) until the answer check passes or
+    `retries` runs out. Returns the last text, its verdict and the number of tries (also used by
+    `quora_kids evaluate`, so its figures count what a visitor is shown)."""
+    (text, verdict), tries = first, 0
+    while not verdict.ok and tries < retries:
+        tries += 1
+        cfg = GenerationConfig(max_new_tokens=max_new_tokens, temperature=RETRY_TEMPERATURE, top_p=RETRY_TOP_P, seed=1000 + tries)
+        [g] = engine.generate([question], [weights], system=system, config=cfg, cancel=cancel)
+        text, verdict = g.text, safety.check(g.text, "answer")
+    return text, verdict, tries
 
 
 def refused_answer(question: str, profile_name: str, verdict: SafetyVerdict) -> Answer:
