@@ -70,15 +70,19 @@ class Page(AutoSteerView):
         self.log_md = ""
         self.rows: list[dict] = []
         self.feats_df: pd.DataFrame | None = None
+        self.heads_up = ""  # shown above the log for the rest of the run (see targets.heads_up)
 
     def out(self, status, plot=EMPTY_PLOT, feats=None, held=None, prof=None, file=None):
-        return (status, self.log_md, plot_update(plot), feats if feats is not None else features_frame([]),
+        log = f"> **Heads-up:** {html.escape(self.heads_up)}.\n\n{self.log_md}" if self.heads_up else self.log_md
+        return (status, log, plot_update(plot), feats if feats is not None else features_frame([]),
                 held if held is not None else empty_held(), prof, file, self.learned)
 
     def plot(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows) if self.rows else EMPTY_PLOT
 
     def phase(self, event: PhaseEvent):
+        if event.phase == "heads-up":
+            self.heads_up = event.message
         done = 0 if not self.rows else self.rows[-1]["epoch"]
         return self.out(progress_html(done, self.cfg.epochs, f"{event.phase}: {event.message}..."), self.plot(), self.feats_df)
 
@@ -122,8 +126,9 @@ class Page(AutoSteerView):
         mode = "with the behaviour as a system prompt too" if profile.mode == "prompted_steered" else "steering only"
         free = (f"; {profile.free_share:.0%} of the steering is a learned direction that is not an SAE feature"
                 if profile.free_share else "")
+        weak = " Expect a weak effect: the model barely shows this behaviour even when told it (see the log)." if self.heads_up else ""
         status = progress_html(epochs, epochs, f"Done ({verdict}). Answers {mode}{free}. "
-                               f"Saved for this browser session as {learned_name!r} (download it below).")
+                               f"Saved for this browser session as {learned_name!r} (download it below).{weak}")
         feats = self.feats_df if self.feats_df is not None else features_frame(self.run.features)
         return self.out(status, self.plot(), feats, held, profile.to_dict(), str(path))
 

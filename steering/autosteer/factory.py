@@ -15,7 +15,8 @@ from .gradient import GradientOptimiser
 from .judges import FallbackJudge, Judge, LLMJudge, MetricJudge
 from .loop import GRADIENT_PROMPTS, AutoSteer
 from .optimisers import LLMOptimiser, NumericOptimiser, Optimiser, OptimiserFactory
-from .retrieve import DistillAnswers, FeatureCandidate
+from .retrieve import FeatureCandidate
+from .targets import DistillAnswers
 
 NUMERIC_BOUND = 0.5  # the numeric optimiser searches [-0.5, 0.5] per weight (see NumericOptimiser)
 

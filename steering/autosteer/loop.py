@@ -26,6 +26,7 @@ from ..runtime.shared import Runtime
 from ..sae.index import FeatureIndex
 from . import finish
 from . import retrieve as retrieval
+from . import targets
 from .config import AutoSteerConfig
 from .judges import Judge, JudgeContext, JudgeError, Judgement
 from .mode import decide
@@ -54,15 +55,11 @@ class AutoSteer:
 
     def __init__(self, runtime: Runtime, config: AutoSteerConfig, judge: Judge, optimiser_factory: OptimiserFactory,
                  index: FeatureIndex | None = None, client=None, features: Sequence[FeatureCandidate] | None = None):
-        self.rt = runtime
-        self.engine = runtime.engine
-        self.cfg = config
-        self.judge = judge
-        self.optimiser_factory = optimiser_factory
-        self.index = index
+        self.rt, self.engine, self.cfg = runtime, runtime.engine, config
+        self.judge, self.optimiser_factory, self.index = judge, optimiser_factory, index
         self.client = client  # llm.LLMClient: LLM-written retrieval queries when given
         self.features = list(features) if features else None
-        self.answers: retrieval.DistillAnswers | None = None  # shared by retrieval and the gradient optimiser
+        self.answers: targets.DistillAnswers | None = None  # shared by retrieval and the gradient optimiser
         self.prompted: list[str] = []  # the training prompts' answers with the behaviour as a system prompt
         self.system: str | None = None  # the system prompt the epochs answer with (see choose_mode)
         self.prompted_score: float | None = None  # the prompted answers' score on the screening prompts
@@ -118,7 +115,7 @@ class AutoSteer:
     def retrieve(self) -> list[FeatureCandidate]:
         cfg = self.cfg
         prompts = probe_prompts(cfg.prompts, exclude=cfg.heldout)
-        self.answers = retrieval.distill_answers(self.engine, cfg.behavior, prompts, cancel=self._cancel, judge=self.judge, seed=cfg.seed)
+        self.answers = targets.distill_answers(self.engine, cfg.behavior, prompts, cancel=self._cancel, judge=self.judge, seed=cfg.seed)
         if self.cancelled:
             return []
         self.notes += [self.answers.note] if self.answers.note else []
@@ -162,7 +159,7 @@ class AutoSteer:
     def seed(self, screened: ScreenResult | None) -> Optimiser:
         """The optimiser for the kept features, told what each scored alone in screening."""
         if self.answers is None and self.optimiser_factory.needs_answers:
-            self.answers = retrieval.distill_answers(self.engine, self.cfg.behavior, self.cfg.prompts[:GRADIENT_PROMPTS], cancel=self._cancel, judge=self.judge, seed=self.cfg.seed)
+            self.answers = targets.distill_answers(self.engine, self.cfg.behavior, self.cfg.prompts[:GRADIENT_PROMPTS], cancel=self._cancel, judge=self.judge, seed=self.cfg.seed)
         optimiser = self.optimiser_factory(self.features, self.answers)
         if self.system is not None:
             # Screening steered without the prompt: its scores say nothing about steering on top of
@@ -252,6 +249,9 @@ class AutoSteer:
         screened = None
         yield PhaseEvent("retrieve", "finding candidate features: answers with and without the behaviour, gradient attribution, contrastive activations, label search")
         pool = [] if self.cancelled else self.retrieve()
+        if warning := targets.heads_up(self.answers):
+            self.notes.append("heads-up: " + warning)
+            yield PhaseEvent("heads-up", warning)
         if len(pool) > self.cfg.features and not self.cancelled:
             yield PhaseEvent("screen", f"{self.answers.note + '; ' if self.answers and self.answers.note else ''}steering with each of {len(pool)} candidates alone")
             screened = self.screen(pool, ctx)

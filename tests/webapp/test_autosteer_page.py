@@ -60,3 +60,18 @@ def test_the_final_update_saves_the_profile_for_this_session_only(updates, tmp_p
                                               "beats prompting on 1, ties 1, trails 0 of 2 prompts"]
     assert prof["name"] == "dog" and path.startswith(str(tmp_path / "sessions")) and list(learned) == ["my-dog"]
     assert "held-out score 3.0/10" in learned["my-dog"]["description"]
+
+
+def test_a_heads_up_stays_above_the_log_and_in_the_final_status(tiny_runtime, tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "USER_PROFILES", tmp_path)
+    profile = make_profile(tiny_runtime, "dog", "Behave like a dog", {5: 0.3})
+    warning = "the model shows little of this behaviour even when told it directly: ... score 1.85, its plain answers 1.00 <x>"
+    events = [PhaseEvent("heads-up", warning), ScreenResult(FEATS, [3.0, 1.0], ["", ""], 1, 0.5),
+              EpochResult(1, [0.3, -0.1], ["Woof"], 2.5, "more dog", 2.5, [0.3, -0.1], 4, {"generate": 1.0}),
+              FinalResult(profile, FEATS, None, "epochs")]
+    outs = list(follow(events, autosteer.Page(FakeRun(), {})))
+    for _, log, *_ in outs:  # every update, after the screening and the epoch rewrote the log
+        assert log.startswith("> **Heads-up:** the model shows little") and "1.00 &lt;x&gt;" in log
+    assert "Expect a weak effect" in outs[-1][0]
+    plain = list(follow(events[1:], autosteer.Page(FakeRun(), {})))
+    assert "Heads-up" not in plain[-1][1] and "weak effect" not in plain[-1][0]

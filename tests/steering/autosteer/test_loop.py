@@ -1,7 +1,10 @@
 """The loop's phases and bookkeeping with the tiny real engine and scripted judges and optimisers."""
 
+import pytest
+
 import steering.autosteer.loop as autosteer_mod
 import steering.autosteer.retrieve as retrieve_mod
+import steering.autosteer.targets as targets_mod
 from fakes import Given, ListOptimiser, ScriptedJudge
 from steering.autosteer.config import AutoSteerConfig
 from steering.autosteer.judges import Judge, JudgeError, Judgement
@@ -129,7 +132,7 @@ def test_screening_keeps_the_candidates_that_score_best_alone(tiny_runtime, monk
 
 def _no_distill(monkeypatch):
     """Skip the answers with/without the behaviour that real retrieval reads (retrieval is faked)."""
-    monkeypatch.setattr(retrieve_mod, "distill_answers", lambda engine, behavior, prompts, **kw: retrieve_mod.DistillAnswers(list(prompts), [], []))
+    monkeypatch.setattr(targets_mod, "distill_answers", lambda engine, behavior, prompts, **kw: targets_mod.DistillAnswers(list(prompts), [], []))
 
 
 def _spy_generate(monkeypatch, engine, calls, before=None):
@@ -142,6 +145,22 @@ def _spy_generate(monkeypatch, engine, calls, before=None):
         return real(prompts, weights, **kw)
 
     monkeypatch.setattr(engine, "generate", spy)
+
+
+@pytest.mark.parametrize("score, warned", [(1.4, True), (3.0, False)])
+def test_a_behaviour_the_model_barely_shows_when_told_gets_a_heads_up(tiny_runtime, monkeypatch, score, warned):
+    weak = targets_mod.DistillAnswers(["Hi"], [], [], score=score, plain_score=1.0)
+    monkeypatch.setattr(targets_mod, "distill_answers", lambda engine, behavior, prompts, **kw: weak)
+    monkeypatch.setattr(retrieve_mod, "retrieve", lambda *a, **kw: [FeatureCandidate(i, "", "semantic", 1.0, 1.0) for i in (1, 2, 3)])
+    cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi"], max_new_tokens=3, epochs=1, features=2, screen=2, candidates=1,
+                          heldout=[], mode="steered")
+    events = list(AutoSteer(tiny_runtime, cfg, ScriptedJudge([1.0, 2.0, 3.0, 0.0]),
+                                 Given(lambda c, answers=None: NumericOptimiser(2, seed=0)), features=None).run())
+    said = [e.message for e in events if isinstance(e, PhaseEvent) and e.phase == "heads-up"]
+    notes = events[-1].profile.provenance["notes"]
+    assert bool(said) is warned and any(n.startswith("heads-up: the model shows little") for n in notes) is warned
+    if warned:
+        assert f"score {score:.2f}, its plain answers 1.00" in said[0]
 
 
 def test_screening_chunks_rows_and_uses_at_most_four_prompts(tiny_runtime, monkeypatch):
