@@ -36,10 +36,12 @@ def test_autosteer_streams_two_epochs_and_returns_a_valid_profile(client):
     job = client.submit("Behave like a dog", "What is your favourite food?", 2, 2, "metric", "gradient", "", "", "", 10, api_name="/autosteer")
     final = job.result(timeout=900)
     updates = job.outputs()
-    epoch_logs = {u[1].split("\n", 1)[0] for u in updates if u[1].startswith("### Epoch")}
+    epoch_logs = {next(line for line in u[1].splitlines() if line.startswith("### ")) for u in updates if "### Epoch" in u[1]}
     assert len(epoch_logs) == 2, [u[0] for u in updates]
     status, log_md, plot, feats, held, prof, prof_file = final
     assert "Done" in status
+    # SmolLM2-135M barely writes like a dog even when told to: the run says so above the log and at the end.
+    assert log_md.startswith("> **Heads-up:** the model shows little of this behaviour") and "Expect a weak effect" in status
     profile = SteeringProfile.from_dict(prof)
     assert profile.behavior == "Behave like a dog" and len(profile.scores["epochs"]) == 2
     assert all(-1 <= f.weight <= 1 for f in profile.features) and profile.features
