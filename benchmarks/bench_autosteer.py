@@ -174,6 +174,8 @@ def print_table(results: dict, speed: dict | None) -> None:
     if fresh:
         only = sum(max(r["fresh"]["steered"], r["fresh"]["prompted_steered"]) > r["fresh"]["prompted"] for r in fresh)
         print(f"on the 4 fresh questions alone (never seen, not even by the mode choice): {only} of {len(fresh)}")
+    warned = [name for name, r in results.items() if any(n.startswith("heads-up") for n in r.get("notes", []))]
+    print(f"heads-up (the model barely shows the behaviour even when told it): {', '.join(warned) or 'none'}")
     if speed is None:
         return
     print(f"\nK=4 candidates: batched {speed['batched_s']}s vs sequential {speed['sequential_s']}s -> {speed['speedup']}x candidates/s (target >= 2x)")
