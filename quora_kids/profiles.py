@@ -107,10 +107,13 @@ def remember(learned: Mapping[str, Any] | None, profile: SteeringProfile, score:
         name, n = f"{base}-{n}", n + 1
     when = time.strftime("%H:%M")
     scored = f", held-out score {score:.1f}/10" if score is not None else ""
+    weak = any(str(n).startswith("heads-up") for n in profile.provenance.get("notes", []))
     state[name] = {
         "profile": profile.to_dict(),
         "title": f"Mine: {_one_line(profile.behavior, 48)}",
-        "description": f"learned in this browser session at {when}{scored}; only you can see it.",
+        "description": f"learned in this browser session at {when}{scored}"
+                       f"{' (expect a weak effect: the model barely showed this behaviour even when told it)' if weak else ''}"
+                       "; only you can see it.",
     }
     while len(state) > MAX_LEARNED:
         state.pop(next(iter(state)))

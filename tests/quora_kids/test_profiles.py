@@ -122,6 +122,15 @@ def test_two_sessions_see_only_their_own_learned_profiles(catalog, tiny_runtime)
     assert "Talk like a wizard" in label and "only you" in label and "7.2" in label
 
 
+def test_a_learned_profile_with_a_heads_up_says_so_in_the_list(catalog, tiny_runtime):
+    weak = make_profile(tiny_runtime, "behave-like-a-dog", "Behave like a dog", {3: 0.5},
+                        provenance={"notes": ["heads-up: the model shows little of this behaviour even when told it directly"]})
+    state, name = remember({}, weak, 0.9)
+    assert "expect a weak effect" in state[name]["description"] and "0.9/10" in state[name]["description"]
+    fine, other = remember({}, make_profile(tiny_runtime, "pirate", "Talk like a pirate", {3: 0.5}), 2.4)
+    assert "weak" not in fine[other]["description"]
+
+
 def test_learned_name_cannot_shadow_a_curated_one(catalog, tiny_runtime):
     forged = {"kids": {"profile": make_profile(tiny_runtime, "kids", "evil", {1: 1.0}).to_dict(), "title": "x", "description": "y"}}
     assert catalog.resolve("kids", forged).profile.behavior == catalog.curated["kids"].profile.behavior
