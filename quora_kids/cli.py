@@ -111,7 +111,7 @@ def cmd_evaluate(args) -> int:
               f"{s.withheld_vs_unsteered:9d} {s.withheld_shown:7d} {s.degenerate:5d}")
     print("* withheld: answers refused where the unsteered answer to the same question was not")
     print("** shown: the same after the site's retries (a withheld answer is written again up to "
-          f"{RETRIES} times): fallbacks a visitor would see")
+          f"{RETRIES} times): the fallback text, or the model declining, as a visitor would see it")
     return 0
 
 

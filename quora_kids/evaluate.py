@@ -31,7 +31,7 @@ class ConditionStats:
     refusal_rate: float
     ease: float
     withheld_vs_unsteered: int = 0  # answers refused here where the unsteered answer was not
-    withheld_shown: int = 0  # the same after the site's retries: fallbacks a visitor would see where plain was answered
+    withheld_shown: int = 0  # the same after the site's retries: withheld (the fallback) or declined, as a visitor would see it
     degenerate: int = 0  # loops, stutter, empty (steering.metrics.degeneration)
 
     def to_dict(self) -> dict:

@@ -249,7 +249,7 @@ class AutoSteer:
         screened = None
         yield PhaseEvent("retrieve", "finding candidate features: answers with and without the behaviour, gradient attribution, contrastive activations, label search")
         pool = [] if self.cancelled else self.retrieve()
-        if warning := targets.heads_up(self.answers):
+        if not self.cancelled and (warning := targets.heads_up(self.answers)):
             self.notes.append("heads-up: " + warning)
             yield PhaseEvent("heads-up", warning)
         if len(pool) > self.cfg.features and not self.cancelled:

@@ -92,10 +92,13 @@ def choose_targets(answers: DistillAnswers, judge, behavior: str, options: list,
     tie the first option (the greedy system-prompt answer) stays."""
     n = len(answers.prompts)
     try:  # the plain answers are judged too (last, never picked): what the targets gain over them
-        *js, plain = judge.judge_many(JudgeContext(behavior, list(answers.prompts), plains), [[g.text for g in opt] for opt in options] + [plains])
+        js = judge.judge_many(JudgeContext(behavior, list(answers.prompts), plains), [[g.text for g in opt] for opt in options] + [plains])
+        if len(js) != len(options) + 1:
+            raise JudgeError(f"{len(js)} verdicts for {len(options) + 1} candidates")
     except JudgeError as exc:
         answers.note = f"targets: the behaviour as a system prompt (the judge could not compare answers: {exc})"
         return
+    *js, plain = js
     per = [j.per_prompt if len(j.per_prompt) == n else [j.score] * n for j in js]
     picks = [max(range(len(options)), key=lambda o: (per[o][i], -o)) for i in range(n)]
     answers.targets = [options[o][i].token_ids for i, o in enumerate(picks)]
@@ -112,7 +115,9 @@ def choose_targets(answers: DistillAnswers, judge, behavior: str, options: list,
 # something to learn. Session 13's benchmark (metric judge, plain = 1.00): kids 4.97, grumpy 3.73,
 # pirate 2.95, ocean 2.83, where a reader found steering ahead of prompting (by 0.4 to 3.6 on
 # 0-10), and polite 1.96, food 1.90, dog 1.85, coach 1.79, where every condition read 0-2 ("no
-# answer of any condition acts like a dog").
+# answer of any condition acts like a dog"). Chosen with the metric judge, which scores the plain
+# answers 1.00 by construction; an LLM judge scores them on its own absolute scale, where the same
+# margin is a guess.
 WEAK_MARGIN = 1.5
 
 

@@ -90,7 +90,7 @@ def test_withheld_answers_are_written_again_as_the_site_does_before_counting_wha
     assert len({c.seed for *_, c in engine.calls}) == RETRIES  # a new seed per try, the same seeds as the site
 
 
-def test_the_site_and_the_evaluation_share_the_retry_loop():
+def test_a_withheld_answer_is_rewritten_until_one_passes_and_a_passing_one_is_kept():
     engine = RewriteEngine()
     text, verdict, tries = regenerate_until_safe(engine, AnswerSafety("bad"), "Why?", None, None, ("bad", SafetyVerdict("refused")), 6, 2)
     assert (text, verdict.ok, tries) == ("rewrite 1: Why?", True, 1)

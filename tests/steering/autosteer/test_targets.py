@@ -103,3 +103,17 @@ def test_no_heads_up_without_judged_targets(tiny_runtime):
     assert heads_up(DistillAnswers(["q"], [[1]], [[2]])) == ""
     failed = distill_answers(tiny_runtime.engine, "Behave like a dog", ["Why?"], max_new_tokens=3, judge=_PhrasingJudge(error=True))
     assert heads_up(failed) == ""
+
+
+class _ShortJudge(_PhrasingJudge):
+    """Forgets the last candidate (the plain answers)."""
+
+    def judge_many(self, ctx, candidates):
+        return super().judge_many(ctx, candidates)[:-1]
+
+
+def test_a_judge_that_returns_too_few_verdicts_falls_back_to_the_system_prompt_targets(tiny_runtime):
+    eng = tiny_runtime.engine
+    answers = distill_answers(eng, "Talk like a pirate", ["Why is the sky blue?"], max_new_tokens=4, judge=_ShortJudge(scores=(5.0, 1.0, 1.0)))
+    plain = distill_answers(eng, "Talk like a pirate", ["Why is the sky blue?"], max_new_tokens=4)
+    assert answers.targets == plain.targets and "3 verdicts for 4 candidates" in answers.note and heads_up(answers) == ""
