@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from quora_kids.profiles import KIDS_BEHAVIOUR  # noqa: E402
 from steering.artefacts.bind import weights_for  # noqa: E402
+from steering.artefacts.profile import has_heads_up  # noqa: E402
 from steering.autosteer.config import MODES, AutoSteerConfig  # noqa: E402
 from steering.autosteer.factory import make_autosteer  # noqa: E402
 from steering.autosteer.judges import JudgeContext, MetricJudge  # noqa: E402
@@ -174,7 +175,7 @@ def print_table(results: dict, speed: dict | None) -> None:
     if fresh:
         only = sum(max(r["fresh"]["steered"], r["fresh"]["prompted_steered"]) > r["fresh"]["prompted"] for r in fresh)
         print(f"on the 4 fresh questions alone (never seen, not even by the mode choice): {only} of {len(fresh)}")
-    warned = [name for name, r in results.items() if any(n.startswith("heads-up") for n in r.get("notes", []))]
+    warned = [name for name, r in results.items() if has_heads_up(r.get("notes"))]
     print(f"heads-up (the model barely shows the behaviour even when told it): {', '.join(warned) or 'none'}")
     if speed is None:
         return

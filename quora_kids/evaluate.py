@@ -90,7 +90,7 @@ def _refusals(engine, safety, questions, answers, q_refused, condition, max_new_
     """Per answer: refused as first written (the question or answer check, or the model declining),
     and still refused after the site's retries (what a visitor would be shown)."""
     verdicts = safety.check_many(answers, "answer") if safety else [None] * len(answers)
-    refused = [qr or (v is not None and not v.ok) or not _acceptable(a, None) for qr, v, a in zip(q_refused, verdicts, answers)]
+    refused = [qr or not _acceptable(a, v) for qr, v, a in zip(q_refused, verdicts, answers)]
     shown = list(refused)
     for j, v in enumerate(verdicts):
         if v is not None and not v.ok and not q_refused[j]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from steering.artefacts.profile import ProfileError, SteeringProfile
+from steering.artefacts.profile import ProfileError, SteeringProfile, has_heads_up
 from steering.paths import PROFILES_DIR
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def remember(learned: Mapping[str, Any] | None, profile: SteeringProfile, score:
         name, n = f"{base}-{n}", n + 1
     when = time.strftime("%H:%M")
     scored = f", held-out score {score:.1f}/10" if score is not None else ""
-    weak = any(str(n).startswith("heads-up") for n in profile.provenance.get("notes", []))
+    weak = has_heads_up(profile.provenance.get("notes"))
     state[name] = {
         "profile": profile.to_dict(),
         "title": f"Mine: {_one_line(profile.behavior, 48)}",

@@ -10,6 +10,7 @@ import gradio as gr
 import pandas as pd
 
 from quora_kids.profiles import remember
+from steering.artefacts.profile import HEADS_UP
 from steering.autosteer.config import AutoSteerConfig
 from steering.autosteer.events import AutoSteerView, follow
 from steering.autosteer.factory import make_autosteer
@@ -81,7 +82,7 @@ class Page(AutoSteerView):
         return pd.DataFrame(self.rows) if self.rows else EMPTY_PLOT
 
     def phase(self, event: PhaseEvent):
-        if event.phase == "heads-up":
+        if event.phase == HEADS_UP:
             self.heads_up = event.message
         done = 0 if not self.rows else self.rows[-1]["epoch"]
         return self.out(progress_html(done, self.cfg.epochs, f"{event.phase}: {event.message}..."), self.plot(), self.feats_df)

@@ -76,6 +76,18 @@ class SteeringProfile:
         return path
 
 
+HEADS_UP = "heads-up"  # a provenance note "heads-up: ...": the model barely showed the behaviour when told it (autosteer.targets)
+
+
+def heads_up_note(warning: str) -> str:
+    return f"{HEADS_UP}: {warning}"
+
+
+def has_heads_up(notes) -> bool:
+    """Whether a profile's (or a run's) notes carry the heads-up."""
+    return any(str(n).startswith(HEADS_UP + ":") for n in notes or [])
+
+
 def scaled(profile: SteeringProfile, strength: float, note: str = "") -> SteeringProfile:
     """A copy steering in the same directions, gentler: every feature weight and the free
     direction multiplied by `strength` (0 < strength <= 1; the free direction's share of the norm

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
-from ..artefacts.profile import SteeringProfile
+from ..artefacts.profile import HEADS_UP, SteeringProfile, heads_up_note
 from ..runtime.basis import Steer
 from ..runtime.engine import GenerationConfig
 from ..runtime.shared import Runtime
@@ -250,8 +250,8 @@ class AutoSteer:
         yield PhaseEvent("retrieve", "finding candidate features: answers with and without the behaviour, gradient attribution, contrastive activations, label search")
         pool = [] if self.cancelled else self.retrieve()
         if not self.cancelled and (warning := targets.heads_up(self.answers)):
-            self.notes.append("heads-up: " + warning)
-            yield PhaseEvent("heads-up", warning)
+            self.notes.append(heads_up_note(warning))
+            yield PhaseEvent(HEADS_UP, warning)
         if len(pool) > self.cfg.features and not self.cancelled:
             yield PhaseEvent("screen", f"{self.answers.note + '; ' if self.answers and self.answers.note else ''}steering with each of {len(pool)} candidates alone")
             screened = self.screen(pool, ctx)
