@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
-from steering.cli.common import UsageError
+from steering.cli.common import UsageError, positive_int, run_main
 from steering.paths import PROFILES_DIR
 
 from .questions import QuestionSetError, load_questions, read_question_file
@@ -179,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(sp):
         sp.add_argument("--profile", default=None, help="steering profile (default: assets/profiles/kids.json)")
-        sp.add_argument("--max-new-tokens", type=int, default=120)
+        sp.add_argument("--max-new-tokens", type=positive_int, default=120)
         sp.add_argument("--llm-base-url", default=None, help="OpenAI-compatible endpoint for the safety check")
         sp.add_argument("--llm-model", default=None)
 
@@ -229,13 +228,7 @@ def _add_curate(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    try:
-        return args.func(args)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_main(build_parser(), argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

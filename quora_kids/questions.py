@@ -131,18 +131,23 @@ def read_question_file(path: str | Path) -> list[str]:
     """Questions from a text file (one per line) or JSONL with a `question` field."""
     path = Path(path)
     if not path.is_file():
-        raise QuestionSetError(f"questions file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+        raise QuestionSetError(f"questions file not found: {path}" if not path.exists() else f"{path} is not a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise QuestionSetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    jsonl = path.suffix.lower() == ".jsonl"
     out = []
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line:
             continue
-        if line.startswith("{"):
+        if line.startswith("{") or jsonl:
             try:
-                q = json.loads(line).get("question", "")
+                rec = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise QuestionSetError(f"{path}:{n}: not valid JSON") from exc
+            q = rec.get("question", "") if isinstance(rec, dict) else None
             if not isinstance(q, str) or not q.strip():
                 raise QuestionSetError(f"{path}:{n}: no 'question' field")
             out.append(q.strip())

@@ -8,6 +8,7 @@ regenerated (sampled at RETRY_TEMPERATURE, new seed) up to `retries` times, then
 from __future__ import annotations
 
 import threading
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -99,9 +100,15 @@ class Answer:
 
 
 def clean_question(question: str) -> str:
-    q = " ".join((question or "").split())
+    """The question as stored and shown: control and invisible formatting characters (NUL,
+    right-to-left overrides) removed, whitespace collapsed. Raises QuestionError with a kind
+    message when nothing is left, or nothing that is a word (emoji, digits or punctuation only:
+    the safety check reads words, and would guess)."""
+    q = " ".join("".join(c for c in (question or "") if unicodedata.category(c) not in ("Cc", "Cf") or c.isspace()).split())
     if not q:
         raise QuestionError("Please type a question first.")
+    if not any(unicodedata.category(c).startswith("L") for c in q):
+        raise QuestionError("Please ask your question with words, for example: Why do dogs wag their tails?")
     if len(q) > MAX_QUESTION_CHARS:
         raise QuestionError(f"That question is very long ({len(q):,} characters). Please keep it under {MAX_QUESTION_CHARS} characters.")
     return q

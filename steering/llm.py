@@ -7,13 +7,19 @@ Every failure becomes an `LLMError` with a one-line message; the API key is neve
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 
 import openai
 
 
 class LLMError(RuntimeError):
-    """The endpoint timed out, refused, or answered something unusable."""
+    """The endpoint timed out, refused, or answered something unusable. `unreachable`: it did not
+    answer at all (timeout, no connection), so calling it again soon is likely to fail the same way."""
+
+    def __init__(self, message: str, unreachable: bool = False):
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 @dataclass
@@ -23,6 +29,11 @@ class LLMClient:
     api_key: str = field(default="", repr=False)
     timeout: float = 60.0
     max_retries: int = 1
+    # After a timeout or a failed connection the endpoint is not asked again for COOL_DOWN_S:
+    # every caller (retrieval's sub-queries, the judge, the optimiser, the safety check) gets the
+    # same unreachable error at once instead of waiting out its own timeout.
+    COOL_DOWN_S = 60.0
+    _down_until: float = field(default=0.0, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, base_url: str | None = None, model: str | None = None, api_key: str | None = None, timeout: float = 60.0) -> LLMClient:
@@ -40,14 +51,25 @@ class LLMClient:
         return openai.OpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=self.max_retries)
 
     def chat(self, messages: list[dict], temperature: float = 0.0, max_tokens: int = 512) -> str:
+        if time.monotonic() < self._down_until:
+            raise LLMError(f"the LLM endpoint {self.base_url} did not answer a moment ago (not asked again for {self.COOL_DOWN_S:g} s)",
+                           unreachable=True)
+        try:
+            return self._chat(messages, temperature, max_tokens)
+        except LLMError as exc:
+            if exc.unreachable:
+                self._down_until = time.monotonic() + self.COOL_DOWN_S
+            raise
+
+    def _chat(self, messages: list[dict], temperature: float, max_tokens: int) -> str:
         try:
             resp = self._client().chat.completions.create(
                 model=self.model, messages=messages, temperature=temperature, max_tokens=max_tokens
             )
         except openai.APITimeoutError as exc:
-            raise LLMError(f"the LLM endpoint {self.base_url} did not answer within {self.timeout:g} s") from exc
+            raise LLMError(f"the LLM endpoint {self.base_url} did not answer within {self.timeout:g} s", unreachable=True) from exc
         except openai.APIConnectionError as exc:
-            raise LLMError(f"cannot reach the LLM endpoint {self.base_url}") from exc
+            raise LLMError(f"cannot reach the LLM endpoint {self.base_url}", unreachable=True) from exc
         except openai.APIStatusError as exc:
             raise LLMError(f"the LLM endpoint answered HTTP {exc.status_code}") from exc
         except openai.OpenAIError as exc:

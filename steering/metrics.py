@@ -149,8 +149,8 @@ class Readability:
     @property
     def badge(self) -> str:
         """A reading-level badge a parent understands."""
-        if self.words == 0:
-            return "no text"
+        if self.words == 0:  # empty, or no English words (the formula counts Latin letters only)
+            return "not measured"
         if self.grade <= 3:
             return "easy (ages 6-8)"
         if self.grade <= 6:

@@ -19,6 +19,9 @@ from ..runtime.models import ModelRef, SAERef
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # version 1 has no system prompt, mode or free direction
 MODES = ("steered", "prompted_steered")
+# The longest free direction a profile may carry, in units of `scale` (as long as four features at
+# full weight): learned ones are about 0.1-1, and one fitted to garble-free dog talk was 0.5 long.
+FREE_MAX_NORM = 4.0
 
 
 class ProfileError(ValueError):
@@ -131,6 +134,11 @@ def _req(data: dict, key: str, kind, where: str):
     return value
 
 
+def _opt(data: dict, key: str, kind, default):
+    """An optional field: `default` when missing or null, else checked like a required one."""
+    return default if data.get(key) is None else _req(data, key, kind, "profile")
+
+
 def _parse(data: Any) -> SteeringProfile:
     if not isinstance(data, dict):
         raise ProfileError("profile: expected a JSON object")
@@ -154,13 +162,13 @@ def _parse(data: Any) -> SteeringProfile:
         sae=SAERef(_req(s, "id", str, "sae"), _req(s, "hook", str, "sae"), _req(s, "layer", int, "sae"), _req(s, "d_sae", int, "sae")),
         scale=_req(data, "scale", float, "profile"),
         features=features,
-        prompts=[str(p) for p in data.get("prompts", [])],
+        prompts=_opt(data, "prompts", list, []),
         scores=data.get("scores", {}) or {},
         provenance=data.get("provenance", {}) or {},
         mode=str(data.get("mode", "steered")),
-        system_prompt=str(data.get("system_prompt", "") or ""),
+        system_prompt=_opt(data, "system_prompt", str, ""),
         free_direction=_free_direction(data.get("free_direction")),
-        free_share=float(data.get("free_share", 0.0) or 0.0),
+        free_share=_opt(data, "free_share", float, 0.0),
     )
     validate(profile)
     return profile
@@ -182,6 +190,11 @@ def validate(profile: SteeringProfile, model: ModelRef | None = None, sae: SAERe
         raise ProfileError("profile: mode 'prompted_steered' needs a system_prompt")
     if profile.free_direction is not None and not all(math.isfinite(x) for x in profile.free_direction):
         raise ProfileError("profile: free_direction holds a value that is not a finite number")
+    if profile.free_direction is not None and (norm := math.sqrt(sum(x * x for x in profile.free_direction))) > FREE_MAX_NORM:
+        raise ProfileError(f"profile: free_direction is {norm:.3g} long (in units of scale); at most {FREE_MAX_NORM:g}: "
+                           "longer ones only garble the text")
+    if not all(isinstance(p, str) for p in profile.prompts):
+        raise ProfileError("profile: prompts should be a list of strings")
     if not 0.0 <= profile.free_share <= 1.0:
         raise ProfileError(f"profile: free_share {profile.free_share} outside [0, 1]")
     if not math.isfinite(profile.scale) or profile.scale <= 0:
@@ -210,7 +223,7 @@ def load_profile(path: str | Path) -> SteeringProfile:
     """Read and validate a profile file (structure only; `validate` checks it fits a model)."""
     path = Path(path)
     if not path.is_file():
-        raise ProfileError(f"profile file not found: {path}")
+        raise ProfileError(f"profile file not found: {path}" if not path.exists() else f"{path} is not a profile file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -58,7 +58,7 @@ class AutoSteerConfig:
             raise ValueError("training prompts must be at most 2000 characters each")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
-        for name, low, high in (("epochs", 1, 100), ("features", 1, 32), ("screen", 1, 8), ("candidates", 1, 16)):
+        for name, low, high in (("epochs", 1, 100), ("features", 1, 32), ("screen", 1, 8), ("candidates", 1, 16), ("max_new_tokens", 1, 1024)):
             if not low <= getattr(self, name) <= high:
                 raise ValueError(f"{name} must be between {low} and {high}")
 

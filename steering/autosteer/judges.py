@@ -265,23 +265,30 @@ class LLMJudge(Judge):
 class FallbackJudge(Judge):
     """A primary judge (an LLM endpoint) that never throws a run away: when it cannot score a
     candidate (off-format answer, timeout, endpoint down), the offline metric judge scores that
-    candidate instead and the critique says so."""
+    candidate instead and the critique says so. Once the endpoint has not answered at all (a
+    timeout or no connection: `LLMError.unreachable`), the rest of the run is judged by the
+    fallback without asking it again, so a hanging endpoint costs one timeout, not one per answer."""
 
     def __init__(self, primary: Judge, fallback: Judge):
         self.primary = primary
         self.fallback = fallback
         self.name = f"{primary.name} (falls back to {fallback.name})"
         self.fallbacks = 0  # how many candidates the fallback judged
+        self.down = ""  # why the primary is no longer asked ("" while it is)
 
     def judge_many(self, ctx: JudgeContext, candidates: Sequence[Sequence[str]]) -> list[Judgement]:
         out = []
         for outs in candidates:
             try:
+                if self.down:
+                    raise JudgeError(f"not asked: it did not answer earlier in this run ({self.down})")
                 out.append(self.primary.judge_many(ctx, [outs])[0])
             except Exception as exc:  # noqa: BLE001 - any failure of the endpoint, reported in the critique
                 self.fallbacks += 1
-                j = self.fallback.judge_many(ctx, [outs])[0]
                 reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+                if getattr(exc, "unreachable", False):
+                    self.down = reason
+                j = self.fallback.judge_many(ctx, [outs])[0]
                 out.append(Judgement(j.score, f"[{self.primary.name} judge failed ({reason}); scored by the {self.fallback.name} judge] {j.critique}",
                                      {**j.parts, "fallback": 1.0}))
         return out

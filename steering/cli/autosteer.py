@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..autosteer.config import DEFAULT_HELDOUT, JUDGES, MODES, OPTIMISERS, AutoSteerConfig
-from .common import UsageError
+from .common import UsageError, positive_int
 
 # The command imports the engine (torch, transformers) when it runs, so that building the parser
 # (--help, a bad option) stays instant.
@@ -22,7 +22,7 @@ def add_autosteer(sub):
     p.add_argument("--screen", type=int, default=6, help="retrieve FEATURES x SCREEN candidates and keep those that score best alone")
     p.add_argument("--candidates", type=int, default=4, help="weight vectors per epoch (numeric optimiser)")
     p.add_argument("--threshold", type=float, default=7.0, help="stop early when the best score reaches this")
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=positive_int, default=64)
     p.add_argument("--judge", choices=list(JUDGES), default="metric",
                    help="metric: offline; llm: an OpenAI-compatible endpoint (falls back to metric for any answer it cannot score)")
     p.add_argument("--optimizer", "--optimiser", dest="optimiser", choices=list(OPTIMISERS), default="gradient",

@@ -5,11 +5,45 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 
 
 class UsageError(Exception):
     """Bad input from the user: reported as one line, exit code 2."""
+
+
+# Errors that always mean bad input (a malformed profile, an unknown preset named in one), by the
+# module that defines them: looked up only once that module is loaded, so building a parser
+# imports no engine.
+_INPUT_ERRORS = (("steering.artefacts.profile", "ProfileError"), ("steering.runtime.models", "PresetError"))
+
+
+def _bad_input(exc: BaseException) -> bool:
+    return isinstance(exc, (UsageError, FileNotFoundError)) or any(
+        isinstance(exc, cls) for mod, name in _INPUT_ERRORS if (cls := getattr(sys.modules.get(mod), name, None)) is not None)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (e.g. --max-new-tokens)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def temperature(text: str) -> float:
+    """argparse type: a sampling temperature, 0 (greedy) to 5."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and 0.0 <= value <= 5.0):
+        raise argparse.ArgumentTypeError(f"must be between 0 (greedy) and 5, got {text}")
+    return value
 
 
 def run_main(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
@@ -18,8 +52,10 @@ def run_main(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (UsageError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        if not _bad_input(exc):
+            raise
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

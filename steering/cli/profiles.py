@@ -7,7 +7,9 @@ import json
 import sys
 import time
 
-from .common import UsageError
+from .common import UsageError, positive_int, temperature
+
+MAX_PROMPT_CHARS = 2000
 
 # The commands import the engine (torch, transformers) when they run, so that building the parser
 # (--help, a bad option) stays instant.
@@ -17,8 +19,8 @@ def add_generate(sub):
     p = sub.add_parser("generate", help="answer a prompt with a steering profile")
     p.add_argument("--profile", required=True, help="steering profile JSON (all-zero weights = unsteered)")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=96)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--max-new-tokens", type=positive_int, default=96)
+    p.add_argument("--temperature", type=temperature, default=0.0, help="0 = greedy (up to 5)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_generate)
@@ -28,6 +30,8 @@ def cmd_generate(args) -> int:
     prompt = args.prompt.strip()
     if not prompt:
         raise UsageError("--prompt is empty")
+    if len(prompt) > MAX_PROMPT_CHARS:  # the same limit as the app's manual mode
+        raise UsageError(f"--prompt is too long ({len(prompt):,} characters; {MAX_PROMPT_CHARS} at most)")
     from ..artefacts.bind import engine_for_profile, system_for, weights_for
     from ..artefacts.profile import ProfileError, load_profile
     from ..runtime.engine import GenerationConfig

@@ -224,8 +224,12 @@ class SteeringEngine:
             reason = "eos"
         if logits is not None:
             logits = logits[: len(ids_list)]
-        text = self.tokenizer.decode(ids_list, skip_special_tokens=True).strip()
-        return Generation(text, ids_list, reason, logits)
+        return Generation(self.text_of(ids_list), ids_list, reason, logits)
+
+    def text_of(self, ids: Sequence[int]) -> str:
+        """Token ids as text. A character whose bytes span several tokens shows as U+FFFD until
+        all of them are there: one cut off by the token limit (or not yet streamed) is dropped."""
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip().rstrip("\ufffd").rstrip()
 
     def stream(
         self,
@@ -265,7 +269,7 @@ class SteeringEngine:
                             done[i] = True
                             continue
                         ids[i].append(tok)
-                yield [self.tokenizer.decode(r, skip_special_tokens=True).strip() for r in ids]
+                yield [self.text_of(r) for r in ids]
         finally:
             if worker.is_alive():
                 cancel.set()  # the consumer stopped early

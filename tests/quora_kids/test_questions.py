@@ -67,6 +67,19 @@ def test_read_question_file_text_and_jsonl(tmp_path):
         read_question_file(tmp_path / "c.jsonl")
 
 
+def test_a_questions_file_that_is_not_text_or_not_jsonl_objects_is_refused(tmp_path):
+    (tmp_path / "bin.txt").write_bytes(bytes(range(128, 256)))
+    with pytest.raises(QuestionSetError, match="not UTF-8 text"):
+        read_question_file(tmp_path / "bin.txt")
+    (tmp_path / "list.jsonl").write_text("[1, 2]\n")
+    with pytest.raises(QuestionSetError, match=":1: no 'question'"):
+        read_question_file(tmp_path / "list.jsonl")
+    (tmp_path / "brackets.txt").write_text("[1, 2]\n")  # a plain text line may start with anything
+    assert read_question_file(tmp_path / "brackets.txt") == ["[1, 2]"]
+    with pytest.raises(QuestionSetError, match="is not a file"):
+        read_question_file(tmp_path)
+
+
 def test_question_search_finds_by_meaning_and_category():
     ds = load_questions()
     search = QuestionSearch(ds)

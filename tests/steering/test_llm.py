@@ -15,6 +15,18 @@ def test_unreachable_endpoint_and_missing_configuration(monkeypatch):
         LLMClient.from_env()
 
 
+def test_an_endpoint_that_did_not_answer_is_not_asked_again_for_a_while(fake_openai):
+    client = LLMClient(base_url=fake_openai.base_url, model="m", api_key="k", timeout=0.5, max_retries=0)
+    fake_openai.script = [("sleep", 2.0, "late"), "on time"]
+    with pytest.raises(LLMError, match="did not answer within") as first:
+        client.chat([{"role": "user", "content": "hi"}])
+    with pytest.raises(LLMError, match="did not answer a moment ago") as second:
+        client.chat([{"role": "user", "content": "hi"}])
+    assert first.value.unreachable and second.value.unreachable and len(fake_openai.requests) == 1
+    client._down_until = 0.0  # the cool-down over: asked again
+    assert client.chat([{"role": "user", "content": "hi"}]) == "on time"
+
+
 def test_api_key_is_not_in_the_repr(llm_client):
     assert "sk-test-secret" not in repr(llm_client)
 

@@ -73,7 +73,7 @@ def test_readability_is_the_flesch_kincaid_formula():
 
 
 @pytest.mark.parametrize("grade, words, badge", [(2.9, 5, "easy (ages 6-8)"), (3.0, 5, "easy (ages 6-8)"), (5.5, 5, "ages 9-11"),
-                                                 (9.0, 5, "ages 12-14"), (9.1, 5, "teen / adult"), (1.0, 0, "no text")])
+                                                 (9.0, 5, "ages 12-14"), (9.1, 5, "teen / adult"), (1.0, 0, "not measured")])
 def test_badges_follow_the_grade(grade, words, badge):
     assert Readability(grade, 50.0, words, 1).badge == badge
 

@@ -201,6 +201,26 @@ def test_fallback_judge_survives_a_timeout(fake_openai):
     assert j.score == 4.0 and "did not answer" in j.critique
 
 
+def test_a_hanging_endpoint_costs_one_timeout_not_one_per_answer(fake_openai):
+    """An endpoint that never answers in time is asked once; the rest of the run is judged
+    offline at once, and every critique says why (it used to cost a timeout per candidate:
+    minutes of a frozen run)."""
+    client = LLMClient(base_url=fake_openai.base_url, model="m", api_key="k", timeout=0.5, max_retries=0)
+    fake_openai.default = ("sleep", 2.0, "Score: 9")
+    judge = FallbackJudge(LLMJudge(client), OneScoreJudge())
+    verdicts = judge.judge_many(CTX, [["Woof"], ["Arf"], ["Hi"]]) + judge.judge_many(CTX, [["Bark"]])
+    assert len(fake_openai.requests) == 1
+    assert [j.score for j in verdicts] == [4.0] * 4 and judge.fallbacks == 4
+    assert "did not answer" in verdicts[0].critique and all("not asked" in j.critique for j in verdicts[1:])
+
+
+def test_an_off_format_verdict_does_not_stop_the_llm_judge(fake_openai, llm_client):
+    fake_openai.script = ["No number.", "Still none.", "Good. Score: 7"]
+    judge = FallbackJudge(LLMJudge(llm_client), OneScoreJudge())
+    a, b = judge.judge_many(CTX, [["Woof"], ["Arf"]])
+    assert a.score == 4.0 and b.score == 7.0 and not judge.down
+
+
 def test_a_run_with_a_broken_llm_judge_still_ends_with_a_profile(fake_openai, llm_client, tiny_runtime):
     """Every verdict off-format: screening and epochs fall back to the metric judge, the run
     completes and saves weights (it used to end at epoch 1 with nothing saved)."""

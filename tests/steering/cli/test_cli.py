@@ -32,12 +32,55 @@ FEATS = [FeatureCandidate(5, "five", "attribution", 1.0, 1.0)]
     (["calibrate", "--preset", "gemma-2-2b-it"], "uses a hub SAE"),
     (["generate", "--profile", "missing.json", "--prompt", "Hi"], "profile file not found"),
     (["generate", "--profile", "missing.json", "--prompt", "  "], "--prompt is empty"),
+    (["generate", "--profile", "missing.json", "--prompt", "x" * 2001], "--prompt is too long (2,001 characters"),
     (["export", "--profile", "missing.json", "--out", "x"], "profile file not found"),
 ])
 def test_bad_input_exits_2_with_one_line(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def _kids_with(tmp_path, **changes):
+    """The shipped kids profile with some fields changed, as a file."""
+    from steering.paths import PROFILES_DIR
+
+    data = json.loads((PROFILES_DIR / "kids.json").read_text()) | changes
+    path = tmp_path / "changed.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"free_share": "lots"}, "field 'free_share' should be float, got str"),
+    ({"system_prompt": 12}, "field 'system_prompt' should be str, got int"),
+    ({"prompts": "abc"}, "field 'prompts' should be list, got str"),
+    ({"prompts": [1, 2]}, "prompts should be a list of strings"),
+    ({"free_direction": [1e30] * 576}, "free_direction is 2.4e+31 long"),
+    ({"model": {"preset": "llama-70b", "hub_id": "x"}}, "unknown model preset 'llama-70b'"),
+])
+def test_a_malformed_profile_is_bad_input_not_a_crash(changes, message, tmp_path, capsys):
+    assert main(["generate", "--profile", _kids_with(tmp_path, **changes), "--prompt", "Hi"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_a_folder_is_not_called_missing(tmp_path, capsys):
+    assert main(["generate", "--profile", str(tmp_path), "--prompt", "Hi"]) == 2
+    assert "is not a profile file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["generate", "--profile", "p.json", "--prompt", "Hi", "--max-new-tokens", "0"],
+    ["generate", "--profile", "p.json", "--prompt", "Hi", "--max-new-tokens", "-5"],
+    ["generate", "--profile", "p.json", "--prompt", "Hi", "--temperature", "nan"],
+    ["generate", "--profile", "p.json", "--prompt", "Hi", "--temperature", "-1"],
+    ["autosteer", "--behavior", "b", "--prompt", "p", "--max-new-tokens", "0"],
+])
+def test_out_of_range_numbers_are_refused_before_any_work(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and "error: argument --" in capsys.readouterr().err
 
 
 def test_every_command_of_the_contract_is_there():

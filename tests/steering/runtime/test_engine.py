@@ -152,6 +152,13 @@ def test_two_threads_steering_at_once_do_not_see_each_other(tiny_engine):
     assert hooks_on(tiny_engine) == 0
 
 
+def test_a_character_cut_off_mid_bytes_is_dropped_not_shown_as_a_replacement_mark(tiny_engine):
+    tok = tiny_engine.tokenizer
+    ids = tok("ok é", add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids[:-1]).endswith("\ufffd")  # the last byte of "é" is its own token here
+    assert tiny_engine.text_of(ids[:-1]) == "ok" and tiny_engine.text_of(ids) == "ok é"
+
+
 def test_stream_yields_growing_text_and_ends_with_the_full_answer(tiny_engine):
     steps = list(tiny_engine.stream([PROMPT, PROMPT], [{5: 1.0}, None], config=CFG))
     final = tiny_engine.generate([PROMPT, PROMPT], [{5: 1.0}, None], config=CFG)
