@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..artefacts.bind import make_profile
-from ..artefacts.profile import SteeringProfile, provenance
+from ..artefacts.profile import FREE_MAX_NORM, SteeringProfile, provenance
 from ..runtime.basis import Steer
 from .judges import JudgeContext
 from .results import CONDITIONS, Best, FinalResult, HeldOutResult, RunScores, ScreenResult, four_conditions
@@ -51,9 +51,21 @@ def run_profile(run, best: Best, history: list[float], heldout: HeldOutResult | 
                               trained_on=run.trained_on,
                               sources={str(f.index): f.source for f in run.features}, notes=run.notes, **screened_scores),
         mode=mode, system_prompt=cfg.behavior,
-        free_direction=[round(float(x), 6) for x in steer.free] if steer.free is not None else None,
+        free_direction=_free_list(steer.free, run.notes),
         free_share=run.free_share(best.weights),
     )
+
+
+def _free_list(free, notes: list[str]) -> list[float] | None:
+    """The free direction as the profile stores it, shortened to the longest a profile may carry
+    (never seen in a run: longer ones garble), so the run's profile always saves."""
+    if free is None:
+        return None
+    norm = float(free.norm())
+    if norm > FREE_MAX_NORM:
+        free = free * (FREE_MAX_NORM / norm)
+        notes.append(f"free direction shortened from {norm:.2f} to {FREE_MAX_NORM:g} (units of scale), the most a profile may carry")
+    return [round(float(x), 6) for x in free]
 
 
 def nothing_found(run) -> FinalResult:

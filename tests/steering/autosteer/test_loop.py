@@ -406,3 +406,17 @@ def test_decide_without_a_comparison_steers_alone_and_a_forced_mode_stays():
     assert decide("auto", 2.0, 2.0)[0] == "steered"  # a tie keeps steering alone
     assert decide("prompted_steered", None, None)[0] == "prompted_steered"
     assert decide("steered", 9.0, 1.0)[0] == "steered"
+
+
+def test_a_free_direction_too_long_for_a_profile_is_shortened_so_the_run_still_saves():
+    import torch
+
+    from steering.artefacts.profile import FREE_MAX_NORM
+    from steering.autosteer.finish import _free_list
+
+    notes: list[str] = []
+    short = _free_list(torch.full((4,), 0.1), notes)
+    assert short == [0.1] * 4 and not notes
+    long = _free_list(torch.full((4,), 5.0), notes)  # 10 long
+    assert abs(sum(x * x for x in long) ** 0.5 - FREE_MAX_NORM) < 1e-4 and "shortened from 10.00" in notes[0]
+    assert _free_list(None, notes) is None
