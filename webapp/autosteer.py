@@ -138,8 +138,11 @@ def _new_run(behavior, prompts_text, epochs, n_features, judge, optimiser, base_
     prompts = [p.strip() for p in (prompts_text or "").splitlines() if p.strip()]
     if len(behavior or "") > MAX_TEXT or len(prompts_text or "") > 10 * MAX_TEXT:
         raise ValueError(f"that text is too long; keep the behaviour under {MAX_TEXT} characters")
-    cfg = AutoSteerConfig(behavior=behavior or "", prompts=prompts, epochs=int(epochs), features=int(n_features),
-                          threshold=float(threshold))
+    try:
+        epochs, n_features, threshold = int(epochs), int(n_features), float(threshold)
+    except (TypeError, ValueError):
+        raise ValueError("epochs, features and the stop-early score must be numbers") from None
+    cfg = AutoSteerConfig(behavior=behavior or "", prompts=prompts, epochs=epochs, features=n_features, threshold=threshold)
     return make_autosteer(cfg, judge, optimiser, llm_client(base_url, model, key))
 
 
@@ -194,15 +197,18 @@ def compare_manual(prompt, *slots):
         return "⚠️ Type a prompt first.", ""
     if len(prompt) > MAX_TEXT:
         return f"⚠️ The prompt is too long ({len(prompt):,} characters; {MAX_TEXT} at most).", ""
-    rt = runtime()
     weights = {}
     for idx, w in zip(slots[::2], slots[1::2]):
         if idx is None or idx == "" or not w:
             continue
-        i = int(idx)
+        try:
+            weights[int(idx)] = float(w)
+        except (TypeError, ValueError):
+            return f"⚠️ A feature is a whole number and a weight a number between -1 and 1 (got {str(idx)[:20]!r}, {str(w)[:20]!r}).", ""
+    rt = runtime()
+    for i in weights:
         if not 0 <= i < rt.engine.basis.d_sae:
             return f"⚠️ Feature {i} does not exist (0 to {rt.engine.basis.d_sae - 1}).", ""
-        weights[i] = float(w)
     steered, plain = rt.engine.generate([prompt, prompt], [weights, None], config=GenerationConfig(max_new_tokens=96))
     return steered.text, plain.text
 

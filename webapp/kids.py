@@ -188,7 +188,11 @@ def vote(answer_id, which):
     if answer_id is None:
         return "Ask a question first."
     try:
-        n = store().vote(int(answer_id), which)
+        answer_id = int(answer_id)
+    except (TypeError, ValueError):
+        return "That answer is gone."
+    try:
+        n = store().vote(answer_id, which)
     except KeyError:
         return "That answer is gone."
     return f"Thanks! {n} {'person' if n == 1 else 'people'} found the {'kid-friendly' if which == 'steered' else 'plain'} answer helpful."

@@ -57,3 +57,17 @@ def test_partial_answers_thin_out_when_many_are_written_at_once(monkeypatch):
     assert set(seen[:25]) == {1} and set(seen[25:]) == {20} and kids.live_streams.count == 0
     assert "stopped" in alone[-1][2] and "stopped" in crowded[-1][2]
     assert 2 <= len(alone) - 1 and len(crowded) - 1 == 1  # 0.5 s of writing: a few updates alone, only the first in a crowd of 20
+
+
+def test_api_calls_with_missing_or_wrong_numbers_get_a_message_not_an_exception(monkeypatch):
+    """Only the API can send these (the UI's sliders and fields cannot): each gets a sentence,
+    before any model work."""
+    from webapp import autosteer
+
+    monkeypatch.setattr(autosteer, "runtime", lambda: pytest.fail("loaded the model for a malformed request"))
+    steered, plain = autosteer.compare_manual("Why is the sky blue?", "abc", 0.5)
+    assert steered.startswith("⚠️ A feature is a whole number") and plain == ""
+    with pytest.raises(ValueError, match="must be numbers"):
+        autosteer._new_run("Behave like a dog", "Hi", None, 5, "metric", "gradient", "", "", "", 7)
+    monkeypatch.setattr(kids, "store", lambda: pytest.fail("opened the answer store for a malformed id"))
+    assert kids.vote("abc", "steered") == "That answer is gone."
