@@ -99,15 +99,20 @@ class Answer:
         }
 
 
+BIDI_CONTROLS = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u061c")
+
+
 def clean_question(question: str) -> str:
-    """The question as stored and shown: control and invisible formatting characters (NUL,
-    right-to-left overrides) removed, whitespace collapsed. Raises QuestionError with a kind
-    message when nothing is left, or nothing that is a word (emoji, digits or punctuation only:
-    the safety check reads words, and would guess)."""
-    q = " ".join("".join(c for c in (question or "") if unicodedata.category(c) not in ("Cc", "Cf") or c.isspace()).split())
+    """The question as stored and shown: control characters (NUL, ...) and direction overrides
+    (which would reverse the rest of a line for every visitor) removed, whitespace collapsed.
+    Zero-width joiners stay (Persian words, emoji sequences). Raises QuestionError with a kind
+    message when nothing is left, or no letter or digit (emoji or punctuation only: the safety
+    check reads words, and would guess)."""
+    kept = (c for c in (question or "") if c.isspace() or (unicodedata.category(c) != "Cc" and c not in BIDI_CONTROLS))
+    q = " ".join("".join(kept).split())
     if not q:
         raise QuestionError("Please type a question first.")
-    if not any(unicodedata.category(c).startswith("L") for c in q):
+    if not any(c.isalnum() for c in q):
         raise QuestionError("Please ask your question with words, for example: Why do dogs wag their tails?")
     if len(q) > MAX_QUESTION_CHARS:
         raise QuestionError(f"That question is very long ({len(q):,} characters). Please keep it under {MAX_QUESTION_CHARS} characters.")

@@ -125,9 +125,11 @@ def kids_browse(query, category):
     return gr.update(choices=[h.question for h in hits], value=None)
 
 
-def reading_badge(r) -> str:
+def reading_badge(r, text: str) -> str:
     """The card's reading-level badge; the grade is measured on English words only."""
-    return f"{r.badge} · grade {r.grade:.1f}" if r.words else "reading level: English only"
+    if r.words:
+        return f"{r.badge} · grade {r.grade:.1f}"
+    return "reading level: English only" if any(c.isalpha() for c in text) else "reading level: not measured"
 
 
 def answer_card(title: str, side, tone: str) -> str:
@@ -136,7 +138,7 @@ def answer_card(title: str, side, tone: str) -> str:
         notice = '<p class="notice">🛡️ The first answers did not pass the safety check, so a safe answer is shown instead.</p>'
     return (
         f'<div class="answer {tone}"><h3>{html.escape(title)}</h3>'
-        f'<span class="badge">📖 {html.escape(reading_badge(side.readability))}</span>'
+        f'<span class="badge">📖 {html.escape(reading_badge(side.readability, side.text))}</span>'
         f"<p>{html.escape(side.text) or '<i>(no answer)</i>'}</p>{notice}</div>"
     )
 

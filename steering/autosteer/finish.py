@@ -63,7 +63,7 @@ def _free_list(free, notes: list[str]) -> list[float] | None:
         return None
     norm = float(free.norm())
     if norm > FREE_MAX_NORM:
-        free = free * (FREE_MAX_NORM / norm)
+        free = free * (0.999 * FREE_MAX_NORM / norm)  # a hair under: rounding to 6 decimals must not push it over
         notes.append(f"free direction shortened from {norm:.2f} to {FREE_MAX_NORM:g} (units of scale), the most a profile may carry")
     return [round(float(x), 6) for x in free]
 

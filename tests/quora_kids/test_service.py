@@ -76,7 +76,7 @@ def test_repeated_question_comes_from_the_store(service, monkeypatch):
 
 
 @pytest.mark.parametrize("q, msg", [("", "type a question"), ("   ", "type a question"), ("x" * 50_000, "very long"),
-                                    ("🐶🐱🦉🌈", "with words"), ("1234", "with words"), ("???", "with words"), ("\x00\u202e", "type a question")])
+                                    ("🐶🐱🦉🌈", "with words"), ("???", "with words"), ("\x00\u202e", "type a question")])
 def test_bad_questions_get_clear_errors(service, q, msg):
     with pytest.raises(QuestionError, match=msg):
         service.answer(q)
@@ -86,6 +86,8 @@ def test_control_and_bidi_characters_never_reach_the_store_or_the_page():
     assert clean_question("why\x00 is\x01\x02 the sky\x7f blue\u202e?") == "why is the sky blue?"
     assert clean_question("  Почему небо голубое?\n") == "Почему небо голубое?"  # other scripts are words too
     assert clean_question("猫") == "猫"
+    assert clean_question("2+2?") == "2+2?"  # a sum is a question
+    assert clean_question("می\u200cخواهم") == "می\u200cخواهم"  # a zero-width non-joiner is part of the word
 
 
 def test_profile_for_another_sae_is_refused(tiny_runtime):

@@ -71,3 +71,11 @@ def test_api_calls_with_missing_or_wrong_numbers_get_a_message_not_an_exception(
         autosteer._new_run("Behave like a dog", "Hi", None, 5, "metric", "gradient", "", "", "", 7)
     monkeypatch.setattr(kids, "store", lambda: pytest.fail("opened the answer store for a malformed id"))
     assert kids.vote("abc", "steered") == "That answer is gone."
+
+
+def test_the_reading_badge_says_why_there_is_no_grade():
+    from steering.metrics import readability
+
+    assert kids.reading_badge(readability("The sun is a star."), "The sun is a star.").endswith("grade " + f"{readability('The sun is a star.').grade:.1f}")
+    assert kids.reading_badge(readability("السماء زرقاء"), "السماء زرقاء") == "reading level: English only"
+    assert kids.reading_badge(readability(""), "") == "reading level: not measured"

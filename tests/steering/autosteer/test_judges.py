@@ -206,12 +206,14 @@ def test_a_hanging_endpoint_costs_one_timeout_not_one_per_answer(fake_openai):
     offline at once, and every critique says why (it used to cost a timeout per candidate:
     minutes of a frozen run)."""
     client = LLMClient(base_url=fake_openai.base_url, model="m", api_key="k", timeout=0.5, max_retries=0)
+    client.COOL_DOWN_S = 0.0  # the client alone would ask again at once: the judge must not
     fake_openai.default = ("sleep", 2.0, "Score: 9")
     judge = FallbackJudge(LLMJudge(client), OneScoreJudge())
     verdicts = judge.judge_many(CTX, [["Woof"], ["Arf"], ["Hi"]]) + judge.judge_many(CTX, [["Bark"]])
     assert len(fake_openai.requests) == 1
     assert [j.score for j in verdicts] == [4.0] * 4 and judge.fallbacks == 4
-    assert "did not answer" in verdicts[0].critique and all("not asked" in j.critique for j in verdicts[1:])
+    assert "did not answer within" in verdicts[0].critique
+    assert all("not asked: it did not answer earlier in this run" in j.critique for j in verdicts[1:])
 
 
 def test_an_off_format_verdict_does_not_stop_the_llm_judge(fake_openai, llm_client):
