@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("steering", "quora_kids", "webapp")
 # steering's layers, lowest first: a module may import its own layer and those before it.
-LAYERS = [("steering.paths", "steering.llm"), ("steering.runtime",), ("steering.metrics",), ("steering.sae",),
+LAYERS = [("steering.paths", "steering.llm", "steering.errors"), ("steering.runtime",), ("steering.metrics",), ("steering.sae",),
           ("steering.artefacts",), ("steering.autosteer",), ("steering.cli", "steering.__main__")]
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 300, 50
 

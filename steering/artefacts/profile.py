@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
 from ..runtime.models import ModelRef, SAERef
 
 SCHEMA_VERSION = 2
@@ -24,7 +25,7 @@ MODES = ("steered", "prompted_steered")
 FREE_MAX_NORM = 4.0
 
 
-class ProfileError(ValueError):
+class ProfileError(InputError):
     """A profile file that cannot be used; the message says which field and why."""
 
 

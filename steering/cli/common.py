@@ -8,20 +8,11 @@ import logging
 import math
 import sys
 
+from ..errors import InputError
+
 
 class UsageError(Exception):
     """Bad input from the user: reported as one line, exit code 2."""
-
-
-# Errors that always mean bad input (a malformed profile, an unknown preset named in one), by the
-# module that defines them: looked up only once that module is loaded, so building a parser
-# imports no engine.
-_INPUT_ERRORS = (("steering.artefacts.profile", "ProfileError"), ("steering.runtime.models", "PresetError"))
-
-
-def _bad_input(exc: BaseException) -> bool:
-    return isinstance(exc, (UsageError, FileNotFoundError)) or any(
-        isinstance(exc, cls) for mod, name in _INPUT_ERRORS if (cls := getattr(sys.modules.get(mod), name, None)) is not None)
 
 
 def positive_int(text: str) -> int:
@@ -52,9 +43,7 @@ def run_main(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except Exception as exc:
-        if not _bad_input(exc):
-            raise
+    except (UsageError, InputError, FileNotFoundError) as exc:  # InputError: a malformed profile, an unknown preset
         print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

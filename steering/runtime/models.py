@@ -13,12 +13,13 @@ from pathlib import Path
 
 import torch
 
+from ..errors import InputError
 from ..paths import INDEX_DIR, SAE_DIR
 
 DEFAULT_PRESET = "smollm2-135m"
 
 
-class PresetError(ValueError):
+class PresetError(InputError):
     """A preset name or a preset's files are not usable; the message says what to do."""
 
 
