@@ -43,6 +43,7 @@ def run_profile(run, best: Best, history: list[float], heldout: HeldOutResult | 
         mode = "prompted_steered" if heldout.scores["prompted_steered"] > heldout.scores["steered"] else "steered"
     labels = {f.index: f.label for f in run.features}
     screened_scores = {"screened": {str(c.index): sc for c, sc in zip(screened.candidates, screened.scores)}} if screened else {}
+    free = _free_list(steer.free, run.notes)  # before the notes are written into the profile: it may add one
     return make_profile(
         run.rt, cfg.name, cfg.behavior, {i: round(w, 4) for i, w in steer.items()}, labels,
         prompts=cfg.prompts,
@@ -51,7 +52,7 @@ def run_profile(run, best: Best, history: list[float], heldout: HeldOutResult | 
                               trained_on=run.trained_on,
                               sources={str(f.index): f.source for f in run.features}, notes=run.notes, **screened_scores),
         mode=mode, system_prompt=cfg.behavior,
-        free_direction=_free_list(steer.free, run.notes),
+        free_direction=free,
         free_share=run.free_share(best.weights),
     )
 

@@ -279,16 +279,20 @@ class FallbackJudge(Judge):
     def judge_many(self, ctx: JudgeContext, candidates: Sequence[Sequence[str]]) -> list[Judgement]:
         out = []
         for outs in candidates:
+            if self.down:
+                out.append(self._fallback(ctx, outs, f"not asked: it did not answer earlier in this run ({self.down})"))
+                continue
             try:
-                if self.down:
-                    raise JudgeError(f"not asked: it did not answer earlier in this run ({self.down})")
                 out.append(self.primary.judge_many(ctx, [outs])[0])
             except Exception as exc:  # noqa: BLE001 - any failure of the endpoint, reported in the critique
-                self.fallbacks += 1
                 reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
                 if getattr(exc, "unreachable", False):
                     self.down = reason
-                j = self.fallback.judge_many(ctx, [outs])[0]
-                out.append(Judgement(j.score, f"[{self.primary.name} judge failed ({reason}); scored by the {self.fallback.name} judge] {j.critique}",
-                                     {**j.parts, "fallback": 1.0}))
+                out.append(self._fallback(ctx, outs, reason))
         return out
+
+    def _fallback(self, ctx: JudgeContext, outs: Sequence[str], reason: str) -> Judgement:
+        self.fallbacks += 1
+        j = self.fallback.judge_many(ctx, [outs])[0]
+        return Judgement(j.score, f"[{self.primary.name} judge failed ({reason}); scored by the {self.fallback.name} judge] {j.critique}",
+                         {**j.parts, "fallback": 1.0})
