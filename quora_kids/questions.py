@@ -44,15 +44,20 @@ def load_questions(source: str | Path | None = None, columns: Mapping[str, str] 
     columns = dict(columns or {})
     path = Path(source) if source is not None else DEFAULT_QUESTIONS
     if source is None or path.exists():
+        if not path.is_file():
+            raise QuestionSetError(f"{path} is not a file")
         suffix = path.suffix.lower()
-        if suffix == ".txt":
-            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            ds = Dataset.from_dict({"question": lines})
-        else:
-            kind = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(suffix)
-            if kind is None:
-                raise QuestionSetError(f"{path}: use a .jsonl, .json, .csv, .parquet or .txt file")
-            ds = load_dataset(kind, data_files=str(path), split="train")
+        kind = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "txt"}.get(suffix)
+        if kind is None:
+            raise QuestionSetError(f"{path}: use a .jsonl, .json, .csv, .parquet or .txt file")
+        try:
+            if kind == "txt":
+                lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+                ds = Dataset.from_dict({"question": lines})
+            else:
+                ds = load_dataset(kind, data_files=str(path), split="train")
+        except Exception as exc:  # datasets wraps the reader's error (bad UTF-8, a malformed line) in its own
+            raise QuestionSetError(f"{path}: could not read it as {suffix[1:]} ({_root_cause(exc)})") from exc
     else:
         if "/" not in str(source) or str(source).startswith((".", "/")):
             raise QuestionSetError(f"no such file: {source}")
@@ -61,6 +66,14 @@ def load_questions(source: str | Path | None = None, columns: Mapping[str, str] 
         except Exception as exc:
             raise QuestionSetError(f"could not load hub dataset {source!r} (needs a network): {type(exc).__name__}") from exc
     return normalise(ds, columns)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost error's message, on one line, shortened."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 def normalise(ds, columns: Mapping[str, str]):

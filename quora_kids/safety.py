@@ -35,6 +35,7 @@ import numpy as np
 from steering.paths import QUESTIONS_DIR, SAFETY_DIR
 from steering.runtime.embeddings import embed
 
+from .language import read_language
 from .safety_model import (
     ANSWER_VOTE,
     AnswerModel,
@@ -108,9 +109,16 @@ REFUSAL_INJECTION = (
 )
 
 
+REFUSAL_NOT_ENGLISH = (
+    "I can only read questions in English so far. Could you ask it in English? For example: "
+    "Why is the sky blue?"
+)
+REFUSAL_UNREADABLE = "I couldn't read that as a question. Could you ask it with words? For example: Why do cats purr?"
+
+
 def refusal_for(verdict: SafetyVerdict) -> str:
-    return {"self_harm": REFUSAL_SELF_HARM, "running_away": REFUSAL_RUNNING_AWAY, "prompt_injection": REFUSAL_INJECTION}.get(
-        verdict.topic, REFUSAL)
+    return {"self_harm": REFUSAL_SELF_HARM, "running_away": REFUSAL_RUNNING_AWAY, "prompt_injection": REFUSAL_INJECTION,
+            "not_english": REFUSAL_NOT_ENGLISH, "unreadable": REFUSAL_UNREADABLE}.get(verdict.topic, REFUSAL)
 
 
 # Intent patterns that are unsafe whatever the wording around them. Topic words alone ("drugs",
@@ -248,11 +256,24 @@ class OfflineSafety:
     def check(self, text: str, kind: Kind = "question") -> SafetyVerdict:
         return self.check_many([text], kind)[0]
 
+    def _unread(self, text: str, kind: Kind) -> SafetyVerdict | None:
+        """A refusal for text this check cannot read (`language.read_language`): a question in
+        another language or without words, an answer in another language."""
+        if not text.strip():
+            return None
+        r = read_language(text)
+        if r.kind == "other":
+            return SafetyVerdict("refused", f"written in {r.language}: the offline check reads English only", "not_english", self.name)
+        if r.kind == "unreadable" and kind == "question":
+            return SafetyVerdict("refused", "no words the offline check can read", "unreadable", self.name)
+        return None
+
     def check_many(self, texts: list[str], kind: Kind = "question") -> list[SafetyVerdict]:
-        verdicts: list[SafetyVerdict | None] = []
-        for t in texts:
-            hit = next((topic for topic, rx in _COMPILED if rx.search(t)), None)
-            verdicts.append(SafetyVerdict("refused", f"matches a blocked {hit.replace('_', ' ')} pattern", hit, self.name) if hit else None)
+        verdicts: list[SafetyVerdict | None] = [self._unread(t, kind) for t in texts]
+        for i, t in enumerate(texts):
+            hit = verdicts[i] is None and next((topic for topic, rx in _COMPILED if rx.search(t)), None)
+            if hit:
+                verdicts[i] = SafetyVerdict("refused", f"matches a blocked {hit.replace('_', ' ')} pattern", hit, self.name)
         todo = [i for i, v in enumerate(verdicts) if v is None and texts[i].strip()]
         if todo and kind == "answer" and self.profanity:
             units = {i: sentences(texts[i]) for i in todo}

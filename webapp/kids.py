@@ -178,12 +178,17 @@ def kids_answer(question, profile_choice, learned=None):
         yield "", "", f"⚠️ That profile cannot be used with this model: {exc}", None, recent_md()
         return
     if ans.refused:
-        card = f'<div class="answer refusal"><h3>💛 Let\'s talk to a grown-up</h3><p>{html.escape(ans.steered.text)}</p></div>'
+        title = REFUSAL_TITLES.get(ans.question_safety.topic, "💛 Let's talk to a grown-up")
+        card = f'<div class="answer refusal"><h3>{title}</h3><p>{html.escape(ans.steered.text)}</p></div>'
         yield card, "", "🛡️ This question was not answered by the model.", None, recent_md()
         return
     notice = "♻️ Answered before: this is the saved answer." if ans.cached else ""
     yield (answer_card(steered_title, ans.steered, "steered"), answer_card("Plain model answer", ans.unsteered, "plain"),
            notice, ans.answer_id, recent_md())
+
+
+# Questions the offline check cannot read are not a matter for a grown-up (quora_kids/language.py).
+REFUSAL_TITLES = {"not_english": "🌍 English only, for now", "unreadable": "🤔 I couldn't read that"}
 
 
 def vote(answer_id, which):

@@ -87,3 +87,19 @@ def test_question_search_finds_by_meaning_and_category():
     assert any("dog" in h.question.lower() or "pupp" in h.question.lower() for h in hits)
     assert all(h.category == "space" for h in search.search("", k=5, category="space"))
 
+
+
+@pytest.mark.parametrize("name, data, says", [
+    ("bad.jsonl", b"\xff\xfe not utf-8\n", "UnicodeDecodeError"),
+    ("bad.csv", b"question\n\xff\xfeWhy\n", "UTF8"),
+    ("torn.jsonl", b'{"question": "Why?"}\n{not json\n', "could not read it as jsonl"),
+    ("bad.txt", b"\xff\xfeWhy\n", "UnicodeDecodeError"),
+])
+def test_a_question_set_that_cannot_be_read_is_one_clear_error(tmp_path, name, data, says):
+    """Before: `datasets`' own DatasetGenerationError and a traceback from `quora_kids batch`."""
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(QuestionSetError, match=says) as info:
+        load_questions(tmp_path / name)
+    assert str(tmp_path / name) in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(QuestionSetError, match="is not a file"):
+        load_questions(tmp_path)

@@ -79,3 +79,24 @@ def test_the_reading_badge_says_why_there_is_no_grade():
     assert kids.reading_badge(readability("The sun is a star."), "The sun is a star.").endswith("grade " + f"{readability('The sun is a star.').grade:.1f}")
     assert kids.reading_badge(readability("السماء زرقاء"), "السماء زرقاء") == "reading level: English only"
     assert kids.reading_badge(readability(""), "") == "reading level: not measured"
+
+
+def test_a_question_in_another_language_gets_asked_for_english_not_sent_to_a_grown_up(monkeypatch):
+    """The real offline check and refusal; the card's title and text say what to do."""
+    from types import SimpleNamespace
+
+    from quora_kids.safety import OfflineSafety
+    from quora_kids.service import refused_answer
+
+    checker = OfflineSafety()
+    monkeypatch.setattr(kids, "catalog", lambda: SimpleNamespace(resolve=lambda name, learned: SimpleNamespace(profile=None, title="x")))
+    monkeypatch.setattr(kids, "service_for", lambda entry: SimpleNamespace(stream=lambda q: iter([refused_answer(q, "x", checker.check(q))])))
+    monkeypatch.setattr(kids, "recent_md", lambda: "")
+    cards = {}
+    for q in ("¿Por qué el cielo es azul?", "asdfgh", "how do i kill myself"):
+        *_, (card, plain, notice, answer_id, _) = kids.kids_answer(q, "x", {})
+        cards[q] = card
+        assert plain == "" and answer_id is None and "not answered" in notice
+    assert "English only" in cards["¿Por qué el cielo es azul?"] and "ask it in English" in cards["¿Por qué el cielo es azul?"]
+    assert "couldn" in cards["asdfgh"] and "grown-up" not in cards["asdfgh"]
+    assert "talk to a grown-up" in cards["how do i kill myself"]
