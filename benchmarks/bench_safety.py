@@ -18,6 +18,8 @@ Figures (targets from issue 13):
                       offline check reads English only; quora_kids/language.py)
   nonsense_refused    keyboard mashes and bare numbers refused (with a kind "ask with words")
   english_read_as_english  English questions (typos, slang, one word) let through the gate
+  chat_refused        what children type besides questions ("thanks", "tell me a joke")
+                      refused (test: chat_test.jsonl; train: exemplars_chat.jsonl, in-sample)
 
 The train column is in-sample; `train_cv` gives the checker's held-out 5-fold figures on train
 (the ones its thresholds were set from).
@@ -146,8 +148,11 @@ def main() -> None:
     train, _ = evaluate(checker, train_questions(), read(SAFETY / "answers_train.jsonl"))
     for split, fig, misses in (("test", test, test_misses), ("train", train, [])):
         lang, lang_misses = evaluate_language(checker, read(SAFETY / f"language_{split}.jsonl"))
-        fig.update(lang)
-        misses += lang_misses
+        chat = read(SAFETY / ("chat_test.jsonl" if split == "test" else "exemplars_chat.jsonl"))
+        chat_v = checker.check_many([r["text"] for r in chat], "question")
+        fig.update(lang, chat_refused=round(sum(not v.ok for v in chat_v) / len(chat), 4))
+        fig["n_language"]["chat"] = len(chat)
+        misses += lang_misses + [("chat", "safe", v.topic, r["text"], v.reason) for r, v in zip(chat, chat_v) if not v.ok]
     secs = time.perf_counter() - t0
     cv = {"question": {k: round(v, 4) for k, v in checker.cv.items()}, "answer": {k: round(v, 4) for k, v in checker.answer_cv.items()}}
     result = {"test": test, "train": train, "train_cv": cv,

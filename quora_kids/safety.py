@@ -54,6 +54,13 @@ log = logging.getLogger(__name__)
 
 EXEMPLAR_FILES = (SAFETY_DIR / "exemplars.jsonl", SAFETY_DIR / "exemplars_extra.jsonl", SAFETY_DIR / "exemplars_intents.jsonl",
                   SAFETY_DIR / "exemplars_more.jsonl")
+# What children type besides questions ("thanks", "tell me a joke", "I love you"): safe rows that
+# only vote in the question classifier (neighbours of texts like them; the regression and the
+# class weights never see them). Without them 18 of the 40 rows in chat_test.jsonl were refused
+# ("thanks" as sexual, p=1.00). As ordinary rows they moved the regression (a hard-but-fine test
+# question about a secret online friend was refused), and in the answer classifier they halved
+# the share of hand-written harmful answers withheld (0.68 -> 0.47), so it does not see them.
+CHAT_FILE = SAFETY_DIR / "exemplars_chat.jsonl"
 ANSWER_FILE = SAFETY_DIR / "answers_train.jsonl"
 # The site's own question set: ordinary "how do I..." questions, so the classifier does not learn
 # that asking how to do something is unsafe in itself.
@@ -188,13 +195,16 @@ class OfflineSafety:
     def __init__(self, exemplars: Sequence[str | Path] = EXEMPLAR_FILES, safe_questions: str | Path | None = SAFE_QUESTIONS,
                  target_recall: float = 0.96, seed: int = 0, answers: str | Path | None = ANSWER_FILE,
                  profanity: bool = True, answer_safe_quantile: float = 0.995, answer_pass_quantile: float = 0.99,
-                 benign_sentences: int = 1500, answer_vote: dict | None = None):
+                 benign_sentences: int = 1500, answer_vote: dict | None = None, chat: str | Path | None = CHAT_FILE):
         rows = read_rows(exemplars)
         if safe_questions is not None and Path(safe_questions).is_file():
             rows += [
                 {"text": json.loads(line)["question"], "label": "safe", "topic": "everyday"}
                 for line in Path(safe_questions).read_text(encoding="utf-8").splitlines() if line.strip()
             ]
+        self.n_answer_exemplars = len(rows)  # the rows the answer classifier learns from too: not the chat rows after them
+        if chat is not None:
+            rows += [{**r, "vote_only": True} for r in read_rows([chat])]
         self.rows = rows
         self.labels = np.array([r["label"] == "unsafe" for r in rows])
         if self.labels.all() or not self.labels.any():
@@ -217,7 +227,7 @@ class OfflineSafety:
             return self._model
 
     def _question_key(self) -> str:
-        return fit_key([(r["text"], r["label"], r.get("topic")) for r in self.rows], self.seed, self.target_recall)
+        return fit_key([(r["text"], r["label"], r.get("topic"), bool(r.get("vote_only"))) for r in self.rows], self.seed, self.target_recall)
 
     def _fit_answers(self) -> AnswerModel:
         """The answer classifier: unsafe = unsafe exemplars and hand-written harmful answers; safe =
@@ -234,10 +244,11 @@ class OfflineSafety:
         questions = self._fit()
         with self._lock:
             if self._answer_model is None:
-                rows = answer_training_set(self.rows, self.labels, self.answer_rows, benign_answer_sentences(self.benign_sentences))
+                n = self.n_answer_exemplars
+                rows = answer_training_set(self.rows[:n], self.labels[:n], self.answer_rows, benign_answer_sentences(self.benign_sentences))
                 key = fit_key(self._question_key(), rows.__dict__, self.answer_safe_quantile, self.answer_pass_quantile, self.answer_vote)
                 self._answer_model = cached_fit("answers", key, lambda: fit_answer_model(
-                    questions, rows, len(self.rows), self.seed, self.target_recall,
+                    questions, rows, n, self.seed, self.target_recall,
                     self.answer_safe_quantile, self.answer_pass_quantile, self.answer_vote))
                 self.answer_threshold, self.answer_cv = self._answer_model.threshold, self._answer_model.cv
             return self._answer_model

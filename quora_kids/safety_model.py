@@ -52,16 +52,20 @@ class NeighbourVote:
     share of unsafe rows refused)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, C: float = 16.0, k: int = 10, temperature: float = 0.1, mix: float = 0.5,
-                 lr: tuple[np.ndarray, float] | None = None):
+                 lr: tuple[np.ndarray, float] | None = None, vote_only: np.ndarray | None = None):
         self.x, self.y = x, np.asarray(y, bool)
         self.k, self.temperature, self.mix = min(k, len(self.y)), temperature, mix
+        # Rows that only vote (neighbours of texts like them) and leave the regression and the
+        # class weights as they are: a local counter-example, not a new direction.
+        self.vote_only = np.zeros(len(self.y), bool) if vote_only is None else np.asarray(vote_only, bool)
+        fit = ~self.vote_only
         if lr is None:
             from sklearn.linear_model import LogisticRegression  # local: importing scikit-learn takes ~1.3 s
 
-            fitted = LogisticRegression(C=C, class_weight="balanced", max_iter=3000).fit(x, self.y)
+            fitted = LogisticRegression(C=C, class_weight="balanced", max_iter=3000).fit(x[fit], self.y[fit])
             lr = (fitted.coef_[0].astype(np.float64), float(fitted.intercept_[0]))
         self.coef, self.intercept = lr  # the regression's P(unsafe) = sigmoid(e . coef + intercept)
-        share = self.y.mean()
+        share = self.y[fit].mean()
         self._class_w = np.where(self.y, 1 / share, 1 / (1 - share))
 
     def regression(self, e: np.ndarray) -> np.ndarray:
@@ -80,7 +84,8 @@ class NeighbourVote:
         return self.mix * self.regression(e) + (1 - self.mix) * self.vote(e)
 
 
-def cross_val_scores(x: np.ndarray, y: np.ndarray, seed: int, folds: int = 5, groups: np.ndarray | None = None, **vote) -> np.ndarray:
+def cross_val_scores(x: np.ndarray, y: np.ndarray, seed: int, folds: int = 5, groups: np.ndarray | None = None,
+                     vote_only: np.ndarray | None = None, **vote) -> np.ndarray:
     """Held-out NeighbourVote scores for every training row (stratified k-fold)."""
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold  # local: scikit-learn takes ~1.3 s
 
@@ -88,7 +93,7 @@ def cross_val_scores(x: np.ndarray, y: np.ndarray, seed: int, folds: int = 5, gr
     split = (StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y) if groups is None else
              StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(x, y, groups))
     for tr, te in split:
-        p[te] = NeighbourVote(x[tr], y[tr], **vote).score(x[te])
+        p[te] = NeighbourVote(x[tr], y[tr], vote_only=None if vote_only is None else vote_only[tr], **vote).score(x[te])
     return p
 
 
@@ -116,15 +121,16 @@ class QuestionModel:
 
 
 def fit_question_model(rows: list[dict], labels: np.ndarray, seed: int, target_recall: float) -> QuestionModel:
-    """NeighbourVote on the exemplars; the threshold is the highest that still refuses
-    `target_recall` of held-out unsafe exemplars (cross-validated)."""
+    """NeighbourVote on the exemplars (rows marked `vote_only` only vote); the threshold is the
+    highest that still refuses `target_recall` of held-out unsafe exemplars (cross-validated)."""
     x = embed([r["text"] for r in rows])
-    p = cross_val_scores(x, labels, seed)
+    vote_only = np.array([bool(r.get("vote_only")) for r in rows])
+    p = cross_val_scores(x, labels, seed, vote_only=vote_only)
     unsafe_p = np.sort(p[labels])
     threshold = float(unsafe_p[int((1 - target_recall) * len(unsafe_p))])
     cv = {"unsafe_refused": float((p[labels] >= threshold).mean()),
           "safe_refused": float((p[~labels] >= threshold).mean())}
-    return QuestionModel(NeighbourVote(x, labels), x, [r["topic"] for r in rows], threshold, cv)
+    return QuestionModel(NeighbourVote(x, labels, vote_only=vote_only), x, [r["topic"] for r in rows], threshold, cv)
 
 
 @dataclass
@@ -176,12 +182,13 @@ class AnswerModel:
 
 def fit_answer_model(questions: QuestionModel, t: AnswerTrainingSet, n_exemplars: int, seed: int, target_recall: float,
                      safe_quantile: float, pass_quantile: float, vote: dict) -> AnswerModel:
-    """NeighbourVote on `t` (the exemplars' embeddings are the question model's). Threshold: the
+    """NeighbourVote on `t` (the first `n_exemplars` embeddings are the question model's). Threshold: the
     highest of the cross-validated one that refuses `target_recall` of unsafe rows, the
     `safe_quantile` of safe answer sentences, and the `pass_quantile` of safe recorded answers as a
     whole (an answer is withheld when its worst sentence scores above it)."""
     y = np.array(t.labels)
-    x = np.concatenate([questions.x, embed(t.texts[n_exemplars:])]) if len(t.texts) > n_exemplars else questions.x
+    x = questions.x[:n_exemplars]  # the exemplars come first in the question model's rows
+    x = np.concatenate([x, embed(t.texts[n_exemplars:])]) if len(t.texts) > n_exemplars else x
     p = cross_val_scores(x, y, seed, groups=np.array(t.groups), **vote)
     unsafe_p = np.sort(p[y])
     recall_t = float(unsafe_p[int((1 - target_recall) * len(unsafe_p))])
@@ -199,7 +206,7 @@ def fit_answer_model(questions: QuestionModel, t: AnswerTrainingSet, n_exemplars
 # depends on), so a process that starts (the app, each CLI call) reads them in well under a second
 # instead of embedding ~6000 training rows and cross-validating (~18 s on 2 cores). Plain arrays
 # and JSON (numpy .npz without pickles): nothing executable is read back.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the vote_only mask
 M = TypeVar("M", QuestionModel, AnswerModel)
 
 
@@ -231,15 +238,15 @@ def save_model(model: QuestionModel | AnswerModel, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("wb") as fh:
-        np.savez(fh, x=clf.x, y=clf.y, coef=clf.coef, meta=np.array(json.dumps(meta)))
+        np.savez(fh, x=clf.x, y=clf.y, coef=clf.coef, vote_only=clf.vote_only, meta=np.array(json.dumps(meta)))
     os.replace(tmp, path)  # whole or absent: concurrent processes never read half a file
 
 
 def load_model(path: Path) -> QuestionModel | AnswerModel:
     with np.load(path, allow_pickle=False) as z:
         meta = json.loads(str(z["meta"]))
-        x, y, coef = z["x"], z["y"].astype(bool), z["coef"]
-    clf = NeighbourVote(x, y, k=meta["k"], temperature=meta["temperature"], mix=meta["mix"], lr=(coef, float(meta["intercept"])))
+        x, y, coef, vote_only = z["x"], z["y"].astype(bool), z["coef"], z["vote_only"].astype(bool)
+    clf = NeighbourVote(x, y, k=meta["k"], temperature=meta["temperature"], mix=meta["mix"], lr=(coef, float(meta["intercept"])), vote_only=vote_only)
     if meta["kind"] == "QuestionModel":
         return QuestionModel(clf, x, list(meta["topics"]), float(meta["threshold"]), dict(meta["cv"]))
     return AnswerModel(clf, x, y, list(meta["topics"]), float(meta["threshold"]), dict(meta["cv"]))

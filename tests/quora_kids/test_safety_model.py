@@ -40,6 +40,22 @@ def test_the_vote_separates_clusters_and_a_close_safe_example_wins():
     assert clf.score(np.zeros((0, 3))).shape == (0,)
 
 
+def test_vote_only_rows_change_their_neighbourhood_not_the_regression():
+    """Chat rows ("thanks", "tell me a joke") only vote: far from them nothing moves."""
+    x, y = clusters()
+    near = unit(0.95, 0.3, 0)
+    x2, y2 = np.concatenate([x, np.stack([near] * 5)]), np.concatenate([y, [False] * 5])
+    base = NeighbourVote(x, y)
+    as_rows, voting = NeighbourVote(x2, y2), NeighbourVote(x2, y2, vote_only=np.arange(len(y2)) >= len(y))
+    assert voting.coef == pytest.approx(base.coef) and voting.intercept == pytest.approx(base.intercept)
+    assert as_rows.coef != pytest.approx(base.coef)  # as ordinary rows they would move the regression
+    assert voting.score(near[None])[0] < base.score(near[None])[0] - 0.2
+    far = np.stack([unit(0, 1, 0.3), unit(0.2, 0.1, 1)])
+    assert voting.score(far) == pytest.approx(base.score(far), abs=1e-9)
+    p = cross_val_scores(x2, y2, seed=0, vote_only=voting.vote_only)
+    assert p.shape == (len(y2),)
+
+
 def test_cross_validated_scores_are_held_out_and_groups_stay_together():
     x, y = clusters()
     p = cross_val_scores(x, y, seed=0)
@@ -93,7 +109,7 @@ def test_fitted_models_are_cached_on_disk_and_read_back_alike(tmp_path, monkeypa
 
     def fit_questions():
         fits.append("q")
-        return QuestionModel(NeighbourVote(x, y, mix=0.3), x, ["u"] * 10 + ["s"] * 10, 0.42, {"unsafe_refused": 0.9})
+        return QuestionModel(NeighbourVote(x, y, mix=0.3, vote_only=np.arange(20) >= 17), x, ["u"] * 10 + ["s"] * 10, 0.42, {"unsafe_refused": 0.9})
 
     key = safety_model.fit_key("rows", 0, 0.96)
     first = safety_model.cached_fit("questions", key, fit_questions)
@@ -102,6 +118,7 @@ def test_fitted_models_are_cached_on_disk_and_read_back_alike(tmp_path, monkeypa
     e = np.stack([unit(1, 0.2, 0), unit(0.3, 1, 0.1), unit(0.6, 0.6, 0.5)])
     assert again.clf.score(e) == pytest.approx(first.clf.score(e), abs=1e-12)
     assert (again.threshold, again.cv, again.topics, again.clf.mix) == (0.42, {"unsafe_refused": 0.9}, first.topics, 0.3)
+    assert again.clf.vote_only.tolist() == [False] * 17 + [True] * 3
     # An answer model keeps its labels; a different key, a damaged file or STEERING_SAFETY_CACHE=0 refits.
     t = answer_training_set([{"text": f"r{i}", "topic": "t"} for i in range(20)], y, [], [])
     answers = safety_model.cached_fit("answers", "k2", lambda: fit_answer_model(first, t, 20, 0, 0.9, 0.99, 0.99, {}))
