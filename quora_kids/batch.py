@@ -19,7 +19,7 @@ from steering.artefacts.bind import system_for, weights_for
 from steering.metrics import readability
 from steering.runtime.engine import GenerationConfig
 
-from .safety import FALLBACK_ANSWER
+from .refusals import FALLBACK_ANSWER
 
 
 def partial_path(out: Path) -> Path:

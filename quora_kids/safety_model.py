@@ -34,7 +34,6 @@ def read_rows(paths: Sequence[str | Path]) -> list[dict]:
     return rows
 
 
-
 # The answer classifier's NeighbourVote settings (see fit_answer_model): chosen on TRAIN data alone, as
 # the most held-out unsafe answer rows refused (grouped 5-fold cross-validation) among C in {4, 16},
 # mix in {1, 0.7, 0.5, 0.3} and 600 or 1500 chat sentences, all at answer_pass_quantile 0.99.
@@ -55,8 +54,7 @@ class NeighbourVote:
                  lr: tuple[np.ndarray, float] | None = None, vote_only: np.ndarray | None = None):
         self.x, self.y = x, np.asarray(y, bool)
         self.k, self.temperature, self.mix = min(k, len(self.y)), temperature, mix
-        # Rows that only vote (neighbours of texts like them) and leave the regression and the
-        # class weights as they are: a local counter-example, not a new direction.
+        # Rows that only vote (local counter-examples): the regression and class weights skip them.
         self.vote_only = np.zeros(len(self.y), bool) if vote_only is None else np.asarray(vote_only, bool)
         fit = ~self.vote_only
         if lr is None:

@@ -20,7 +20,8 @@ from steering.runtime.engine import GenerationConfig
 from .moderation import LLMSafety
 from .profiles import content_key
 from .questions import MAX_QUESTION_CHARS
-from .safety import FALLBACK_ANSWER, OfflineSafety, SafetyVerdict, refusal_for
+from .refusals import FALLBACK_ANSWER, refusal_for
+from .safety import OfflineSafety, SafetyVerdict
 from .store import AnswerStore
 
 

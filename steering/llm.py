@@ -7,6 +7,7 @@ Every failure becomes an `LLMError` with a one-line message; the API key is neve
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -34,6 +35,9 @@ class LLMClient:
     # same unreachable error at once instead of waiting out its own timeout.
     COOL_DOWN_S = 60.0
     _down_until: float = field(default=0.0, repr=False, compare=False)
+    # A run's stop event (set by AutoSteer): once it is set, a call in flight is abandoned at once
+    # (its thread ends with the request's own timeout) and no new call is made.
+    cancel: threading.Event | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, base_url: str | None = None, model: str | None = None, api_key: str | None = None, timeout: float = 60.0) -> LLMClient:
@@ -55,11 +59,35 @@ class LLMClient:
             raise LLMError(f"the LLM endpoint {self.base_url} did not answer a moment ago (not asked again for {self.COOL_DOWN_S:g} s)",
                            unreachable=True)
         try:
-            return self._chat(messages, temperature, max_tokens)
+            return self._chat_until_cancelled(messages, temperature, max_tokens)
         except LLMError as exc:
             if exc.unreachable:
                 self._down_until = time.monotonic() + self.COOL_DOWN_S
             raise
+
+    def _chat_until_cancelled(self, messages: list[dict], temperature: float, max_tokens: int) -> str:
+        cancel = self.cancel
+        if cancel is None:
+            return self._chat(messages, temperature, max_tokens)
+        if cancel.is_set():
+            raise LLMError("stopped: the LLM endpoint was not asked")
+        out: dict = {}
+
+        def call():
+            try:
+                out["text"] = self._chat(messages, temperature, max_tokens)
+            except BaseException as exc:  # re-raised in the caller
+                out["error"] = exc
+
+        worker = threading.Thread(target=call, name="llm-call", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.1)
+            if cancel.is_set() and worker.is_alive():
+                raise LLMError("stopped while waiting for the LLM endpoint")
+        if "error" in out:
+            raise out["error"]
+        return out["text"]
 
     def _chat(self, messages: list[dict], temperature: float, max_tokens: int) -> str:
         try:

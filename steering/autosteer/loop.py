@@ -2,14 +2,12 @@
 
 `AutoSteer.run()` is a generator: one `ScreenResult` when it has retrieved and screened candidate
 features, one `EpochResult` per epoch (stream it to a screen), then one `FinalResult` with the
-held-out check (unsteered / prompted / steered / prompted+steered) and the profile. All K candidates
-x P prompts of an epoch come out of one batched generate call.
+held-out check and the profile. An epoch's K candidates x P prompts are one batched generate.
 
 Screening: retrieval proposes `features x screen` candidates; each is tried alone at
 `SCREEN_WEIGHT` (its suggested sign) on the training prompts, in batched generates, and the
-judge's best `features` go on to the loop. Labels and activation differences say what a latent is
-about; only steering with it says whether it moves the answers the right way without derailing them.
-Then the epochs optimise steering alone or on top of the behaviour as a system prompt (`mode.py`).
+judge's best `features` go on to the loop (labels say what a latent is about; only steering with it
+says what it does). Then the epochs optimise steering alone or on top of the behaviour as a system prompt.
 """
 
 from __future__ import annotations
@@ -65,6 +63,8 @@ class AutoSteer:
         self.prompted_score: float | None = None  # the prompted answers' score on the screening prompts
         self.notes: list[str] = []
         self._cancel = threading.Event()
+        if client is not None:  # Stop also abandons an endpoint call in flight (llm.LLMClient.chat)
+            client.cancel = self._cancel
 
     def cancel(self) -> None:
         self._cancel.set()

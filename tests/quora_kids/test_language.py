@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from quora_kids.language import read_language
-from quora_kids.safety import REFUSAL_NOT_ENGLISH, REFUSAL_UNREADABLE, OfflineSafety, refusal_for
+from quora_kids.refusals import REFUSAL_NOT_ENGLISH, REFUSAL_UNREADABLE, refusal_for
+from quora_kids.safety import OfflineSafety
 from steering.paths import ROOT
 
 

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from quora_kids.safety import REFUSAL_SELF_HARM, OfflineSafety, refusal_for
+from quora_kids.refusals import REFUSAL_SELF_HARM, refusal_for
+from quora_kids.safety import OfflineSafety
 from steering.paths import ROOT
 
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from quora_kids.safety import FALLBACK_ANSWER, REFUSAL, SafetyVerdict
+from quora_kids.refusals import FALLBACK_ANSWER, REFUSAL
+from quora_kids.safety import SafetyVerdict
 from quora_kids.service import AnswerService, QuestionError, clean_question
 from quora_kids.store import AnswerStore
 from steering.artefacts.bind import make_profile

@@ -27,6 +27,28 @@ def test_an_endpoint_that_did_not_answer_is_not_asked_again_for_a_while(fake_ope
     assert client.chat([{"role": "user", "content": "hi"}]) == "on time"
 
 
+def test_stop_abandons_a_call_in_flight_and_asks_no_more(fake_openai):
+    """A real HTTP exchange with an endpoint that answers after 5 s (timeout 30 s): the stop event,
+    set 0.3 s in, ends the wait at once; a set event makes no request at all."""
+    import threading
+    import time
+
+    stop = threading.Event()
+    client = LLMClient(base_url=fake_openai.base_url, model="m", api_key="k", timeout=30, max_retries=0, cancel=stop)
+    fake_openai.script = [("sleep", 5.0, "late"), "never asked"]
+    threading.Timer(0.3, stop.set).start()
+    t0 = time.monotonic()
+    with pytest.raises(LLMError, match="stopped while waiting") as info:
+        client.chat([{"role": "user", "content": "hi"}])
+    assert time.monotonic() - t0 < 2.0 and not info.value.unreachable
+    with pytest.raises(LLMError, match="not asked"):
+        client.chat([{"role": "user", "content": "hi"}])
+    assert len(fake_openai.requests) == 1
+    stop.clear()
+    fake_openai.script = ["now"]
+    assert client.chat([{"role": "user", "content": "hi"}]) == "now"  # errors and answers still come back through the thread
+
+
 def test_api_key_is_not_in_the_repr(llm_client):
     assert "sk-test-secret" not in repr(llm_client)
 

@@ -77,6 +77,19 @@ def test_cancel_stops_the_loop_and_skips_the_heldout_check(tiny_runtime):
     assert seen[-1].stopped == "cancelled" and seen[-1].heldout is None
 
 
+def test_the_runs_stop_reaches_its_llm_client(tiny_runtime):
+    """Stop must also end a wait on the endpoint (tests/steering/test_llm.py): the run hands its
+    stop event to the client it was given."""
+    from steering.llm import LLMClient
+
+    client = LLMClient(base_url="http://127.0.0.1:9/v1", model="m")
+    cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi"], max_new_tokens=6, epochs=1)
+    loop = AutoSteer(tiny_runtime, cfg, ScriptedJudge([1.0]), Given(lambda c, answers=None: ListOptimiser([[0.1, 0.1]])), client=client, features=FEATS)
+    assert client.cancel is not None and not client.cancel.is_set()
+    loop.cancel()
+    assert client.cancel.is_set()
+
+
 def test_numeric_candidates_come_from_one_batched_generate(tiny_runtime, monkeypatch):
     calls = []
     real = tiny_runtime.engine.generate
