@@ -75,8 +75,9 @@ def _manual_mode(c: SimpleNamespace) -> None:
         with gr.Row():
             c.fquery = gr.Textbox(label="Search features", placeholder="dogs and puppies")
             c.fbtn = gr.Button("Search")
-        c.fresults = gr.Dataframe(pd.DataFrame({"feature": [], "label": [], "score": []}), headers=["feature", "label", "score"],
-                                  label="Matching features", interactive=False)
+        c.fresults = gr.Dataframe(pd.DataFrame({"feature": [], "label": [], "score": [], "mentions": []}),
+                                  headers=["feature", "label", "score", "mentions"], interactive=False,
+                                  label="Matching features (mentions: your words in the label; without any, the nearest by meaning)")
         c.slots = []
         for i in range(MANUAL_SLOTS):
             with gr.Row():

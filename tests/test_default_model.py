@@ -213,7 +213,10 @@ def test_features_search_and_show_cli():
     res = run_cli("-m", "steering", "features", "search", "dogs and puppies", "--k", "5", "--json")
     assert res.returncode == 0, res.stderr[-2000:]
     hits = json.loads(res.stdout)
-    assert len(hits) == 5 and all(set(h) == {"index", "label", "score"} for h in hits)
+    assert len(hits) == 5 and all(set(h) == {"index", "label", "score", "mentions"} for h in hits)
+    assert "dogs" in hits[0]["mentions"]  # the default index's dog latent says "dog, dogs"
+    res = run_cli("-m", "steering", "features", "search", "quantum chromodynamics", "--k", "3")
+    assert res.returncode == 0 and "no label among these mentions a word" in res.stdout
     assert hits == sorted(hits, key=lambda h: -h["score"])
     res = run_cli("-m", "steering", "features", "show", str(hits[0]["index"]), "--json")
     rec = json.loads(res.stdout)

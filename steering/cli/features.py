@@ -52,12 +52,14 @@ def cmd_features_search(args) -> int:
     if not 1 <= args.k <= 1000:
         raise UsageError("--k must be between 1 and 1000")
     index = _load_index(args.preset)
-    hits = index.search(args.query, k=args.k)
+    hits = index.search_words(args.query, k=args.k)
     if args.json:
-        print(json.dumps([{"index": h.index, "label": h.label, "score": round(h.score, 4)} for h in hits]))
+        print(json.dumps([{"index": h.index, "label": h.label, "score": round(h.score, 4), "mentions": list(h.mentions)} for h in hits]))
         return 0
+    if not any(h.mentions for h in hits):
+        print(f"(no label among these mentions a word of {args.query!r}: the nearest by meaning, which may be unrelated)")
     for h in hits:
-        print(f"{h.index:6d}  {h.score:.3f}  {h.label}")
+        print(f"{h.index:6d}  {h.score:.3f}  {h.label}" + (f"  [mentions: {', '.join(h.mentions)}]" if h.mentions else ""))
         for c in index.get(h.index).contexts[: args.contexts]:
             print(f"        | {c}")
     return 0

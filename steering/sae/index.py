@@ -8,7 +8,9 @@ one unit-norm row per latent, all-MiniLM-L6-v2) and `meta.json`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,6 +43,27 @@ class FeatureHit:
     index: int
     label: str
     score: float
+    mentions: tuple[str, ...] = ()  # the query's words found in the label ("dogs" in "fires on dog, dogs")
+
+
+# Similarity alone does not say whether anything matched: unrelated queries score 0.2-0.45
+# ("medieval tax law" 0.45 -> "fires on enough"), good matches 0.36-0.58 ("happy" 0.36 ->
+# "fires on happy, happiness"). A query word in the label does.
+_STOP = frozenset("a an and are as at be behave by for from in into is it its like of on or that the this to with "
+                  "about talk talks act acts way ways things thing explain".split())
+
+
+def mentioned(query: str, label: str) -> tuple[str, ...]:
+    """The query's content words that a word of `label` matches: the same word, one a prefix of
+    the other ("dog" / "dogs"), or the same first 4 letters when both have 5 or more ("happy" /
+    "happiness", "cooking" / "cookies")."""
+    words = {w for w in re.findall(r"[a-z]+", query.lower()) if len(w) >= 3 and w not in _STOP}
+    label_words = {w for w in re.findall(r"[a-z]+", label.lower()) if len(w) >= 3}
+
+    def same(a: str, b: str) -> bool:
+        return a.startswith(b) or b.startswith(a) or (min(len(a), len(b)) >= 5 and a[:4] == b[:4])
+
+    return tuple(sorted(w for w in words if any(same(w, lw) for lw in label_words)))
 
 
 # ---------------------------------------------------------------- the index
@@ -82,6 +105,10 @@ class FeatureIndex:
         scores = np.where(hidden, -np.inf, scores)
         top = np.argsort(-scores)[:k]
         return [FeatureHit(self.records[i].index, self.records[i].label, float(scores[i])) for i in top if np.isfinite(scores[i])]
+
+    def search_words(self, query: str, k: int = 10) -> list[FeatureHit]:
+        """`search`, each hit with the query's words its label mentions (see `mentioned`)."""
+        return [dataclasses.replace(h, mentions=mentioned(query, h.label)) for h in self.search(query, k)]
 
     # ------------------------------------------------------------ persistence
 

@@ -33,6 +33,17 @@ def test_search_ranks_the_matching_label_first(query, best):
     assert hits[0].score > hits[1].score
 
 
+def test_hits_say_which_query_words_their_label_mentions():
+    from steering.sae.index import mentioned
+
+    assert mentioned("Happy dogs", "fires on dog, happiness") == ("dogs", "happy")
+    assert mentioned("cooking for kids", "in text about cook, cookies") == ("cooking",)
+    assert mentioned("talk like a pirate", "fires on talk, like, a") == ()  # only function words in common
+    assert mentioned("music", "fires on museum") == ()
+    hits = _hand_index().search_words("puppy dog tricks", k=2)
+    assert hits[0].index == 0 and hits[0].mentions == ("dog", "puppy") and hits[1].mentions == ()
+
+
 def test_search_hides_dead_and_unlabelled_latents():
     idx = _hand_index()
     assert 3 not in [h.index for h in idx.search("taxes and accounting law", k=5)]
