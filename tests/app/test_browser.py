@@ -103,3 +103,15 @@ def test_kids_tab_answers_a_question_with_two_answers(page):
     assert len(final) >= len(partial) and final.startswith(partial[: max(1, len(partial) // 2)])
     if SHOTS:
         page.screenshot(path=str(SHOTS / "kids.png"), full_page=True)
+
+
+def test_a_question_in_another_language_gets_a_kind_reply_in_the_browser(page):
+    """No model work: the language gate answers before the model is asked."""
+    page.get_by_role("tab", name="Kids' Q&A").click()
+    page.locator("#kids-question textarea").fill("¿Por qué el cielo es azul?")
+    page.locator("#kids-ask").click()
+    card = page.locator("#kids-steered .refusal")
+    card.wait_for(timeout=60_000)
+    assert "English only" in card.inner_text() and "ask it in English" in card.inner_text()
+    if SHOTS:
+        page.screenshot(path=str(SHOTS / "kids-not-english.png"), full_page=True)
