@@ -24,19 +24,16 @@ DEFAULT_PROFILE = PROFILES_DIR / "kids.json"
 def _profile(path: str | None):
     """The named profile; by default the shipped kids profile, or an all-zero one until it exists."""
     from steering.artefacts.bind import blank_profile
-    from steering.artefacts.profile import ProfileError, load_profile
+    from steering.artefacts.profile import load_profile
     from steering.runtime.shared import get_runtime
 
     from .profiles import KIDS_BEHAVIOUR
 
-    try:
-        if path:
-            return load_profile(path)
-        if DEFAULT_PROFILE.is_file():
-            return load_profile(DEFAULT_PROFILE)
-        return blank_profile(get_runtime(), "unsteered", KIDS_BEHAVIOUR)
-    except ProfileError as exc:
-        raise UsageError(str(exc)) from exc
+    if path:
+        return load_profile(path)  # a ProfileError is bad input: run_main answers it with exit code 2
+    if DEFAULT_PROFILE.is_file():
+        return load_profile(DEFAULT_PROFILE)
+    return blank_profile(get_runtime(), "unsteered", KIDS_BEHAVIOUR)
 
 
 def _client(args):
@@ -48,25 +45,21 @@ def _client(args):
 
 
 def cmd_answer(args) -> int:
-    from steering.artefacts.profile import ProfileError
     from steering.runtime.shared import get_runtime
 
-    from .service import AnswerService, QuestionError, clean_question, default_safety, refused_answer
+    from .service import AnswerService, clean_question, default_safety, refused_answer
     from .store import AnswerStore
 
-    try:
-        question = clean_question(args.question)
-        profile = _profile(args.profile)
-        safety = default_safety(_client(args))
-        verdict = safety.check(question, "question")  # a refused question needs no model
-        if not verdict.ok:
-            ans = refused_answer(question, profile.name, verdict)
-        else:
-            service = AnswerService(get_runtime(profile.model.preset), profile, safety,
-                                    None if args.no_store else AnswerStore(args.db), max_new_tokens=args.max_new_tokens)
-            ans = service.answer(question, use_cache=not args.no_cache)
-    except (QuestionError, ProfileError) as exc:
-        raise UsageError(str(exc)) from exc
+    question = clean_question(args.question)  # QuestionError, ProfileError: bad input, exit code 2 (run_main)
+    profile = _profile(args.profile)
+    safety = default_safety(_client(args))
+    verdict = safety.check(question, "question")  # a refused question needs no model
+    if not verdict.ok:
+        ans = refused_answer(question, profile.name, verdict)
+    else:
+        service = AnswerService(get_runtime(profile.model.preset), profile, safety,
+                                None if args.no_store else AnswerStore(args.db), max_new_tokens=args.max_new_tokens)
+        ans = service.answer(question, use_cache=not args.no_cache)
     if args.json:
         print(json.dumps(ans.to_json(), ensure_ascii=False))
         return 0
@@ -80,10 +73,7 @@ def cmd_answer(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    try:
-        questions = read_question_file(args.questions)
-    except QuestionSetError as exc:
-        raise UsageError(str(exc)) from exc
+    questions = read_question_file(args.questions)  # a QuestionSetError is bad input: exit code 2
     if args.limit:
         questions = questions[: args.limit]
     from tqdm import tqdm
@@ -152,21 +142,18 @@ def cmd_curate(args) -> int:
     parents, optionally gentler (`--strength`), written where the site reads curated profiles."""
     from dataclasses import replace
 
-    from steering.artefacts.profile import ProfileError, load_profile, scaled
+    from steering.artefacts.profile import load_profile, scaled
 
     title, description = " ".join(args.display_name.split()), " ".join(args.description.split())
     if not title or not description:
         raise UsageError("--display-name and --description must not be empty")
-    try:
-        profile = load_profile(args.profile)
-        if args.strength != 1.0:
-            profile = scaled(profile, args.strength, f"weights and free direction x{args.strength:g} those the run learned (curated for the kids' site)")
-        profile = replace(profile, name=args.name or profile.name)
-        if args.mode:  # answer with the behaviour as a system prompt as well, or with steering alone
-            profile = replace(profile, mode=args.mode, system_prompt=profile.behavior if args.mode == "prompted_steered" else "")
-        out = profile.save(args.out, extra={"display_name": title, "description": description})
-    except ProfileError as exc:
-        raise UsageError(str(exc)) from exc
+    profile = load_profile(args.profile)  # a ProfileError is bad input: exit code 2 (run_main)
+    if args.strength != 1.0:
+        profile = scaled(profile, args.strength, f"weights and free direction x{args.strength:g} those the run learned (curated for the kids' site)")
+    profile = replace(profile, name=args.name or profile.name)
+    if args.mode:  # answer with the behaviour as a system prompt as well, or with steering alone
+        profile = replace(profile, mode=args.mode, system_prompt=profile.behavior if args.mode == "prompted_steered" else "")
+    out = profile.save(args.out, extra={"display_name": title, "description": description})
     print(json.dumps({"out": str(out), "name": profile.name, "display_name": title, "strength": args.strength}))
     return 0
 

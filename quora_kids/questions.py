@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from steering.errors import InputError
 from steering.paths import QUESTIONS_DIR
 from steering.runtime.embeddings import embed
 
@@ -20,7 +21,7 @@ DEFAULT_QUESTIONS = QUESTIONS_DIR / "kids_questions.jsonl"
 MAX_QUESTION_CHARS = 500
 
 
-class QuestionSetError(ValueError):
+class QuestionSetError(InputError):
     """A question file or dataset that cannot be used; says why."""
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from steering.artefacts.bind import system_for, weights_for
 from steering.artefacts.profile import validate
+from steering.errors import InputError
 from steering.metrics import Readability, readability
 from steering.runtime.engine import GenerationConfig
 
@@ -31,7 +32,7 @@ RETRY_TEMPERATURE, RETRY_TOP_P = 0.5, 0.9
 RETRIES = 2  # regenerations of a withheld answer before the fallback is shown
 
 
-class QuestionError(ValueError):
+class QuestionError(InputError):
     """The question cannot be answered as typed (empty, too long); the message says why."""
 
 

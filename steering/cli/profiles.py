@@ -33,14 +33,11 @@ def cmd_generate(args) -> int:
     if len(prompt) > MAX_PROMPT_CHARS:  # the same limit as the app's manual mode
         raise UsageError(f"--prompt is too long ({len(prompt):,} characters; {MAX_PROMPT_CHARS} at most)")
     from ..artefacts.bind import engine_for_profile, system_for, weights_for
-    from ..artefacts.profile import ProfileError, load_profile
+    from ..artefacts.profile import load_profile
     from ..runtime.engine import GenerationConfig
 
-    try:
-        profile = load_profile(args.profile)
-        engine = engine_for_profile(profile)
-    except ProfileError as exc:
-        raise UsageError(str(exc)) from exc
+    profile = load_profile(args.profile)  # a ProfileError is bad input: run_main answers it with exit code 2
+    engine = engine_for_profile(profile)
     cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
     if args.json:
         [gen] = engine.generate([prompt], [weights_for(profile, engine)], system=system_for(profile), config=cfg)
@@ -67,11 +64,12 @@ def add_export(sub):
 
 def cmd_export(args) -> int:
     from ..artefacts.export import ExportError, export_profile
-    from ..artefacts.profile import ProfileError, load_profile
+    from ..artefacts.profile import load_profile
 
+    profile = load_profile(args.profile)
     try:
-        out = export_profile(load_profile(args.profile), args.out, args.format)
-    except (ProfileError, ExportError) as exc:
+        out = export_profile(profile, args.out, args.format)
+    except ExportError as exc:
         raise UsageError(str(exc)) from exc
     print(out)
     return 0
