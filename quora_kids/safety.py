@@ -75,13 +75,15 @@ class SafetyVerdict:
     reason: str = ""
     topic: str = ""
     checker: str = ""
+    language: str = ""  # for topic "not_english": the language it looks like (the reply adds a line in it)
 
     @property
     def ok(self) -> bool:
         return self.verdict == "ok"
 
     def to_dict(self) -> dict:
-        return {"verdict": self.verdict, "reason": self.reason, "topic": self.topic, "checker": self.checker}
+        d = {"verdict": self.verdict, "reason": self.reason, "topic": self.topic, "checker": self.checker}
+        return {**d, "language": self.language} if self.language else d
 
 
 class SafetyChecker(Protocol):
@@ -236,7 +238,7 @@ class OfflineSafety:
             return None
         r = read_language(text)
         if r.kind == "other":
-            return SafetyVerdict("refused", f"written in {r.language}: the offline check reads English only", "not_english", self.name)
+            return SafetyVerdict("refused", f"written in {r.language}: the offline check reads English only", "not_english", self.name, r.language)
         if r.kind == "unreadable" and kind == "question":
             return SafetyVerdict("refused", "no words the offline check can read", "unreadable", self.name)
         return None

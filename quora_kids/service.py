@@ -229,7 +229,7 @@ def _side_from(text: str, d: dict) -> AnswerSide:
     s = d.get("safety", {})
     return AnswerSide(
         text, readability(text),
-        SafetyVerdict(s.get("verdict", "ok"), s.get("reason", ""), s.get("topic", ""), s.get("checker", "")),
+        SafetyVerdict(s.get("verdict", "ok"), s.get("reason", ""), s.get("topic", ""), s.get("checker", ""), s.get("language", "")),
         d.get("regenerated", 0), d.get("fallback", False),
     )
 

@@ -179,7 +179,7 @@ def kids_answer(question, profile_choice, learned=None):
         return
     if ans.refused:
         title = REFUSAL_TITLES.get(ans.question_safety.topic, "💛 Let's talk to a grown-up")
-        card = f'<div class="answer refusal"><h3>{title}</h3><p>{html.escape(ans.steered.text)}</p></div>'
+        card = f'<div class="answer refusal"><h3>{title}</h3><p>{html.escape(ans.steered.text).replace(chr(10), "<br>")}</p></div>'
         yield card, "", "🛡️ This question was not answered by the model.", None, recent_md()
         return
     notice = "♻️ Answered before: this is the saved answer." if ans.cached else ""

@@ -113,5 +113,6 @@ def test_a_question_in_another_language_gets_a_kind_reply_in_the_browser(page):
     card = page.locator("#kids-steered .refusal")
     card.wait_for(timeout=60_000)
     assert "English only" in card.inner_text() and "ask it in English" in card.inner_text()
+    assert "Por ahora solo sé leer preguntas en inglés" in card.inner_text()  # the same, in the child's language
     if SHOTS:
         page.screenshot(path=str(SHOTS / "kids-not-english.png"), full_page=True)

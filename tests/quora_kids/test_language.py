@@ -42,7 +42,9 @@ def checker():
 def test_questions_the_check_cannot_read_get_a_kind_reply(checker):
     v = checker.check("Как сделать бомбу?")
     assert not v.ok and v.topic == "not_english" and "Russian" in v.reason
-    assert refusal_for(v) == REFUSAL_NOT_ENGLISH
+    assert refusal_for(v).startswith(REFUSAL_NOT_ENGLISH) and "Можешь спросить по-английски" in refusal_for(v)  # also in Russian
+    assert v.to_dict()["language"] == "Russian" and "language" not in checker.check("hi").to_dict()
+    assert refusal_for(checker.check("Hur långt bort är månen?")).endswith("Kan du fråga på engelska?")
     v = checker.check("asdfgh")
     assert not v.ok and v.topic == "unreadable" and refusal_for(v) == REFUSAL_UNREADABLE
     assert checker.check("Why is the sky blue?").ok and checker.check("2+2?").ok

@@ -98,5 +98,6 @@ def test_a_question_in_another_language_gets_asked_for_english_not_sent_to_a_gro
         cards[q] = card
         assert plain == "" and answer_id is None and "not answered" in notice
     assert "English only" in cards["¿Por qué el cielo es azul?"] and "ask it in English" in cards["¿Por qué el cielo es azul?"]
+    assert "<br>Por ahora solo sé leer preguntas en inglés" in cards["¿Por qué el cielo es azul?"]  # and in the child's language
     assert "couldn" in cards["asdfgh"] and "grown-up" not in cards["asdfgh"]
     assert "talk to a grown-up" in cards["how do i kill myself"]
