@@ -114,7 +114,7 @@ def evaluate_language(checker, rows: list[dict]) -> tuple[dict, list]:
     vs = checker.check_many([r["text"] for r in rows], "question")
     gated = lambda v: v.topic in ("not_english", "unreadable")
     misses = [("language", r["label"], v.topic, r["text"], v.reason) for r, v in zip(rows, vs)
-              if (r["label"] == "en") == gated(v) or (r["label"] != "en" and v.ok)]
+              if (gated(v) if r["label"] == "en" else v.ok)]
     rate = lambda label, f: round(sum(f(v) for r, v in zip(rows, vs) if r["label"] == label) / max(1, sum(r["label"] == label for r in rows)), 4)
     return {"other_language_refused": rate("other", lambda v: not v.ok), "nonsense_refused": rate("nonsense", lambda v: not v.ok),
             "english_read_as_english": rate("en", lambda v: not gated(v)),

@@ -36,6 +36,10 @@ ENGLISH_FLOOR = 0.005
 COVERAGE = 0.5
 CONFIDENT = 0.5
 
+# What children type that no dictionary has: read as English words (the classifier then reads the
+# text: "kys" is refused as self-harm, "thx" answered).
+CHAT_WORDS = frozenset("thx ty tysm pls plz idk omg lol lmao rofl bruh brb btw tbh ikr imo smh nvm np gg wyd hru kms kys "
+                       "selfharm u ur r y k kk ok wat wut gonna wanna gotta dunno".split())
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 _SUM = re.compile(r"\d\s*[-+*/x×÷=^%]\s*\d")
 
@@ -80,7 +84,7 @@ def read_language(text: str) -> Reading:
     ident, known = _loaded()
     scores = dict(ident.rank(text))
     p = float(scores.get("en", 0.0))
-    coverage = sum(w in known or w.replace("'", "") in known for w in words) / len(words)
+    coverage = sum(w in known or w in CHAT_WORDS or w.replace("'", "") in known for w in words) / len(words)
     if p >= CONFIDENT or (p >= ENGLISH_FLOOR and coverage >= COVERAGE):
         return Reading("english", "English", p, coverage)
     if p >= ENGLISH_FLOOR:  # not clearly another language, and hardly a word of English

@@ -71,8 +71,10 @@ def load_questions(source: str | Path | None = None, columns: Mapping[str, str] 
 
 def _root_cause(exc: BaseException) -> str:
     """The innermost error's message, on one line, shortened."""
-    while exc.__cause__ is not None or exc.__context__ is not None:
-        exc = exc.__cause__ or exc.__context__
+    seen = {id(exc)}
+    while (nxt := exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)) is not None and id(nxt) not in seen:
+        exc = nxt
+        seen.add(id(exc))
     text = " ".join(f"{type(exc).__name__}: {exc}".split())
     return text if len(text) <= 200 else text[:199] + "…"
 

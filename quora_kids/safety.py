@@ -244,11 +244,15 @@ class OfflineSafety:
         return None
 
     def check_many(self, texts: list[str], kind: Kind = "question") -> list[SafetyVerdict]:
-        verdicts: list[SafetyVerdict | None] = [self._unread(t, kind) for t in texts]
-        for i, t in enumerate(texts):
-            hit = verdicts[i] is None and next((topic for topic, rx in _COMPILED if rx.search(t)), None)
-            if hit:
+        verdicts: list[SafetyVerdict | None] = [None] * len(texts)
+        unread: dict[int, SafetyVerdict] = {}
+        for i, t in enumerate(texts):  # the patterns first: "... kill myself" inside Spanish is still self-harm
+            if hit := next((topic for topic, rx in _COMPILED if rx.search(t)), None):
                 verdicts[i] = SafetyVerdict("refused", f"matches a blocked {hit.replace('_', ' ')} pattern", hit, self.name)
+            elif (gate := self._unread(t, kind)) is not None and gate.topic == "unreadable":
+                unread[i] = gate  # the classifier still reads it ("kys"): its self-harm refusal wins below
+            else:
+                verdicts[i] = gate
         todo = [i for i, v in enumerate(verdicts) if v is None and texts[i].strip()]
         if todo and kind == "answer" and self.profanity:
             units = {i: sentences(texts[i]) for i in todo}
@@ -270,4 +274,7 @@ class OfflineSafety:
                 p, topic = worst[i]
                 if p >= limit:
                     verdicts[i] = SafetyVerdict("refused", f"looks like a request about {topic.replace('_', ' ')} (p={p:.2f})", topic, self.name)
+        for i, gate in unread.items():
+            if verdicts[i] is None or verdicts[i].topic != "self_harm":
+                verdicts[i] = gate
         return [v or SafetyVerdict("ok", "", "", self.name) for v in verdicts]

@@ -35,8 +35,9 @@ class LLMClient:
     # same unreachable error at once instead of waiting out its own timeout.
     COOL_DOWN_S = 60.0
     _down_until: float = field(default=0.0, repr=False, compare=False)
-    # A run's stop event (set by AutoSteer): once it is set, a call in flight is abandoned at once
-    # (its thread ends with the request's own timeout) and no new call is made.
+    # A run's stop event (AutoSteer sets it: a client serves one run, as the app and the command
+    # line make one per run): once it is set, a call in flight is abandoned at once (its thread
+    # ends with the request's own timeout) and no new call is made.
     cancel: threading.Event | None = field(default=None, repr=False, compare=False)
 
     @classmethod

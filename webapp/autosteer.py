@@ -185,7 +185,7 @@ def stop_autosteer(request: gr.Request):
 def search_features(query):
     index = load_index(runtime().preset)
     if index is None or not (query or "").strip():
-        return pd.DataFrame({"feature": [], "label": []})
+        return pd.DataFrame({"feature": [], "label": [], "score": [], "mentions": []})
     hits = index.search_words(query[:MAX_TEXT], k=15)
     return pd.DataFrame({"feature": [h.index for h in hits], "label": [h.label for h in hits], "score": [round(h.score, 3) for h in hits],
                          "mentions": [", ".join(h.mentions) or "-" for h in hits]})

@@ -51,17 +51,24 @@ class FeatureHit:
 # "fires on happy, happiness"). A query word in the label does.
 _STOP = frozenset("a an and are as at be behave by for from in into is it its like of on or that the this to with "
                   "about talk talks act acts way ways things thing explain".split())
+_TEMPLATE = frozenset({"fires", "text", "about"})  # the offline labels' own words: "fires on ...; in text about ...; promotes ..."
 
 
 def mentioned(query: str, label: str) -> tuple[str, ...]:
-    """The query's content words that a word of `label` matches: the same word, one a prefix of
-    the other ("dog" / "dogs"), or the same first 4 letters when both have 5 or more ("happy" /
-    "happiness", "cooking" / "cookies")."""
+    """The query's content words that a word of `label` matches, reading only what the label says
+    a latent fires on or is about (not the token fragments it "promotes", nor the template's own
+    words): the same word or its plural ("dog" / "dogs"), one a prefix of the other when both have
+    4+ letters ("fire" / "fireworks"), or the same first 4 letters when both have 5+ ("happy" /
+    "happiness")."""
     words = {w for w in re.findall(r"[a-z]+", query.lower()) if len(w) >= 3 and w not in _STOP}
-    label_words = {w for w in re.findall(r"[a-z]+", label.lower()) if len(w) >= 3}
+    said = " ".join(part for part in label.lower().split(";") if not part.strip().startswith("promotes"))
+    label_words = {w for w in re.findall(r"[a-z]+", said) if len(w) >= 3 and w not in _TEMPLATE}
 
     def same(a: str, b: str) -> bool:
-        return a.startswith(b) or b.startswith(a) or (min(len(a), len(b)) >= 5 and a[:4] == b[:4])
+        if a.rstrip("s") == b.rstrip("s"):
+            return True
+        short = min(len(a), len(b))
+        return (short >= 4 and (a.startswith(b) or b.startswith(a))) or (short >= 5 and a[:4] == b[:4])
 
     return tuple(sorted(w for w in words if any(same(w, lw) for lw in label_words)))
 

@@ -53,7 +53,7 @@ def test_vote_only_rows_change_their_neighbourhood_not_the_regression():
     far = np.stack([unit(0, 1, 0.3), unit(0.2, 0.1, 1)])
     assert voting.score(far) == pytest.approx(base.score(far), abs=1e-9)
     p = cross_val_scores(x2, y2, seed=0, vote_only=voting.vote_only)
-    assert p.shape == (len(y2),)
+    assert p.shape == (len(y2),) and not np.allclose(p, cross_val_scores(x2, y2, seed=0))  # the folds honour the mask
 
 
 def test_cross_validated_scores_are_held_out_and_groups_stay_together():

@@ -40,6 +40,10 @@ def test_hits_say_which_query_words_their_label_mentions():
     assert mentioned("cooking for kids", "in text about cook, cookies") == ("cooking",)
     assert mentioned("talk like a pirate", "fires on talk, like, a") == ()  # only function words in common
     assert mentioned("music", "fires on museum") == ()
+    # the template's own words and the promoted token fragments are not what a latent is about
+    assert mentioned("fireworks and textbooks", "fires on rain; in text about weather; promotes fireworks") == ()
+    assert mentioned("medieval tax law", "fires on taxpay, lawn") == ()  # 3-letter words match whole words only
+    assert mentioned("cat", "fires on cats") == ("cat",)
     hits = _hand_index().search_words("puppy dog tricks", k=2)
     assert hits[0].index == 0 and hits[0].mentions == ("dog", "puppy") and hits[1].mentions == ()
 
