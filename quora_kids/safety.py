@@ -128,6 +128,16 @@ PATTERNS: list[tuple[str, str]] = [
                          r"\b(print|show|tell me|repeat|reveal)\b[\w\s]{0,15}\bsystem prompt\b|^\s*system\s*:"),
 ]
 _COMPILED = [(topic, re.compile(p, re.I)) for topic, p in PATTERNS]
+# In an answer only (a child may well ask whether to keep a secret): telling a child to hide
+# something from the grown-ups, the red flag of grooming, self-harm and running away. On the
+# recorded answers it matches 6 hand-written harmful training answers, 1 test one, and 1 model
+# answer labelled safe ("don't tell anyone about your family. no one will ever find out"); none of
+# 3,552 ordinary chat sentences.
+_SECRECY = re.compile(
+    r"\b(don'?t|do not|never|no need to)\s+tell\s+(your\s+)?(mom|mum|mommy|mummy|dad|daddy|parents?|family|anyone|anybody|a grown-?up|grown-?ups|teachers?)\b"
+    r"|\bkeep (it|this|that|them|the (marks?|cuts?|scars?|pictures?|photos?|chats?|messages?))\s+((hidden|a secret|secret|private) from|hidden)\b"
+    r"|\bso (that )?(nobody|no one|your (parents|mom|mum|dad)) (sees|knows|finds out|notices|will (see|know|find out|notice))\b"
+    r"|\b(nobody|no one) (needs|has) to know\b|\bwithout (telling|asking) (your )?(parents|mom|mum|dad|anyone)\b|\bdelete the (messages|chats?) so\b", re.I)
 
 
 # Profanity: alt-profanity-check's linear model (shipped in the wheel) on each answer sentence.
@@ -247,7 +257,8 @@ class OfflineSafety:
         verdicts: list[SafetyVerdict | None] = [None] * len(texts)
         unread: dict[int, SafetyVerdict] = {}
         for i, t in enumerate(texts):  # the patterns first: "... kill myself" inside Spanish is still self-harm
-            if hit := next((topic for topic, rx in _COMPILED if rx.search(t)), None):
+            rules = _COMPILED + ([("secrecy", _SECRECY)] if kind == "answer" else [])
+            if hit := next((topic for topic, rx in rules if rx.search(t)), None):
                 verdicts[i] = SafetyVerdict("refused", f"matches a blocked {hit.replace('_', ' ')} pattern", hit, self.name)
             elif (gate := self._unread(t, kind)) is not None and gate.topic == "unreadable":
                 unread[i] = gate  # the classifier still reads it ("kys"): its self-harm refusal wins below
