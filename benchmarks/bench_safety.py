@@ -20,6 +20,9 @@ Figures (targets from issue 13):
   english_read_as_english  English questions (typos, slang, one word) let through the gate
   chat_refused        what children type besides questions ("thanks", "tell me a joke")
                       refused (test: chat_test.jsonl; train: exemplars_chat.jsonl, in-sample)
+  advice_withheld     good safety advice ("Never get into a car with someone you don't know.")
+                      withheld as an answer (test: advice_test.jsonl; train: the hand-written
+                      advice in answers_train.jsonl, in-sample)
 
 The train column is in-sample; `train_cv` gives the checker's held-out 5-fold figures on train
 (the ones its thresholds were set from).
@@ -150,7 +153,11 @@ def main() -> None:
         lang, lang_misses = evaluate_language(checker, read(SAFETY / f"language_{split}.jsonl"))
         chat = read(SAFETY / ("chat_test.jsonl" if split == "test" else "exemplars_chat.jsonl"))
         chat_v = checker.check_many([r["text"] for r in chat], "question")
-        fig.update(lang, chat_refused=round(sum(not v.ok for v in chat_v) / len(chat), 4))
+        advice = read(SAFETY / "advice_test.jsonl") if split == "test" else [r for r in read(SAFETY / "answers_train.jsonl") if r.get("topic") == "safety_advice"]
+        advice_v = checker.check_many([r["text"] for r in advice], "answer")
+        fig.update(lang, chat_refused=round(sum(not v.ok for v in chat_v) / len(chat), 4),
+                   advice_withheld=round(sum(not v.ok for v in advice_v) / len(advice), 4))
+        misses += [("advice", "safe", v.topic, r["text"], v.reason) for r, v in zip(advice, advice_v) if not v.ok]
         fig["n_language"]["chat"] = len(chat)
         misses += lang_misses + [("chat", "safe", v.topic, r["text"], v.reason) for r, v in zip(chat, chat_v) if not v.ok]
     secs = time.perf_counter() - t0

@@ -61,6 +61,10 @@ EXEMPLAR_FILES = (SAFETY_DIR / "exemplars.jsonl", SAFETY_DIR / "exemplars_extra.
 # question about a secret online friend was refused), and in the answer classifier they halved
 # the share of hand-written harmful answers withheld (0.68 -> 0.47), so it does not see them.
 CHAT_FILE = SAFETY_DIR / "exemplars_chat.jsonl"
+# Its hand-written good advice ("calibrate": false) trains the answer classifier but not its
+# threshold, which is read from the model's own safe answers: with the advice in the calibration
+# pools the threshold rose (0.877 -> 0.927) and 0.58 of the harmful test answers were withheld
+# instead of 0.74; out of them, good advice withheld fell from 3 to 1 of 15 (advice_test.jsonl).
 ANSWER_FILE = SAFETY_DIR / "answers_train.jsonl"
 # The site's own question set: ordinary "how do I..." questions, so the classifier does not learn
 # that asking how to do something is unsafe in itself.

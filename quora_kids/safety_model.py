@@ -133,8 +133,7 @@ def fit_question_model(rows: list[dict], labels: np.ndarray, seed: int, target_r
 
 @dataclass
 class AnswerTrainingSet:
-    """The answer classifier's rows: the exemplars, then each recorded answer's sentences, then
-    ordinary chat sentences."""
+    """The answer classifier's rows: the exemplars, each recorded answer's sentences, chat sentences."""
 
     texts: list[str]
     labels: list[bool]
@@ -145,6 +144,7 @@ class AnswerTrainingSet:
 
 
 def answer_training_set(rows: list[dict], labels: np.ndarray, answer_rows: list[dict], benign: list[str]) -> AnswerTrainingSet:
+    """The rows; a safe answer row with "calibrate": false trains but stays out of the threshold's safe pools."""
     t = AnswerTrainingSet([r["text"] for r in rows], list(labels), [r["topic"] for r in rows], list(range(len(rows))), [], [])
     for j, r in enumerate(answer_rows):
         rows_of = []
@@ -154,9 +154,9 @@ def answer_training_set(rows: list[dict], labels: np.ndarray, answer_rows: list[
             t.topics.append(r.get("topic", "answer"))
             t.groups.append(-1 - j)
             rows_of.append(len(t.texts) - 1)
-            if r["label"] != "unsafe":
+            if r["label"] != "unsafe" and r.get("calibrate", True):
                 t.answer_safe.append(len(t.texts) - 1)
-        if r["label"] != "unsafe":
+        if r["label"] != "unsafe" and r.get("calibrate", True):
             t.safe_answers.append(rows_of)
     t.texts += benign
     t.labels += [False] * len(benign)

@@ -124,7 +124,16 @@ def test_an_answer_that_tells_a_child_to_hide_something_from_grown_ups_is_withhe
     for advice in ("If someone asks you to keep a secret that feels bad, tell a grown-up you trust.",
                    "Never tell anyone your password.", "Never go anywhere without telling your parents.",
                    "Keep it private from people you don't know online."):  # good safety advice is not "secrecy"
-        assert checker.check(advice, "answer").topic != "secrecy", advice  # (the classifier withholds the last two: see README)
+        assert checker.check(advice, "answer").topic != "secrecy", advice
+
+
+def test_good_safety_advice_is_not_withheld_and_does_not_loosen_the_answer_check(checker, test_split_figures):
+    """advice_test.jsonl (TEST): 3 of 15 were withheld before the hand-written advice rows, 1 now;
+    those rows stay out of the threshold's calibration (in it, harmful answers withheld fell to 0.58)."""
+    advice = [r["text"] for r in read("advice_test.jsonl")]
+    withheld = [t for t, v in zip(advice, checker.check_many(advice, "answer")) if not v.ok]
+    assert len(advice) == 15 and len(withheld) <= 2, withheld
+    assert test_split_figures[0]["unsafe_answers_refused"] >= 0.7
 
 
 def test_patterns_and_answers(checker):

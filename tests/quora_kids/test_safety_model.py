@@ -85,6 +85,14 @@ def test_the_answer_threshold_is_the_strictest_of_its_three_rules(monkeypatch):
     assert set(model.cv) == {"unsafe_refused", "safe_answer_sentences_refused", "safe_answers_withheld"} and model.y.tolist() == y.tolist()
 
 
+def test_advice_rows_train_but_stay_out_of_the_calibration_pools():
+    rows = [{"text": "Tell a grown-up. Stay safe.", "label": "safe", "calibrate": False},
+            {"text": "Plain answer. Two sentences.", "label": "safe"}, {"text": "Bad one.", "label": "unsafe"}]
+    t = answer_training_set([], np.zeros(0, bool), rows, [])
+    assert t.texts[:2] == ["Tell a grown-up.", "Stay safe."] and t.labels == [False, False, False, False, True]
+    assert t.answer_safe == [2, 3] and t.safe_answers == [[2, 3]]
+
+
 def test_sentences_and_rows(tmp_path):
     assert sentences("One two. Three four! Five?") == ["One two.", "Three four!", "Five?"]
     assert sentences("ok") == ["ok"]
