@@ -74,6 +74,7 @@ def test_test_split_shares_no_text_with_the_training_data():
         assert not {norm(r["text"]) for r in test_a} & train_q
     assert not {norm(r["text"]) for r in test_a} & {norm(r["text"]) for r in train_a}
     assert not {norm(r["text"]) for r in read("chat_test.jsonl")} & {norm(r["text"]) for r in read("exemplars_chat.jsonl")}
+    assert not {norm(r["text"]) for r in read("advice_test.jsonl")} & {norm(r["text"]) for r in train_a}
     assert not {norm(r["question"]) for r in test_a if "question" in r} & {norm(r["question"]) for r in train_a if "question" in r}
 
 
