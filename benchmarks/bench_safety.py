@@ -148,12 +148,13 @@ def main() -> None:
         hand = [r for r in test_a if r["label"] == "unsafe"]
         test_a = live_answers([r["text"] for r in test_q if r["label"] == "safe_hard"]) + hand
     test, test_misses = evaluate(checker, test_q, test_a)
-    train, _ = evaluate(checker, train_questions(), read(SAFETY / "answers_train.jsonl"))
+    train_a = read(SAFETY / "answers_train.jsonl")
+    train, _ = evaluate(checker, train_questions(), train_a)
     for split, fig, misses in (("test", test, test_misses), ("train", train, [])):
         lang, lang_misses = evaluate_language(checker, read(SAFETY / f"language_{split}.jsonl"))
         chat = read(SAFETY / ("chat_test.jsonl" if split == "test" else "exemplars_chat.jsonl"))
         chat_v = checker.check_many([r["text"] for r in chat], "question")
-        advice = read(SAFETY / "advice_test.jsonl") if split == "test" else [r for r in read(SAFETY / "answers_train.jsonl") if r.get("topic") == "safety_advice"]
+        advice = read(SAFETY / "advice_test.jsonl") if split == "test" else [r for r in train_a if r.get("topic") == "safety_advice"]
         advice_v = checker.check_many([r["text"] for r in advice], "answer")
         fig.update(lang, chat_refused=round(sum(not v.ok for v in chat_v) / len(chat), 4),
                    advice_withheld=round(sum(not v.ok for v in advice_v) / len(advice), 4))

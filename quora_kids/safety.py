@@ -261,8 +261,8 @@ class OfflineSafety:
     def check_many(self, texts: list[str], kind: Kind = "question") -> list[SafetyVerdict]:
         verdicts: list[SafetyVerdict | None] = [None] * len(texts)
         unread: dict[int, SafetyVerdict] = {}
+        rules = _COMPILED + ([("secrecy", _SECRECY)] if kind == "answer" else [])
         for i, t in enumerate(texts):  # the patterns first: "... kill myself" inside Spanish is still self-harm
-            rules = _COMPILED + ([("secrecy", _SECRECY)] if kind == "answer" else [])
             if hit := next((topic for topic, rx in rules if rx.search(t)), None):
                 verdicts[i] = SafetyVerdict("refused", f"matches a blocked {hit.replace('_', ' ')} pattern", hit, self.name)
             elif (gate := self._unread(t, kind)) is not None and gate.topic == "unreadable":
