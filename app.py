@@ -112,7 +112,8 @@ def _kids_answers(k: SimpleNamespace) -> None:
                             allow_custom_value=True, elem_id="kids-profile")
     with gr.Row():
         k.about = gr.Markdown(kids.profile_about(default_profile_choice(), None), elem_id="kids-profile-about")
-        k.download = gr.DownloadButton("Download this profile", size="sm", elem_id="kids-profile-download")
+        k.download = gr.DownloadButton("Download this profile", value=kids.profile_download(default_profile_choice(), None),
+                                       size="sm", elem_id="kids-profile-download")
     k.list = gr.JSON(visible=False, label="profiles")
     k.ask = gr.Textbox(label="Your question", placeholder="Why do cats purr?", elem_id="kids-question")
     k.btn = gr.Button("Ask", variant="primary", elem_id="kids-ask")
@@ -124,9 +125,10 @@ def _kids_answers(k: SimpleNamespace) -> None:
     with gr.Row():
         k.vs = gr.Button("👍 Steered answer helped")
         k.vp = gr.Button("👍 Plain answer helped")
-    k.vote = gr.Markdown()
+    k.vote = gr.Markdown(elem_id="kids-vote")
+    k.voted = gr.State([])  # the answers this browser session voted on: one vote each
     gr.Markdown("### Recently asked")
-    k.recent = gr.Markdown()
+    k.recent = gr.HTML(elem_id="kids-recent")
 
 
 def kids_tab() -> SimpleNamespace:
@@ -136,13 +138,15 @@ def kids_tab() -> SimpleNamespace:
                     "You'll see the answer of the profile you pick (kid-friendly unless you choose another) next to the plain model's answer.")
         gr.Markdown("**What is this?** The same small AI model answers every question twice. The *steered* answer "
                     "(left) is nudged by the profile you pick, for example towards simple words a child can follow; the "
-                    "*plain* answer (right) is the model on its own, so you can compare them. Both are checked for safety "
-                    "before they are shown.", elem_id="kids-about")
+                    "*plain* answer (right) is the model on its own, so you can compare them. Both are checked for unsafe "
+                    "content before they are shown, but not for truth: the model is very small and often gets facts wrong, "
+                    "so check anything important with a grown-up.", elem_id="kids-about")
         with gr.Row():
             with gr.Column(scale=2):
                 with gr.Row():
-                    k.query = gr.Textbox(label="Search questions", placeholder="dinosaurs, rain, money...")
-                    k.cat = gr.Dropdown(["All"], value="All", label="Category")
+                    k.query = gr.Textbox(label="Search questions", placeholder="dinosaurs, rain, money...", scale=3)
+                    k.cat = gr.Dropdown(["All"], value="All", label="Category", scale=2)
+                k.search = gr.Button("Search", size="sm")
                 k.pick = gr.Radio([], label="Questions", elem_id="kids-questions")
             with gr.Column(scale=3):
                 _kids_answers(k)
@@ -161,6 +165,7 @@ def _wire_autosteer(c: SimpleNamespace, k: SimpleNamespace, learned: gr.State) -
     # This session's list (curated + its own learned profiles), also readable through the API.
     learned.change(kids_profiles, [learned, k.profile], [k.profile, k.list], api_name="kids_profiles_changed")
     k.profile.change(kids.profile_about, [k.profile, learned], k.about, api_name="kids_profile_about")
+    k.profile.change(kids.download_button, [k.profile, learned], k.download, api_visibility="private")
     c.fbtn.click(autosteer.search_features, c.fquery, c.fresults, api_name="search_features")
     c.fquery.submit(autosteer.search_features, c.fquery, c.fresults, api_name="search_features_submit")
     c.mbtn.click(autosteer.compare_manual, [c.mprompt, *c.slots], [c.msteer, c.mplain], api_name="compare", concurrency_id="compare",
@@ -169,20 +174,25 @@ def _wire_autosteer(c: SimpleNamespace, k: SimpleNamespace, learned: gr.State) -
 
 def _wire_kids(k: SimpleNamespace, learned: gr.State) -> None:
     k.query.submit(kids.kids_browse, [k.query, k.cat], k.pick, api_name="kids_search")
+    k.search.click(kids.kids_browse, [k.query, k.cat], k.pick, api_visibility="private")
     k.cat.change(kids.kids_browse, [k.query, k.cat], k.pick, api_name="kids_category")
     k.pick.change(lambda q: q or gr.update(), k.pick, k.ask, api_name="kids_pick")
     ask_inputs, ask_outputs = [k.ask, k.profile, learned], [k.steer, k.plain, k.notice, k.id, k.recent]
     k.btn.click(kids.kids_answer, ask_inputs, ask_outputs, api_name="kids_answer", concurrency_id="kids", concurrency_limit=KIDS_CONCURRENCY)
     k.ask.submit(kids.kids_answer, ask_inputs, ask_outputs, api_name="kids_answer_submit", concurrency_id="kids",
                  concurrency_limit=KIDS_CONCURRENCY)
+    for event in (k.btn.click, k.ask.submit):  # a new question clears the last vote's thanks
+        event(lambda: "", None, k.vote, queue=False, api_visibility="private")
+    # The button already holds the file (set when the profile changes): one click downloads it. The
+    # API endpoint hands out a fresh copy.
     k.download.click(kids.profile_download, [k.profile, learned], k.download, api_name="kids_profile_download")
-    k.vs.click(lambda i: kids.vote(i, "steered"), k.id, k.vote, api_name="vote_steered")
-    k.vp.click(lambda i: kids.vote(i, "unsteered"), k.id, k.vote, api_name="vote_unsteered")
+    k.vs.click(lambda i, v: kids.vote(i, "steered", v), [k.id, k.voted], [k.vote, k.voted, k.recent], api_name="vote_steered")
+    k.vp.click(lambda i, v: kids.vote(i, "unsteered", v), [k.id, k.voted], [k.vote, k.voted, k.recent], api_name="vote_unsteered")
 
 
 def _on_load():
     ds, _ = kids.questions()
-    return gr.update(choices=["All", *categories(ds)]), kids.kids_browse("", "All"), kids.recent_md()
+    return gr.update(choices=["All", *categories(ds)]), kids.kids_browse("", "All"), kids.recent_html()
 
 
 def build_app() -> gr.Blocks:

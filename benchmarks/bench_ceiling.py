@@ -11,7 +11,7 @@ few multiples of the fitted vector and prints them with the metric judge's score
 part against the unsteered answers.
 
 `--targets hand` (default) fits the dog answers below, written by hand the way a larger model would
-write them (the default model itself writes none: see the README's "Held-out check"); `--targets
+write them (the default model itself writes none: see docs/results.md, "Held-out check"); `--targets
 model` fits the model's own greedy answers with `--behavior` as a system prompt (what an auto-steer
 run learns from). `--prompts N` uses the first N questions only (an auto-steer run's objective
 sees at most 4). The figures are a ceiling for the loop, not a product setting.

@@ -20,6 +20,7 @@ from steering.metrics import readability
 from steering.runtime.engine import GenerationConfig
 
 from .refusals import FALLBACK_ANSWER
+from .service import whole_sentences
 
 
 def partial_path(out: Path) -> Path:
@@ -43,14 +44,14 @@ def local_generator(runtime, profile, max_new_tokens: int = 96) -> Callable[[lis
     weights = weights_for(profile, runtime.engine)
     system = system_for(profile)  # the profile's answering mode
     cfg = GenerationConfig(max_new_tokens=max_new_tokens)
-    return lambda qs: [g.text for g in runtime.engine.generate(qs, [weights] * len(qs), system=system, config=cfg)]
+    return lambda qs: [whole_sentences(g.text) for g in runtime.engine.generate(qs, [weights] * len(qs), system=system, config=cfg)]
 
 
 def remote_generator(client, max_new_tokens: int = 96, workers: int = 4) -> Callable[[list[str]], list[str]]:
     """Questions sent concurrently to an OpenAI-compatible server (the steering is in its weights)."""
 
     def one(q: str) -> str:
-        return client.chat([{"role": "user", "content": q}], max_tokens=max_new_tokens)
+        return whole_sentences(client.chat([{"role": "user", "content": q}], max_tokens=max_new_tokens))
 
     def run(qs: list[str]) -> list[str]:
         with ThreadPoolExecutor(max_workers=workers) as pool:

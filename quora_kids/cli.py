@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from steering.cli.common import UsageError, positive_int, run_main
+from steering.cli.common import UsageError, non_negative_int, positive_int, run_main
 from steering.paths import PROFILES_DIR
 
 from .questions import QuestionSetError, load_questions, read_question_file
@@ -181,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="grade, relevance, fluency, refusals: unsteered/prompted/steered/both")
     e.add_argument("--questions", required=True, help="text file (one per line) or JSONL with a 'question' field")
     e.add_argument("--json", action="store_true")
-    e.add_argument("--batch-size", type=int, default=8)
-    e.add_argument("--limit", type=int, default=0)
+    e.add_argument("--batch-size", type=positive_int, default=8)
+    e.add_argument("--limit", type=non_negative_int, default=0, help="answer only the first N questions (0: all)")
     e.add_argument("--outputs", default=None, help="also write every answer to this JSON file")
     common(e)
     e.set_defaults(func=cmd_evaluate, max_new_tokens=96)
@@ -191,8 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--questions", required=True, help="file (.txt/.jsonl/.csv/.parquet) or hub dataset id")
     b.add_argument("--column", action="append", help="column mapping, e.g. question=question1")
     b.add_argument("--out", required=True)
-    b.add_argument("--batch-size", type=int, default=8)
-    b.add_argument("--limit", type=int, default=0)
+    b.add_argument("--batch-size", type=positive_int, default=8)
+    b.add_argument("--limit", type=non_negative_int, default=0, help="answer only the first N questions (0: all)")
     b.add_argument("--remote-url", default=None, help="send generation to this OpenAI-compatible server instead")
     b.add_argument("--remote-model", default=None)
     common(b)

@@ -18,7 +18,7 @@ from steering.autosteer.results import CONDITIONS, four_conditions
 from steering.metrics import degeneration, perplexities, readability, similarities
 from steering.runtime.engine import GenerationConfig
 
-from .service import RETRIES, regenerate_until_safe
+from .service import RETRIES, regenerate_until_safe, whole_sentences
 
 SELF_REFUSAL = re.compile(r"^\s*(i'?m sorry|i am sorry|i can(?:'|no)t|i cannot|as an ai)\b", re.I)
 
@@ -52,7 +52,7 @@ def evaluate(runtime, profile, questions: Sequence[str], safety=None, batch_size
         prompts, rows, systems = four_conditions(qs, weights, behavior)
         gens = engine.generate(prompts, rows, system=systems, config=cfg)
         for i, c in enumerate(CONDITIONS):
-            outputs[c] += [g.text for g in gens[i * n : (i + 1) * n]]
+            outputs[c] += [whole_sentences(g.text) for g in gens[i * n : (i + 1) * n]]  # as the site shows them
         if progress:
             progress(n)
     stats = {}

@@ -49,6 +49,7 @@ class LLMSafety:
         if first.upper().startswith("SAFE"):
             return SafetyVerdict("ok", "", "", self.name)
         if self.fallback is not None:
+            log.warning("the moderation model gave no SAFE/UNSAFE verdict (%r); using the offline check", first[:60])
             return self.fallback.check(text, kind)
         return SafetyVerdict("refused", "the moderation model gave no clear verdict", "", self.name)
 

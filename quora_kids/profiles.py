@@ -158,7 +158,8 @@ class ProfileCatalog:
                     return learned_entry(name, learned[name])
                 except (KeyError, TypeError, ValueError) as exc:
                     raise UnknownProfile("That learned profile is damaged; run auto-steer again.") from exc
-        names = ", ".join(e.name for e in self.entries(learned))
+        # The titles are what a visitor sees in the dropdown; the names are what the API takes.
+        names = ", ".join(f"{e.title} ({e.name!r})" for e in self.entries(learned))
         raise UnknownProfile(f"There is no profile with that name. Choose one of: {names}.")
 
 

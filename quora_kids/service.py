@@ -7,6 +7,7 @@ regenerated (sampled at RETRY_TEMPERATURE, new seed) up to `retries` times, then
 
 from __future__ import annotations
 
+import re
 import threading
 import unicodedata
 from collections.abc import Iterator
@@ -30,6 +31,17 @@ from .store import AnswerStore
 # perplexity 31.5, 13/16 passing the check, "Bees bake to create honey by putting nectar into an oven"); here 6.6, 16/16.
 RETRY_TEMPERATURE, RETRY_TOP_P = 0.5, 0.9
 RETRIES = 2  # regenerations of a withheld answer before the fallback is shown
+# The end of a sentence: . ! ? (or an ellipsis), closing quotes or brackets, then a space or the
+# end. Not after a digit, so a list's "1." is not one.
+_SENTENCE_END = re.compile(r"(?<![0-9])(?:[.!?]|\u2026)[\"')\]\u201d\u2019]*(?=\s|$)")
+
+
+def whole_sentences(text: str) -> str:
+    """An answer cut by the token limit, without its unfinished last sentence ("... So"): what the
+    site shows, checks and grades. A text with no finished sentence is kept whole."""
+    text = text.rstrip()
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    return text[: ends[-1]] if ends else text
 
 
 class QuestionError(InputError):
@@ -184,6 +196,7 @@ class AnswerService:
                 yield Partial(texts[0], texts[1])
         else:
             texts = [g.text for g in self.rt.engine.generate(*args, **kwargs)]
+        texts = [whole_sentences(t) for t in texts]
         sides = [self._checked_side(q, t, w, cancel) for t, w in ((texts[0], self.weights), (texts[1], None))]
         ans = Answer(q, self.profile.name, sides[0], sides[1], verdict)
         if self.store is not None and not (cancel is not None and cancel.is_set()):
@@ -214,7 +227,8 @@ def regenerate_until_safe(engine, safety, question: str, weights, system: str | 
         tries += 1
         cfg = GenerationConfig(max_new_tokens=max_new_tokens, temperature=RETRY_TEMPERATURE, top_p=RETRY_TOP_P, seed=1000 + tries)
         [g] = engine.generate([question], [weights], system=system, config=cfg, cancel=cancel)
-        text, verdict = g.text, safety.check(g.text, "answer")
+        text = whole_sentences(g.text)
+        verdict = safety.check(text, "answer")
     return text, verdict, tries
 
 

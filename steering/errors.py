@@ -7,3 +7,7 @@ from __future__ import annotations
 
 class InputError(ValueError):
     """Bad input from the user: a malformed file, an unknown name, a value out of range."""
+
+
+class OfflineError(RuntimeError):
+    """A preset needs a download and the hub cannot be reached (the message says what to do)."""

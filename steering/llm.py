@@ -44,7 +44,8 @@ class LLMClient:
     def from_env(cls, base_url: str | None = None, model: str | None = None, api_key: str | None = None, timeout: float = 60.0) -> LLMClient:
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or ""
         if not base_url:
-            raise LLMError("no LLM endpoint configured: set OPENAI_BASE_URL (and OPENAI_API_KEY, STEERING_LLM_MODEL)")
+            raise LLMError("no LLM endpoint configured: pass --llm-base-url (and --llm-model) or set OPENAI_BASE_URL "
+                           "(and OPENAI_API_KEY, STEERING_LLM_MODEL)")
         return cls(
             base_url=base_url,
             model=model or os.environ.get("STEERING_LLM_MODEL") or "gpt-4o-mini",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import threading
+import time
 
 import gradio as gr
 import pandas as pd
@@ -31,13 +32,21 @@ EMPTY_PLOT = pd.DataFrame({"epoch": pd.Series([], dtype=int), "score": pd.Series
 FEATURE_COLUMNS = ["feature", "label", "source", "weight"]
 HELD_COLUMNS = ["condition", "score", "prompt by prompt"]
 VERDICTS = {"threshold": "reached the target score", "epochs": "ran every epoch", "cancelled": "stopped"}
+# The held-out table's rows, in words (the profile and the --json output keep the keys).
+CONDITION_NAMES = {"unsteered": "plain model", "prompted": "prompted (the behaviour as a system prompt)",
+                   "steered": "steered", "prompted_steered": "prompted + steered"}
+# How far along the progress bar each phase starts: retrieval and screening take about half of a
+# default run on 2 CPU cores, the epochs most of the rest.
+PHASE_PROGRESS = {"baseline": 0.02, "retrieve": 0.05, "screen": 0.25, "mode": 0.45, "seed": 0.45, "held-out": 0.92}
+EPOCHS_START, EPOCHS_END = 0.45, 0.92
+LABEL_CHARS = 70  # the features table's labels, cut so its weights stay on screen
 
 
 def features_frame(feats: list[FeatureCandidate], weights: list[float] | None = None) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "feature": [f.index for f in feats],
-            "label": [f.label for f in feats],
+            "label": [f.label if len(f.label) <= LABEL_CHARS else f.label[: LABEL_CHARS - 1] + "…" for f in feats],
             "source": [f.source for f in feats],
             "weight": [round(w, 3) for w in (weights or [0.0] * len(feats))],
         }
@@ -72,6 +81,17 @@ class Page(AutoSteerView):
         self.rows: list[dict] = []
         self.feats_df: pd.DataFrame | None = None
         self.heads_up = ""  # shown above the log for the rest of the run (see targets.heads_up)
+        self.started = time.monotonic()
+        self.fraction = 0.0  # of the whole run, for the progress bar
+
+    def progress(self, text: str, fraction: float | None = None) -> str:
+        """The progress bar (it never moves back) and `text`, with the time so far."""
+        self.fraction = max(self.fraction, fraction if fraction is not None else self.fraction)
+        secs = int(time.monotonic() - self.started)
+        return progress_html(round(100 * self.fraction), 100, f"{text} ({secs // 60} min {secs % 60:02d} s so far)")
+
+    def epochs_fraction(self, done: int) -> float:
+        return EPOCHS_START + (EPOCHS_END - EPOCHS_START) * done / max(1, self.cfg.epochs)
 
     def out(self, status, plot=EMPTY_PLOT, feats=None, held=None, prof=None, file=None):
         log = f"> **Heads-up:** {html.escape(self.heads_up)}.\n\n{self.log_md}" if self.heads_up else self.log_md
@@ -85,7 +105,8 @@ class Page(AutoSteerView):
         if event.phase == HEADS_UP:
             self.heads_up = event.message
         done = 0 if not self.rows else self.rows[-1]["epoch"]
-        return self.out(progress_html(done, self.cfg.epochs, f"{event.phase}: {event.message}..."), self.plot(), self.feats_df)
+        at = self.epochs_fraction(done) if event.phase == "epochs" else PHASE_PROGRESS.get(event.phase)
+        return self.out(self.progress(f"{event.phase}: {event.message}...", at), self.plot(), self.feats_df)
 
     def screened(self, event: ScreenResult):
         kept = event.candidates[: event.kept]
@@ -96,7 +117,7 @@ class Page(AutoSteerView):
         self.log_md = (f"### Screening: {len(event.candidates)} candidate features, each steered alone\n\n"
                        f"| feature | label | source | score alone | |\n|---|---|---|---|---|\n{lines}\n\n---\n")
         self.feats_df = features_frame(kept)
-        return self.out(progress_html(0, self.cfg.epochs, f"Kept the {len(kept)} best features; tuning their weights..."), feats=self.feats_df)
+        return self.out(self.progress(f"Kept the {len(kept)} best features; tuning their weights...", EPOCHS_START), feats=self.feats_df)
 
     def epoch(self, event: EpochResult):
         self.rows += [{"epoch": event.epoch, "score": event.score, "series": "epoch score"},
@@ -111,15 +132,19 @@ class Page(AutoSteerView):
             f" · {event.seconds['generate']:.1f}s generating\n\n{answers}\n"
             f"*Critique:* {html.escape(event.critique)}\n\n---\n" + self.log_md
         )
-        return self.out(progress_html(event.epoch, self.cfg.epochs, f"Epoch {event.epoch} of {self.cfg.epochs} done"), pd.DataFrame(self.rows), self.feats_df)
+        return self.out(self.progress(f"Epoch {event.epoch} of {self.cfg.epochs} done", self.epochs_fraction(event.epoch)),
+                        pd.DataFrame(self.rows), self.feats_df)
 
     def final(self, event: FinalResult):
         """The held-out check; the profile goes into this session's list and a private download file."""
-        profile, epochs = event.profile, self.cfg.epochs
+        profile = event.profile
+        if event.stopped == "cancelled" and not profile.features and profile.free_direction is None:
+            return self.out(self.progress("Stopped before the first epoch finished: nothing was learned, so no profile was saved."),
+                            self.plot(), self.feats_df)
         path = private_profile_file(profile)
         held = None
         if event.heldout:
-            held = pd.DataFrame(dict(zip(HELD_COLUMNS, (list(event.heldout.scores), [round(s, 2) for s in event.heldout.scores.values()],
+            held = pd.DataFrame(dict(zip(HELD_COLUMNS, ([CONDITION_NAMES.get(c, c) for c in event.heldout.scores], [round(s, 2) for s in event.heldout.scores.values()],
                                                         [event.heldout.versus_prompted(c) for c in event.heldout.scores]))))
         held_score = event.heldout.scores.get(profile.mode) if event.heldout else None
         self.learned, learned_name = remember(self.learned, profile, held_score)
@@ -128,8 +153,9 @@ class Page(AutoSteerView):
         free = (f"; {profile.free_share:.0%} of the steering is a learned direction that is not an SAE feature"
                 if profile.free_share else "")
         weak = " Expect a weak effect: the model barely shows this behaviour even when told it (see the log)." if self.heads_up else ""
-        status = progress_html(epochs, epochs, f"Done ({verdict}). Answers {mode}{free}. "
-                               f"Saved for this browser session as {learned_name!r} (download it below).{weak}")
+        status = self.progress(f"Done ({verdict}). Answers {mode}{free}. "
+                               f"Saved for this browser session as {learned_name!r} (download it below).{weak}",
+                               1.0 if event.stopped != "cancelled" else None)
         feats = self.feats_df if self.feats_df is not None else features_frame(self.run.features)
         return self.out(status, self.plot(), feats, held, profile.to_dict(), str(path))
 
@@ -161,7 +187,8 @@ def start_autosteer(behavior, prompts_text, epochs, n_features, judge, optimiser
     page = Page(run, dict(learned or {}))
     with _runs_lock:
         _runs[sid] = run
-    yield page.out(progress_html(0, run.cfg.epochs, "Finding candidate features and trying each one alone (a minute or two on CPU)..."))
+    yield page.out(page.progress("Finding candidate features and trying each one alone (a default run takes 3-4 minutes on 2 CPU cores)...",
+                                 PHASE_PROGRESS["baseline"]))
     try:
         yield from follow(iterate_at(BACKGROUND, run.run()), page)  # kids' questions decode first
     except (LLMError, RuntimeError, ValueError) as exc:

@@ -111,6 +111,13 @@ def profile_download(choice, learned):
     return str(private_profile_file(entry.profile))
 
 
+def download_button(choice, learned):
+    """The Download button, holding the chosen profile's file already, so one click downloads it;
+    hidden for the unsteered model (nothing to download)."""
+    path = profile_download(choice, learned)
+    return gr.update(value=path, visible=path is not None)
+
+
 def profile_about(choice, learned) -> str:
     try:
         entry = catalog().resolve(choice, learned)
@@ -121,8 +128,12 @@ def profile_about(choice, learned) -> str:
 
 def kids_browse(query, category):
     _, search = questions()
-    hits = search.search((query or "")[:MAX_TEXT], k=25, category=None if category in (None, "", "All") else category)
-    return gr.update(choices=[h.question for h in hits], value=None)
+    query = (query or "")[:MAX_TEXT].strip()
+    hits = search.search(query, k=25, category=None if category in (None, "", "All") else category)
+    # The search ranks by meaning, so it always lists something: the label says these are the
+    # closest questions, not matches.
+    label = f"Questions closest to “{query[:60]}”" if query else "Questions"
+    return gr.update(choices=[h.question for h in hits], value=None, label=label)
 
 
 def reading_badge(r, text: str) -> str:
@@ -172,41 +183,51 @@ def kids_answer(question, profile_choice, learned=None):
                 else:
                     ans = item
     except (UnknownProfile, QuestionError) as exc:
-        yield "", "", f"⚠️ {exc}", None, recent_md()
+        yield "", "", f"⚠️ {exc}", None, recent_html()
         return
     except ProfileError as exc:
-        yield "", "", f"⚠️ That profile cannot be used with this model: {exc}", None, recent_md()
+        yield "", "", f"⚠️ That profile cannot be used with this model: {exc}", None, recent_html()
         return
     if ans.refused:
         title = REFUSAL_TITLES.get(ans.question_safety.topic, "💛 Let's talk to a grown-up")
         card = f'<div class="answer refusal"><h3>{title}</h3><p>{html.escape(ans.steered.text).replace(chr(10), "<br>")}</p></div>'
-        yield card, "", "🛡️ This question was not answered by the model.", None, recent_md()
+        yield card, "", "🛡️ This question was not answered by the model.", None, recent_html()
         return
     notice = "♻️ Answered before: this is the saved answer." if ans.cached else ""
     yield (answer_card(steered_title, ans.steered, "steered"), answer_card("Plain model answer", ans.unsteered, "plain"),
-           notice, ans.answer_id, recent_md())
+           notice, ans.answer_id, recent_html())
 
 
 # Questions the offline check cannot read are not a matter for a grown-up (quora_kids/language.py).
 REFUSAL_TITLES = {"not_english": "🌍 English only, for now", "unreadable": "🤔 I couldn't read that"}
 
 
-def vote(answer_id, which):
+def vote(answer_id, which, voted=None):
+    """(message, this session's voted answer ids, the recent list): one vote per answer per
+    browser session (`voted` is the session's gr.State)."""
+    voted = list(voted or [])
     if answer_id is None:
-        return "Ask a question first."
+        return "There is no model answer to vote on yet.", voted, gr.update()
     try:
         answer_id = int(answer_id)
     except (TypeError, ValueError):
-        return "That answer is gone."
+        return "That answer is gone.", voted, gr.update()
+    if answer_id in voted:
+        return "You already voted on this answer. Thank you!", voted, gr.update()
     try:
         n = store().vote(answer_id, which)
     except KeyError:
-        return "That answer is gone."
-    return f"Thanks! {n} {'person' if n == 1 else 'people'} found the {'kid-friendly' if which == 'steered' else 'plain'} answer helpful."
+        return "That answer is gone.", voted, gr.update()
+    side = "steered" if which == "steered" else "plain"
+    return f"Thanks! {n} {'person' if n == 1 else 'people'} found the {side} answer helpful.", [*voted, answer_id], recent_html()
 
 
-def recent_md() -> str:
+def recent_html() -> str:
+    """The questions asked last, as plain text: HTML, not Markdown, so that what a visitor typed
+    ("[cats](http://...)", "**why**") shows as typed and never becomes a link for the others."""
     items = store().recent(8)
     if not items:
-        return "*No questions asked yet.*"
-    return "\n".join(f"- {html.escape(r.question)} <small>(👍 {r.helpful_steered} / {r.helpful_unsteered})</small>" for r in items)
+        return "<p><i>No questions asked yet.</i></p>"
+    rows = "".join(f"<li>{html.escape(r.question)} <small>(👍 {r.helpful_steered} / {r.helpful_unsteered})</small></li>" for r in items)
+    return f'<ul class="recent">{rows}</ul>'
+

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..autosteer.config import DEFAULT_HELDOUT, JUDGES, MODES, OPTIMISERS, AutoSteerConfig
-from .common import UsageError, positive_int
+from .common import UsageError, positive_int, writable_file
 
 # The command imports the engine (torch, transformers) when it runs, so that building the parser
 # (--help, a bad option) stays instant.
@@ -14,9 +14,9 @@ from .common import UsageError, positive_int
 
 def add_autosteer(sub):
     p = sub.add_parser("autosteer", help="learn feature weights for a behaviour from one line of text")
-    p.add_argument("--behavior", required=True, help='e.g. "Explain things in a way that children can understand"')
+    p.add_argument("--behavior", "--behaviour", dest="behavior", required=True, help='e.g. "Explain things in a way that children can understand"')
     p.add_argument("--prompt", action="append", required=True, help="training prompt (repeat for several)")
-    p.add_argument("--heldout", action="append", default=None, help="held-out prompt (repeat); default: a built-in set")
+    p.add_argument("--heldout", "--held-out", dest="heldout", action="append", default=None, help="held-out prompt (repeat); default: a built-in set")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--features", type=int, default=5)
     p.add_argument("--screen", type=int, default=6, help="retrieve FEATURES x SCREEN candidates and keep those that score best alone")
@@ -66,6 +66,8 @@ def cmd_autosteer(args) -> int:
     from ..llm import LLMError
     from .views import JsonLines, Terminal
 
+    if args.out:
+        writable_file(args.out, "--out")  # before the run, not after minutes of it
     run = _make_run(args)
     out = Path(args.out or f"profiles/{run.cfg.name}.json")
     bar = None if args.json else tqdm(total=run.cfg.epochs, desc="epochs", unit="epoch", file=sys.stderr)

@@ -19,7 +19,7 @@ def add_features(sub):
     fsub = p.add_subparsers(dest="features_command", required=True)
     s = fsub.add_parser("search", help="latents whose label matches a description")
     s.add_argument("query")
-    s.add_argument("--k", type=int, default=10)
+    s.add_argument("--k", "-k", "--top", dest="k", type=int, default=10, help="how many features to list")
     s.add_argument("--preset", default=None)
     s.add_argument("--contexts", type=int, default=0, help="also print N top-activating contexts per hit")
     s.add_argument("--json", action="store_true")

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from .common import UsageError, positive_int, temperature
+from .common import UsageError, empty_folder, positive_int, temperature
 
 MAX_PROMPT_CHARS = 2000
 
@@ -16,8 +16,9 @@ MAX_PROMPT_CHARS = 2000
 
 
 def add_generate(sub):
-    p = sub.add_parser("generate", help="answer a prompt with a steering profile")
-    p.add_argument("--profile", required=True, help="steering profile JSON (all-zero weights = unsteered)")
+    p = sub.add_parser("generate", help="answer a prompt with a steering profile (or none: the plain model)")
+    p.add_argument("--profile", default=None, help="steering profile JSON (default: none, the plain model's answer)")
+    p.add_argument("--preset", default=None, help="model preset without a profile (default: the embedded smollm2-135m)")
     p.add_argument("--prompt", required=True)
     p.add_argument("--max-new-tokens", type=positive_int, default=96)
     p.add_argument("--temperature", type=temperature, default=0.0, help="0 = greedy (up to 5)")
@@ -35,16 +36,23 @@ def cmd_generate(args) -> int:
     from ..artefacts.bind import engine_for_profile, system_for, weights_for
     from ..artefacts.profile import load_profile
     from ..runtime.engine import GenerationConfig
+    from ..runtime.shared import get_runtime
 
-    profile = load_profile(args.profile)  # a ProfileError is bad input: run_main answers it with exit code 2
-    engine = engine_for_profile(profile)
+    if args.profile is None:  # the plain model: what a profile's answers are compared with
+        engine, weights, system, name = get_runtime(args.preset).engine, None, None, None
+    else:
+        if args.preset:
+            raise UsageError("--preset is for answering without a profile; a profile names its own model")
+        profile = load_profile(args.profile)  # a ProfileError is bad input: run_main answers it with exit code 2
+        engine = engine_for_profile(profile)
+        weights, system, name = weights_for(profile, engine), system_for(profile), profile.name
     cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
     if args.json:
-        [gen] = engine.generate([prompt], [weights_for(profile, engine)], system=system_for(profile), config=cfg)
-        print(json.dumps({"text": gen.text, "finish_reason": gen.finish_reason, "profile": profile.name}))
+        [gen] = engine.generate([prompt], [weights], system=system, config=cfg)
+        print(json.dumps({"text": gen.text, "finish_reason": gen.finish_reason, "profile": name}))
         return 0
     last = ""
-    for texts in engine.stream([prompt], [weights_for(profile, engine)], system=system_for(profile), config=cfg):
+    for texts in engine.stream([prompt], [weights], system=system, config=cfg):
         sys.stdout.write(texts[0][len(last) :] if texts[0].startswith(last) else "\n" + texts[0])
         sys.stdout.flush()
         last = texts[0]
@@ -66,6 +74,7 @@ def cmd_export(args) -> int:
     from ..artefacts.export import ExportError, export_profile
     from ..artefacts.profile import load_profile
 
+    empty_folder(args.out, "--out")  # before the model loads
     profile = load_profile(args.profile)
     try:
         out = export_profile(profile, args.out, args.format)

@@ -45,8 +45,7 @@ def test_autosteer_streams_two_epochs_and_returns_a_valid_profile(client):
     profile = SteeringProfile.from_dict(prof)
     assert profile.behavior == "Behave like a dog" and len(profile.scores["epochs"]) == 2
     assert all(-1 <= f.weight <= 1 for f in profile.features) and profile.features
-    assert set(h for h in json.dumps(held) .split('"') if h in ("unsteered", "prompted", "steered", "prompted_steered")) == {
-        "unsteered", "prompted", "steered", "prompted_steered"}
+    assert {"plain model", "prompted (the behaviour as a system prompt)", "steered", "prompted + steered"} <= set(json.dumps(held).split('"'))
 
 
 def test_learned_profile_is_listed_for_its_own_session_only(app, client):
@@ -87,7 +86,10 @@ def test_kids_question_returns_both_answers(client):
     assert "answer steered" in steered and "Plain model answer" in plain
     assert "grade" in steered and "grade" in plain
     assert answer_id is not None and "Why do cats purr?" in recent
-    assert "Thanks" in client.predict(answer_id, api_name="/vote_steered")
+    message, recent = client.predict(answer_id, api_name="/vote_steered")
+    assert message.startswith("Thanks! 1 person") and "Why do cats purr? <small>(👍 1 / 0)" in recent  # the list updates at once
+    message, _ = client.predict(answer_id, api_name="/vote_unsteered")
+    assert message.startswith("You already voted")  # one vote per answer per session
 
 
 def test_empty_behaviour_and_huge_question_get_clear_messages(client):

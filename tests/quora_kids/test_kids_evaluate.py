@@ -101,3 +101,13 @@ def test_a_withheld_answer_is_rewritten_until_one_passes_and_a_passing_one_is_ke
                                            ("Sorry to hear that! Dogs like bones.", False), ("The sky is blue.", False)])
 def test_the_model_declining_counts_as_a_refusal(text, refused):
     assert bool(SELF_REFUSAL.search(text)) is refused
+
+
+@pytest.mark.parametrize("extra, message", [(["--batch-size", "0"], "must be at least 1"), (["--limit", "-1"], "must be 0 or more")])
+def test_evaluate_refuses_numbers_that_would_misbehave(extra, message, capsys):
+    """--batch-size 0 crashed in range(); --limit -1 silently dropped the last question."""
+    from quora_kids.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--questions", "q.txt", *extra])
+    assert exc.value.code == 2 and message in capsys.readouterr().err

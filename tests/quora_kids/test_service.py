@@ -100,3 +100,27 @@ def test_profile_for_another_sae_is_refused(tiny_runtime):
     with pytest.raises(ProfileError):
         AnswerService(tiny_runtime, prof, ScriptedSafety())
 
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("They even get some yummy chocolate. So", "They even get some yummy chocolate."),
+    ("Cats purr when happy!", "Cats purr when happy!"),
+    ('It is "fine." And then', 'It is "fine."'),
+    ("Proxima Centauri is 4.27 light-years away. It", "Proxima Centauri is 4.27 light-years away."),
+    ("Here is how:\n\n1. Be kind", "Here is how:\n\n1. Be kind"),  # a list's "1." ends no sentence
+    ("no sentence ends here", "no sentence ends here"),  # nothing to cut back to: kept whole
+    ("", ""),
+])
+def test_an_answer_cut_by_the_token_limit_loses_its_unfinished_sentence(text, shown):
+    from quora_kids.service import whole_sentences
+
+    assert whole_sentences(text) == shown
+
+
+def test_the_site_checks_stores_and_shows_whole_sentences(service, monkeypatch):
+    from steering.runtime.engine import Generation
+
+    monkeypatch.setattr(service.rt.engine, "generate", lambda p, w=None, **kw: [Generation("A star. It is very", [1], "length")] * len(p))
+    a = service.answer("What is the sun?")
+    assert a.steered.text == a.unsteered.text == "A star."
+    assert ("answer", "A star.") in service.safety.seen and service.store.lookup(a.question, service.cache_key).steered == "A star."

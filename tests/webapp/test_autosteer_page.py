@@ -55,7 +55,7 @@ def test_the_final_update_saves_the_profile_for_this_session_only(updates, tmp_p
     page, outs = updates
     status, _, _, _, held, prof, path, learned = outs[-1]
     assert "Done (ran every epoch). Answers steering only." in status and "&#x27;my-dog&#x27;" in status
-    assert list(held["condition"]) == ["unsteered", "prompted", "steered", "prompted_steered"]
+    assert list(held["condition"]) == ["plain model", "prompted (the behaviour as a system prompt)", "steered", "prompted + steered"]
     assert list(held["prompt by prompt"]) == ["", "", "beats prompting on 2, ties 0, trails 0 of 2 prompts",
                                               "beats prompting on 1, ties 1, trails 0 of 2 prompts"]
     assert prof["name"] == "dog" and path.startswith(str(tmp_path / "sessions")) and list(learned) == ["my-dog"]
@@ -75,3 +75,30 @@ def test_a_heads_up_stays_above_the_log_and_in_the_final_status(tiny_runtime, tm
     assert "Expect a weak effect" in outs[-1][0]
     plain = list(follow(events[1:], autosteer.Page(FakeRun(), {})))
     assert "Heads-up" not in plain[-1][1] and "weak effect" not in plain[-1][0]
+
+
+def _bar(status: str) -> int:
+    return int(status.split("width:")[1].split("%")[0])
+
+
+def test_the_progress_bar_moves_through_every_phase_and_never_back(updates):
+    _, outs = updates
+    bars = [_bar(o[0]) for o in outs]
+    assert bars[0] > 0 and bars == sorted(bars) and bars[-1] == 100, bars  # screening already moves it
+    assert "s so far)" in outs[0][0]
+
+
+def test_a_run_stopped_before_its_first_epoch_saves_nothing(tiny_runtime, tmp_path, monkeypatch):
+    """Stop during retrieval or screening: there are no tuned weights, so no profile is offered."""
+    monkeypatch.setattr(common, "USER_PROFILES", tmp_path)
+    empty = make_profile(tiny_runtime, "dog", "Behave like a dog", {})
+    events = [PhaseEvent("retrieve", "finding candidate features"), FinalResult(empty, [], None, "cancelled")]
+    status, _, _, _, _, prof, path, learned = list(follow(events, autosteer.Page(FakeRun(), {})))[-1]
+    assert "nothing was learned, so no profile was saved" in status and prof is None and path is None and learned == {}
+    assert _bar(status) < 100 and not (tmp_path / "sessions").exists()
+
+
+def test_long_feature_labels_are_cut_so_the_weights_stay_on_screen():
+    long = FeatureCandidate(7, "fires on lad, mate, dear; in text about lad, mate, i'll, let, it's; promotes criptions, uscript", "semantic", 1.0, 1.0)
+    label = autosteer.features_frame([long], [0.5])["label"][0]
+    assert len(label) == autosteer.LABEL_CHARS and label.endswith("…")

@@ -12,7 +12,7 @@ def test_app_refuses_paths_without_opening_a_file(monkeypatch, tmp_path):
     """The app's handler, not only the catalog: a path never reaches the filesystem."""
     monkeypatch.setattr(common, "_catalog", ProfileCatalog())
     monkeypatch.setattr(kids, "service_for", lambda entry: pytest.fail("built a service for an unknown name"))
-    monkeypatch.setattr(kids, "recent_md", lambda: "")
+    monkeypatch.setattr(kids, "recent_html", lambda: "")
     opened = []
     real_open = builtins.open
     monkeypatch.setattr(builtins, "open", lambda f, *a, **k: opened.append(f) or real_open(f, *a, **k))
@@ -46,7 +46,7 @@ def test_partial_answers_thin_out_when_many_are_written_at_once(monkeypatch):
 
     monkeypatch.setattr(kids, "catalog", lambda: SimpleNamespace(resolve=lambda name, learned: SimpleNamespace(profile=None, title="x")))
     monkeypatch.setattr(kids, "service_for", lambda entry: Writing())
-    monkeypatch.setattr(kids, "recent_md", lambda: "")
+    monkeypatch.setattr(kids, "recent_html", lambda: "")
     alone = list(kids.kids_answer("Why?", "x", {}))
     others = [kids.live_streams.__enter__() for _ in range(19)]  # 19 other answers being written
     try:
@@ -70,7 +70,7 @@ def test_api_calls_with_missing_or_wrong_numbers_get_a_message_not_an_exception(
     with pytest.raises(ValueError, match="must be numbers"):
         autosteer._new_run("Behave like a dog", "Hi", None, 5, "metric", "gradient", "", "", "", 7)
     monkeypatch.setattr(kids, "store", lambda: pytest.fail("opened the answer store for a malformed id"))
-    assert kids.vote("abc", "steered") == "That answer is gone."
+    assert kids.vote("abc", "steered")[0] == "That answer is gone."
 
 
 def test_the_reading_badge_says_why_there_is_no_grade():
@@ -91,7 +91,7 @@ def test_a_question_in_another_language_gets_asked_for_english_not_sent_to_a_gro
     checker = OfflineSafety()
     monkeypatch.setattr(kids, "catalog", lambda: SimpleNamespace(resolve=lambda name, learned: SimpleNamespace(profile=None, title="x")))
     monkeypatch.setattr(kids, "service_for", lambda entry: SimpleNamespace(stream=lambda q: iter([refused_answer(q, "x", checker.check(q))])))
-    monkeypatch.setattr(kids, "recent_md", lambda: "")
+    monkeypatch.setattr(kids, "recent_html", lambda: "")
     cards = {}
     for q in ("¿Por qué el cielo es azul?", "asdfgh", "how do i kill myself"):
         *_, (card, plain, notice, answer_id, _) = kids.kids_answer(q, "x", {})
@@ -101,3 +101,39 @@ def test_a_question_in_another_language_gets_asked_for_english_not_sent_to_a_gro
     assert "<br>Por ahora solo sé leer preguntas en inglés" in cards["¿Por qué el cielo es azul?"]  # and in the child's language
     assert "couldn" in cards["asdfgh"] and "grown-up" not in cards["asdfgh"]
     assert "talk to a grown-up" in cards["how do i kill myself"]
+
+
+def test_the_recent_list_shows_questions_as_typed_never_as_markdown_or_html(monkeypatch):
+    from types import SimpleNamespace
+
+    row = SimpleNamespace(question="**Why** do [cats](http://evil.example) <b>meow</b>?", helpful_steered=2, helpful_unsteered=0)
+    monkeypatch.setattr(kids, "store", lambda: SimpleNamespace(recent=lambda n: [row]))
+    html_out = kids.recent_html()
+    assert "<a" not in html_out and "<b>" not in html_out and "&lt;b&gt;" in html_out
+    assert "**Why** do [cats](http://evil.example)" in html_out  # shown as typed, in an HTML component (no Markdown)
+
+
+def test_one_vote_per_answer_per_session(monkeypatch, tmp_path):
+    from quora_kids.store import AnswerStore
+
+    store = AnswerStore(tmp_path / "kids.db")
+    answer_id = store.save("Why?", "kids", "Because.", "Because!", {}, profile_key="k")
+    monkeypatch.setattr(kids, "store", lambda: store)
+    msg, voted, recent = kids.vote(answer_id, "steered", [])
+    assert msg == "Thanks! 1 person found the steered answer helpful." and voted == [answer_id] and "👍 1 / 0" in recent
+    msg, voted, _ = kids.vote(answer_id, "unsteered", voted)
+    assert msg.startswith("You already voted") and voted == [answer_id]
+    msg, other_session, _ = kids.vote(answer_id, "unsteered", [])  # another browser session may vote too
+    assert msg == "Thanks! 1 person found the plain answer helpful."
+    assert kids.vote(None, "steered", [])[0] == "There is no model answer to vote on yet."
+
+
+def test_the_download_button_already_holds_the_profile_file(monkeypatch, tmp_path):
+    """One click downloads: the button's value is the file before any click; no file for the
+    unsteered model, and the button hides."""
+    monkeypatch.setattr(common, "_catalog", ProfileCatalog())
+    monkeypatch.setattr(common, "USER_PROFILES", tmp_path)
+    update = kids.download_button("kids", {})
+    assert update["visible"] is True and update["value"].endswith("kids.json")
+    assert update["value"].startswith(str(tmp_path)) and '"behavior"' in open(update["value"]).read()
+    assert kids.download_button("(unsteered)", {}) == {"__type__": "update", "value": None, "visible": False}

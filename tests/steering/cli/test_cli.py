@@ -34,6 +34,11 @@ FEATS = [FeatureCandidate(5, "five", "attribution", 1.0, 1.0)]
     (["generate", "--profile", "missing.json", "--prompt", "  "], "--prompt is empty"),
     (["generate", "--profile", "missing.json", "--prompt", "x" * 2001], "--prompt is too long (2,001 characters"),
     (["export", "--profile", "missing.json", "--out", "x"], "profile file not found"),
+    (["export", "--profile", "missing.json", "--out", "tests"], "already holds files; give a new or empty folder"),
+    (["export", "--profile", "missing.json", "--out", "README.md"], "is a file; give a new folder"),
+    (["autosteer", "--behavior", "b", "--prompt", "p", "--out", "tests"], "is a folder; give a file name"),
+    (["autosteer", "--behavior", "b", "--prompt", "p", "--out", "README.md/p.json"], "README.md is a file, not a folder"),
+    (["generate", "--profile", "missing.json", "--preset", "smollm2-135m", "--prompt", "Hi"], "--preset is for answering without a profile"),
 ])
 def test_bad_input_exits_2_with_one_line(argv, message, capsys):
     assert main(argv) == 2
@@ -81,6 +86,45 @@ def test_out_of_range_numbers_are_refused_before_any_work(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2 and "error: argument --" in capsys.readouterr().err
+
+
+def test_a_mistyped_option_shows_its_own_commands_usage(capsys):
+    """`features search dogs --verbose-ish`: the usage printed is `features search`'s, so the user
+    sees the options there are."""
+    with pytest.raises(SystemExit) as exc:
+        main(["features", "search", "dogs", "--bogus", "3"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "usage: python -m steering features search" in err and "unrecognized arguments: --bogus 3" in err
+
+
+def test_the_spellings_a_newcomer_tries_are_accepted():
+    args = build_parser().parse_args(["autosteer", "--behaviour", "b", "--prompt", "p", "--held-out", "h", "--optimiser", "numeric"])
+    assert args.behavior == "b" and args.heldout == ["h"] and args.optimiser == "numeric"
+    assert build_parser().parse_args(["features", "search", "dogs", "--top", "3"]).k == 3
+    assert build_parser().parse_args(["features", "search", "dogs", "-k", "4"]).k == 4
+    assert build_parser().parse_args(["generate", "--prompt", "Hi"]).profile is None  # no profile: the plain model
+
+
+def test_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["autosteer", "--help"])
+    out = capsys.readouterr().out
+    assert "default: 6" in out and "(default: metric)" in out and "default: None" not in out
+
+
+def test_an_offline_preset_is_one_line_not_a_traceback(monkeypatch, tmp_path, capsys):
+    """A profile for a hub model, with no network: the loader's message, exit 2."""
+    from steering.errors import OfflineError
+    from steering.runtime import shared
+
+    def offline(preset=None, device="cpu"):
+        raise OfflineError("preset 'gemma-2-2b-it' downloads google/gemma-2-2b-it ... not reachable here. Use --preset smollm2-135m")
+
+    monkeypatch.setattr(shared, "get_runtime", offline)
+    monkeypatch.setattr("steering.artefacts.bind.get_runtime", offline)
+    assert main(["generate", "--profile", _kids_with(tmp_path), "--prompt", "Hi"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: preset 'gemma-2-2b-it'") and err.count("\n") == 1
 
 
 def test_every_command_of_the_contract_is_there():
