@@ -82,7 +82,7 @@ def _manual_mode(c: SimpleNamespace) -> None:
         for i in range(MANUAL_SLOTS):
             with gr.Row():
                 c.slots.append(gr.Number(label=f"Feature {i + 1}", precision=0, value=None))
-                c.slots.append(gr.Slider(-1, 1, value=0, step=0.05, label="Weight"))
+                c.slots.append(gr.Slider(-1, 1, value=0, step=0.05, label="Weight", info="0.2-0.5 is usually plenty; near ±1 the text garbles"))
         c.mprompt = gr.Textbox(label="Prompt", value="Tell me about your weekend.")
         c.mbtn = gr.Button("Compare steered vs unsteered")
         with gr.Row():
@@ -176,7 +176,8 @@ def _wire_kids(k: SimpleNamespace, learned: gr.State) -> None:
     k.query.submit(kids.kids_browse, [k.query, k.cat], k.pick, api_name="kids_search")
     k.search.click(kids.kids_browse, [k.query, k.cat], k.pick, api_visibility="private")
     k.cat.change(kids.kids_browse, [k.query, k.cat], k.pick, api_name="kids_category")
-    k.pick.change(lambda q: q or gr.update(), k.pick, k.ask, api_name="kids_pick")
+    # On a phone the list sits above the question box: picking a question scrolls to it.
+    k.pick.change(lambda q: q or gr.update(), k.pick, k.ask, api_name="kids_pick", scroll_to_output=True)
     ask_inputs, ask_outputs = [k.ask, k.profile, learned], [k.steer, k.plain, k.notice, k.id, k.recent]
     k.btn.click(kids.kids_answer, ask_inputs, ask_outputs, api_name="kids_answer", concurrency_id="kids", concurrency_limit=KIDS_CONCURRENCY)
     k.ask.submit(kids.kids_answer, ask_inputs, ask_outputs, api_name="kids_answer_submit", concurrency_id="kids",

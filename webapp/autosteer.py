@@ -53,6 +53,11 @@ def features_frame(feats: list[FeatureCandidate], weights: list[float] | None = 
     )
 
 
+def quoted(text: str) -> str:
+    """An answer inside the log's Markdown quote: every line of it stays in the quote."""
+    return "  \n> ".join(html.escape(line) for line in text.strip().splitlines() if line.strip()) or "(empty)"
+
+
 def plot_update(rows: pd.DataFrame):
     """The score plot, hidden while it has no points (an empty chart draws a '-Infinity' legend)."""
     return gr.update(value=rows, visible=not rows.empty)
@@ -123,7 +128,7 @@ class Page(AutoSteerView):
         self.rows += [{"epoch": event.epoch, "score": event.score, "series": "epoch score"},
                       {"epoch": event.epoch, "score": event.best_score, "series": "best so far"}]
         self.feats_df = features_frame(self.run.features, event.best_weights)
-        answers = "\n".join(f"> **{html.escape(p)}**  \n> {html.escape(o) or '(empty)'}\n" for p, o in zip(self.cfg.prompts, event.outputs))
+        answers = "\n".join(f"> **{html.escape(p)}**  \n> {quoted(o)}\n" for p, o in zip(self.cfg.prompts, event.outputs))
         free = (f" + a free direction (**not an SAE feature**, {event.free_share:.0%} of the steering norm)"
                 if event.free_share else "")
         self.log_md = (

@@ -266,30 +266,49 @@ class FallbackJudge(Judge):
     """A primary judge (an LLM endpoint) that never throws a run away: when it cannot score a
     candidate (off-format answer, timeout, endpoint down), the offline metric judge scores that
     candidate instead and the critique says so. Once the endpoint has not answered at all (a
-    timeout or no connection: `LLMError.unreachable`), the rest of the run is judged by the
-    fallback without asking it again, so a hanging endpoint costs one timeout, not one per answer."""
+    timeout or no connection: `LLMError.unreachable`), or has answered OFF_FORMAT_LIMIT candidates
+    in a row with no score, the rest of the run is judged by the fallback without asking it again:
+    a hanging endpoint costs one timeout, not one per answer, and one that answers nonsense a few
+    requests, not two per answer."""
+
+    OFF_FORMAT_LIMIT = 3
 
     def __init__(self, primary: Judge, fallback: Judge):
         self.primary = primary
         self.fallback = fallback
         self.name = f"{primary.name} (falls back to {fallback.name})"
         self.fallbacks = 0  # how many candidates the fallback judged
+        self.judged = 0  # how many candidates in all
+        self.failed_in_row = 0
         self.down = ""  # why the primary is no longer asked ("" while it is)
 
     def judge_many(self, ctx: JudgeContext, candidates: Sequence[Sequence[str]]) -> list[Judgement]:
         out = []
         for outs in candidates:
+            self.judged += 1
             if self.down:
-                out.append(self._fallback(ctx, outs, f"not asked: it did not answer earlier in this run ({self.down})"))
+                out.append(self._fallback(ctx, outs, f"not asked: {self.down}"))
                 continue
             try:
                 out.append(self.primary.judge_many(ctx, [outs])[0])
+                self.failed_in_row = 0
             except Exception as exc:  # noqa: BLE001 - any failure of the endpoint, reported in the critique
                 reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+                self.failed_in_row += 1
                 if getattr(exc, "unreachable", False):
-                    self.down = reason
+                    self.down = f"it did not answer earlier in this run ({reason})"
+                elif self.failed_in_row >= self.OFF_FORMAT_LIMIT:
+                    self.down = f"it could not score {self.failed_in_row} answers in a row earlier in this run ({reason})"
                 out.append(self._fallback(ctx, outs, reason))
         return out
+
+    def summary(self) -> str:
+        """For the profile's notes: how many answers the fallback scored, and why ("" if none)."""
+        if not self.fallbacks:
+            return ""
+        why = f"; not asked after: {self.down}" if self.down else ""
+        return (f"the {self.primary.name} judge scored {self.judged - self.fallbacks} of {self.judged} answers, "
+                f"the {self.fallback.name} judge the rest{why}")
 
     def _fallback(self, ctx: JudgeContext, outs: Sequence[str], reason: str) -> Judgement:
         self.fallbacks += 1

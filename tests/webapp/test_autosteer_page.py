@@ -102,3 +102,8 @@ def test_long_feature_labels_are_cut_so_the_weights_stay_on_screen():
     long = FeatureCandidate(7, "fires on lad, mate, dear; in text about lad, mate, i'll, let, it's; promotes criptions, uscript", "semantic", 1.0, 1.0)
     label = autosteer.features_frame([long], [0.5])["label"][0]
     assert len(label) == autosteer.LABEL_CHARS and label.endswith("…")
+
+
+def test_a_multi_line_answer_stays_inside_its_quote_in_the_log():
+    assert autosteer.quoted("Plants grow.\n\nThe plant <b>has</b>") == "Plants grow.  \n> The plant &lt;b&gt;has&lt;/b&gt;"
+    assert autosteer.quoted("  ") == "(empty)"

@@ -214,6 +214,17 @@ def test_a_hanging_endpoint_costs_one_timeout_not_one_per_answer(fake_openai):
     assert [j.score for j in verdicts] == [4.0] * 4 and judge.fallbacks == 4
     assert "did not answer within" in verdicts[0].critique
     assert all("not asked: it did not answer earlier in this run" in j.critique for j in verdicts[1:])
+    assert judge.summary().startswith("the llm judge scored 0 of 4 answers, the metric judge the rest; not asked after")
+
+
+def test_an_endpoint_answering_nonsense_is_not_asked_for_every_answer(fake_openai, llm_client):
+    """An endpoint that answers, but never with a score ("banana"), is given up after
+    OFF_FORMAT_LIMIT answers in a row (each asked twice): not two requests per answer all run."""
+    fake_openai.default = "banana"
+    judge = FallbackJudge(LLMJudge(llm_client), OneScoreJudge())
+    verdicts = judge.judge_many(CTX, [["Woof"]] * 10)
+    assert len(fake_openai.requests) == 2 * FallbackJudge.OFF_FORMAT_LIMIT and judge.fallbacks == 10
+    assert "could not score 3 answers in a row" in verdicts[-1].critique and "banana" in verdicts[-1].critique
 
 
 def test_an_off_format_verdict_does_not_stop_the_llm_judge(fake_openai, llm_client):
@@ -237,4 +248,5 @@ def test_a_run_with_a_broken_llm_judge_still_ends_with_a_profile(fake_openai, ll
     assert len(epochs) == 2 and all("llm judge failed" in e.critique for e in epochs)
     assert isinstance(final, FinalResult) and final.stopped == "epochs" and final.heldout is not None
     assert judge.fallbacks >= 2 * 2 + 4  # every candidate of both epochs and the four held-out conditions
+    assert any(n.startswith("the llm judge scored 0 of") for n in final.profile.provenance["notes"])  # the profile says so
 
