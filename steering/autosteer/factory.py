@@ -12,7 +12,8 @@ from ..runtime.shared import get_runtime
 from ..sae.index import load_index
 from .config import JUDGES, OPTIMISERS, AutoSteerConfig
 from .gradient import GradientOptimiser
-from .judges import FallbackJudge, Judge, LLMJudge, MetricJudge
+from .judges import Judge, MetricJudge
+from .llm_judge import FallbackJudge, LLMJudge
 from .loop import GRADIENT_PROMPTS, AutoSteer
 from .optimisers import LLMOptimiser, NumericOptimiser, Optimiser, OptimiserFactory
 from .retrieve import FeatureCandidate

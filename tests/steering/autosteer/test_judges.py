@@ -5,16 +5,14 @@ import pytest
 from fakes import Given
 from steering.autosteer.config import AutoSteerConfig
 from steering.autosteer.judges import (
-    FallbackJudge,
     Judge,
     JudgeContext,
     JudgeError,
     Judgement,
-    LLMJudge,
     MetricJudge,
     harmonic_mean,
-    parse_score,
 )
+from steering.autosteer.llm_judge import FallbackJudge, LLMJudge, parse_score
 from steering.autosteer.loop import AutoSteer
 from steering.autosteer.optimisers import NumericOptimiser
 from steering.autosteer.results import EpochResult, FinalResult
