@@ -149,7 +149,8 @@ def cmd_curate(args) -> int:
         raise UsageError("--display-name and --description must not be empty")
     profile = load_profile(args.profile)  # a ProfileError is bad input: exit code 2 (run_main)
     if args.strength != 1.0:
-        profile = scaled(profile, args.strength, f"weights and free direction x{args.strength:g} those the run learned (curated for the kids' site)")
+        profile = scaled(profile, args.strength, f"weights and free direction x{args.strength:g} those of the profile curated "
+                                                 f"(curated for the kids' site; an earlier note may have scaled it already)")
     profile = replace(profile, name=args.name or profile.name)
     if args.mode:  # answer with the behaviour as a system prompt as well, or with steering alone
         profile = replace(profile, mode=args.mode, system_prompt=profile.behavior if args.mode == "prompted_steered" else "")
@@ -172,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("answer", help="answer one question: steered and unsteered, with reading level and safety")
     a.add_argument("--question", required=True)
     a.add_argument("--json", action="store_true")
-    a.add_argument("--db", default=None, help="answer store (SQLite; default ~/.cache/sae-steering/quora_kids.sqlite3)")
+    a.add_argument("--db", default=None, help="answer store (SQLite; default: $QUORA_KIDS_DB, else ~/.cache/sae-steering/quora_kids.sqlite3)")
     a.add_argument("--no-store", action="store_true")
     a.add_argument("--no-cache", action="store_true")
     common(a)
