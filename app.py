@@ -61,7 +61,7 @@ def _run_results(c: SimpleNamespace) -> None:
     c.plot = gr.LinePlot(autosteer.EMPTY_PLOT, x="epoch", y="score", color="series", title="Score per epoch", y_lim=[0, 10], height=260,
                          visible=False, elem_id="score-plot")
     c.feats = gr.Dataframe(autosteer.features_frame([]), headers=autosteer.FEATURE_COLUMNS, label="Features and current weights",
-                           interactive=False, elem_id="features-table")
+                           interactive=False, elem_id="features-table", wrap=True, column_widths=["12%", "58%", "16%", "14%"])
     c.held = gr.Dataframe(autosteer.empty_held(), headers=autosteer.HELD_COLUMNS, label="Held-out check (mean judge score, 0-10)",
                           interactive=False, elem_id="held-table")
     with gr.Row():

@@ -89,11 +89,12 @@ class Page(AutoSteerView):
         self.started = time.monotonic()
         self.fraction = 0.0  # of the whole run, for the progress bar
 
-    def progress(self, text: str, fraction: float | None = None) -> str:
-        """The progress bar (it never moves back) and `text`, with the time so far."""
+    def progress(self, text: str, fraction: float | None = None, over: bool = False) -> str:
+        """The progress bar (it never moves back) and `text`, with the time so far (or in all, `over`)."""
         self.fraction = max(self.fraction, fraction if fraction is not None else self.fraction)
         secs = int(time.monotonic() - self.started)
-        return progress_html(round(100 * self.fraction), 100, f"{text} ({secs // 60} min {secs % 60:02d} s so far)")
+        took = f"{secs // 60} min {secs % 60:02d} s"
+        return progress_html(round(100 * self.fraction), 100, f"{text} ({'took ' + took if over else took + ' so far'})")
 
     def epochs_fraction(self, done: int) -> float:
         return EPOCHS_START + (EPOCHS_END - EPOCHS_START) * done / max(1, self.cfg.epochs)
@@ -144,7 +145,7 @@ class Page(AutoSteerView):
         """The held-out check; the profile goes into this session's list and a private download file."""
         profile = event.profile
         if event.stopped == "cancelled" and not profile.features and profile.free_direction is None:
-            return self.out(self.progress("Stopped before the first epoch finished: nothing was learned, so no profile was saved."),
+            return self.out(self.progress("Stopped before the first epoch finished: nothing was learned, so no profile was saved.", over=True),
                             self.plot(), self.feats_df)
         path = private_profile_file(profile)
         held = None
@@ -160,7 +161,7 @@ class Page(AutoSteerView):
         weak = " Expect a weak effect: the model barely shows this behaviour even when told it (see the log)." if self.heads_up else ""
         status = self.progress(f"Done ({verdict}). Answers {mode}{free}. "
                                f"Saved for this browser session as {learned_name!r} (download it below).{weak}",
-                               1.0 if event.stopped != "cancelled" else None)
+                               1.0 if event.stopped != "cancelled" else None, over=True)
         feats = self.feats_df if self.feats_df is not None else features_frame(self.run.features)
         return self.out(status, self.plot(), feats, held, profile.to_dict(), str(path))
 
