@@ -117,8 +117,11 @@ def choose_targets(answers: DistillAnswers, judge, behavior: str, options: list,
 # 0-10), and polite 1.96, food 1.90, dog 1.85, coach 1.79, where every condition read 0-2 ("no
 # answer of any condition acts like a dog"). Chosen with the metric judge, which scores the plain
 # answers 1.00 by construction; an LLM judge scores them on its own absolute scale, where the same
-# margin is a guess.
-WEAK_MARGIN = 1.5
+# margin is a guess. Session 19: 1.5 warned "Talk like a pirate" on the app's default prompts
+# (targets 2.27) and on a one-prompt CLI run (2.40), where the benchmark's pirate is the clearest win
+# after kids; 1.1 sits between the highest score of the four behaviours nobody could read
+# (polite, 0.96 above plain) and those two pirate runs (1.27, 1.40).
+WEAK_MARGIN = 1.1
 
 
 def heads_up(answers: DistillAnswers | None) -> str:

@@ -85,7 +85,7 @@ def test_distill_answers_fall_back_to_the_system_prompt_when_the_judge_fails(tin
     assert answers.targets == plain.targets and "could not compare" in answers.note
 
 
-@pytest.mark.parametrize("best, plain, warned", [(1.85, 1.0, True), (2.2, 1.0, True), (2.95, 1.0, False), (7.0, 5.0, False), (5.0, 4.0, True)])
+@pytest.mark.parametrize("best, plain, warned", [(1.85, 1.0, True), (1.96, 1.0, True), (2.27, 1.0, False), (2.95, 1.0, False), (7.0, 5.0, False), (5.0, 4.0, True)])
 def test_the_heads_up_warns_when_the_best_targets_barely_beat_plain_answers(tiny_runtime, best, plain, warned):
     """Judged answers: a behaviour the model barely shows when told (dog: 1.85 vs 1.00) gets a
     warning; one it shows (pirate: 2.95) does not; the margin is on the judge's own scale."""
