@@ -58,7 +58,7 @@ def _run_settings(c: SimpleNamespace) -> None:
 def _run_results(c: SimpleNamespace) -> None:
     """The Auto-steer tab's right column: score plot, features, held-out check, the profile."""
     gr.Markdown("*The score per epoch is plotted here as a run goes.*", elem_id="plot-placeholder")
-    c.plot = gr.LinePlot(autosteer.EMPTY_PLOT, x="epoch", y="score", color="series", title="Score per epoch", y_lim=[0, 10], height=260,
+    c.plot = gr.LinePlot(autosteer.EMPTY_PLOT, x="epoch", y="score", color="series", title="Score per epoch", y_lim=[0, 10], height=260, x_axis_format="~g",
                          visible=False, elem_id="score-plot")
     c.feats = gr.Dataframe(autosteer.features_frame([]), headers=autosteer.FEATURE_COLUMNS, label="Features and current weights",
                            interactive=False, elem_id="features-table", wrap=True, column_widths=["12%", "58%", "16%", "14%"])

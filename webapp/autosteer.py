@@ -58,9 +58,12 @@ def quoted(text: str) -> str:
     return "  \n> ".join(html.escape(line) for line in text.strip().splitlines() if line.strip()) or "(empty)"
 
 
-def plot_update(rows: pd.DataFrame):
-    """The score plot, hidden while it has no points (an empty chart draws a '-Infinity' legend)."""
-    return gr.update(value=rows, visible=not rows.empty)
+def plot_update(rows: pd.DataFrame, epochs: int | None = None):
+    """The score plot, hidden while it has no points (an empty chart draws a '-Infinity' legend);
+    its epoch axis spans the whole run, so one point does not read "1.000000"."""
+    if epochs is None:
+        return gr.update(value=rows, visible=not rows.empty)
+    return gr.update(value=rows, visible=not rows.empty, x_lim=[0, max(2, epochs)])
 
 
 def empty_held() -> pd.DataFrame:
@@ -101,7 +104,7 @@ class Page(AutoSteerView):
 
     def out(self, status, plot=EMPTY_PLOT, feats=None, held=None, prof=None, file=None):
         log = f"> **Heads-up:** {html.escape(self.heads_up)}.\n\n{self.log_md}" if self.heads_up else self.log_md
-        return (status, log, plot_update(plot), feats if feats is not None else features_frame([]),
+        return (status, log, plot_update(plot, self.cfg.epochs), feats if feats is not None else features_frame([]),
                 held if held is not None else empty_held(), prof, file, self.learned)
 
     def plot(self) -> pd.DataFrame:
