@@ -39,6 +39,10 @@ CONDITION_NAMES = {"unsteered": "plain model", "prompted": "prompted (the behavi
 # default run on 2 CPU cores, the epochs most of the rest.
 PHASE_PROGRESS = {"baseline": 0.02, "retrieve": 0.05, "screen": 0.25, "mode": 0.45, "seed": 0.45, "held-out": 0.92}
 EPOCHS_START, EPOCHS_END = 0.45, 0.92
+# What each phase is doing, in words, ahead of the loop's own detailed message.
+PHASE_TITLES = {"baseline": "Answering your prompts without steering", "retrieve": "Finding candidate features",
+                "screen": "Trying each candidate feature alone", "mode": "Choosing what to tune", "seed": "Preparing the optimiser",
+                "epochs": "Tuning the weights", "held-out": "Checking on questions it never saw", HEADS_UP: "Heads-up"}
 LABEL_CHARS = 70  # the features table's labels, cut so its weights stay on screen
 
 
@@ -115,7 +119,8 @@ class Page(AutoSteerView):
             self.heads_up = event.message
         done = 0 if not self.rows else self.rows[-1]["epoch"]
         at = self.epochs_fraction(done) if event.phase == "epochs" else PHASE_PROGRESS.get(event.phase)
-        return self.out(self.progress(f"{event.phase}: {event.message}...", at), self.plot(), self.feats_df)
+        title = PHASE_TITLES.get(event.phase, event.phase)
+        return self.out(self.progress(f"{title}... ({event.phase}: {event.message})", at), self.plot(), self.feats_df)
 
     def screened(self, event: ScreenResult):
         kept = event.candidates[: event.kept]

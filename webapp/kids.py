@@ -193,7 +193,7 @@ def kids_answer(question, profile_choice, learned=None):
         card = f'<div class="answer refusal"><h3>{title}</h3><p>{html.escape(ans.steered.text).replace(chr(10), "<br>")}</p></div>'
         yield card, "", "🛡️ This question was not answered by the model.", None, recent_html()
         return
-    notice = "♻️ Answered before: this is the saved answer." if ans.cached else ""
+    notice = "♻️ Someone asked this before: here are the answers saved then." if ans.cached else ""
     yield (answer_card(steered_title, ans.steered, "steered"), answer_card("Plain model answer", ans.unsteered, "plain"),
            notice, ans.answer_id, recent_html())
 

@@ -54,6 +54,8 @@ class AutoSteerConfig:
             raise ValueError("the behaviour description is too long (500 characters at most)")
         if not self.prompts:
             raise ValueError("give at least one training prompt")
+        if any(not (h or "").strip() for h in self.heldout):
+            raise ValueError("a held-out prompt is empty")
         if any(len(p) > 2000 for p in self.prompts):
             raise ValueError("training prompts must be at most 2000 characters each")
         if self.mode not in MODES:

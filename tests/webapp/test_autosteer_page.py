@@ -40,7 +40,8 @@ def updates(tiny_runtime, tmp_path, monkeypatch):
 def test_every_update_fills_the_eight_outputs(updates):
     _, outs = updates
     assert all(len(o) == 8 for o in outs)
-    assert "screen: steering with each of 2 candidates alone..." in outs[0][0] and outs[0][2]["visible"] is False
+    assert "Trying each candidate feature alone... (screen: steering with each of 2 candidates alone)" in outs[0][0]
+    assert outs[0][2]["visible"] is False
 
 
 def test_screening_and_epochs_go_to_the_log_newest_first_and_escaped(updates):

@@ -26,6 +26,7 @@ FEATS = [FeatureCandidate(5, "five", "attribution", 1.0, 1.0)]
 @pytest.mark.parametrize("argv, message", [
     (["autosteer", "--behavior", " ", "--prompt", "Hi"], "describe a behaviour"),
     (["autosteer", "--behavior", "x", "--prompt", "Hi", "--epochs", "0"], "epochs must be between 1 and 100"),
+    (["autosteer", "--behavior", "x", "--prompt", "Hi", "--heldout", " "], "a held-out prompt is empty"),
     (["features", "search", "  "], "the search query is empty"),
     (["features", "search", "dogs", "--k", "0"], "--k must be between 1 and 1000"),
     (["evaluate-sae", "--preset", "gemma-2-2b-it"], "uses a hub SAE"),
