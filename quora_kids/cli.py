@@ -66,6 +66,8 @@ def cmd_answer(args) -> int:
     if ans.refused:
         print(f"[refused: {ans.question_safety.reason}]\n{ans.steered.text}")
         return 0
+    if ans.care:
+        print(ans.care + "\n")
     for name, side in (("steered (" + ans.profile + ")", ans.steered), ("unsteered", ans.unsteered)):
         print(f"== {name} - grade {side.readability.grade:.1f}, {side.readability.badge}")
         print(side.text + "\n")

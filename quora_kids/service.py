@@ -19,6 +19,7 @@ from steering.errors import InputError
 from steering.metrics import Readability, readability
 from steering.runtime.engine import GenerationConfig
 
+from .care import care_note
 from .moderation import LLMSafety
 from .profiles import content_key
 from .questions import MAX_QUESTION_CHARS
@@ -85,6 +86,7 @@ class Answer:
     question_safety: SafetyVerdict
     answer_id: int | None = None
     cached: bool = False
+    care: str = ""  # the note for a big question (quora_kids.care), shown with the answers
 
     @property
     def refused(self) -> bool:
@@ -95,6 +97,7 @@ class Answer:
         return {
             "question": self.question,
             "profile": self.profile,
+            "care_note": self.care,
             "steered": self.steered.text,
             "unsteered": self.unsteered.text,
             "readability": {
@@ -183,7 +186,7 @@ class AnswerService:
         if use_cache and self.store is not None and (hit := self.store.lookup(q, self.cache_key)) is not None:
             d = hit.details
             yield Answer(q, self.profile.name, _side_from(hit.steered, d.get("steered", {})), _side_from(hit.unsteered, d.get("unsteered", {})),
-                         verdict, hit.id, cached=True)
+                         verdict, hit.id, cached=True, care=care_note(q))
             return
         cfg = GenerationConfig(max_new_tokens=self.max_new_tokens)
         # One batched generate, two rows: the steered side answers in the profile's mode (with its
@@ -198,7 +201,7 @@ class AnswerService:
             texts = [g.text for g in self.rt.engine.generate(*args, **kwargs)]
         texts = [whole_sentences(t) for t in texts]
         sides = [self._checked_side(q, t, w, cancel) for t, w in ((texts[0], self.weights), (texts[1], None))]
-        ans = Answer(q, self.profile.name, sides[0], sides[1], verdict)
+        ans = Answer(q, self.profile.name, sides[0], sides[1], verdict, care=care_note(q))
         if self.store is not None and not (cancel is not None and cancel.is_set()):
             ans.answer_id = self.store.save(
                 q, self.profile.name, sides[0].text, sides[1].text,

@@ -193,7 +193,8 @@ def kids_answer(question, profile_choice, learned=None):
         card = f'<div class="answer refusal"><h3>{title}</h3><p>{html.escape(ans.steered.text).replace(chr(10), "<br>")}</p></div>'
         yield card, "", "🛡️ This question was not answered by the model.", None, recent_html()
         return
-    notice = "♻️ Someone asked this before: here are the answers saved then." if ans.cached else ""
+    saved = "♻️ Someone asked this before: here are the answers saved then." if ans.cached else ""
+    notice = "\n\n".join(n for n in (ans.care, saved) if n)  # a big question's note first
     yield (answer_card(steered_title, ans.steered, "steered"), answer_card("Plain model answer", ans.unsteered, "plain"),
            notice, ans.answer_id, recent_html())
 

@@ -124,3 +124,27 @@ def test_the_site_checks_stores_and_shows_whole_sentences(service, monkeypatch):
     a = service.answer("What is the sun?")
     assert a.steered.text == a.unsteered.text == "A star."
     assert ("answer", "A star.") in service.safety.seen and service.store.lookup(a.question, service.cache_key).steered == "A star."
+
+
+@pytest.mark.parametrize("question, kind", [
+    ("someone online asked me for pictures, what should I do", "tell"),
+    ("is anyone allowed to touch the parts my swimsuit covers", "tell"),
+    ("a kid in my class trips me every day, what do i do", "tell"),
+    ("my goldfish died, should we bury it", "big"),
+    ("Where do babies come from?", "big"),
+    ("What are shooting stars?", ""),  # not a shooting
+    ("Why is the sky blue?", ""),
+])
+def test_big_questions_get_a_kind_note_pointing_to_a_grown_up(question, kind):
+    from quora_kids.care import BIG_NOTE, TELL_NOTE, care_note
+
+    assert care_note(question) == {"tell": TELL_NOTE, "big": BIG_NOTE, "": ""}[kind]
+
+
+def test_the_answer_carries_the_care_note_fresh_and_cached(service):
+    from quora_kids.care import BIG_NOTE
+
+    fresh = service.answer("Why do people die?")
+    again = service.answer("Why do people die?")
+    assert fresh.care == again.care == BIG_NOTE and again.cached and fresh.to_json()["care_note"] == BIG_NOTE
+    assert service.answer("Why is the sky blue?").to_json()["care_note"] == ""

@@ -137,3 +137,20 @@ def test_the_download_button_already_holds_the_profile_file(monkeypatch, tmp_pat
     assert update["visible"] is True and update["value"].endswith("kids.json")
     assert update["value"].startswith(str(tmp_path)) and '"behavior"' in open(update["value"]).read()
     assert kids.download_button("(unsteered)", {}) == {"__type__": "update", "value": None, "visible": False}
+
+
+def test_a_big_questions_note_shows_above_the_answers(monkeypatch):
+    from types import SimpleNamespace
+
+    from quora_kids.care import TELL_NOTE
+    from quora_kids.safety import SafetyVerdict
+    from quora_kids.service import Answer, AnswerSide
+    from steering.metrics import readability
+
+    side = AnswerSide("Tell a grown-up.", readability("Tell a grown-up."), SafetyVerdict("ok"))
+    answer = Answer("someone online asked me for pictures", "kids", side, side, SafetyVerdict("ok"), 7, care=TELL_NOTE)
+    monkeypatch.setattr(kids, "catalog", lambda: SimpleNamespace(resolve=lambda name, learned: SimpleNamespace(profile=None, title="x")))
+    monkeypatch.setattr(kids, "service_for", lambda entry: SimpleNamespace(stream=lambda q: iter([answer])))
+    monkeypatch.setattr(kids, "recent_html", lambda: "")
+    *_, (steered, plain, notice, answer_id, _) = kids.kids_answer("someone online asked me for pictures", "x", {})
+    assert notice == TELL_NOTE and answer_id == 7 and "Tell a grown-up." in steered
