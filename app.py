@@ -176,8 +176,8 @@ def _wire_kids(k: SimpleNamespace, learned: gr.State) -> None:
     k.query.submit(kids.kids_browse, [k.query, k.cat], k.pick, api_name="kids_search")
     k.search.click(kids.kids_browse, [k.query, k.cat], k.pick, api_visibility="private")
     k.cat.change(kids.kids_browse, [k.query, k.cat], k.pick, api_name="kids_category")
-    # On a phone the list sits above the question box: picking a question scrolls to it.
-    k.pick.change(lambda q: q or gr.update(), k.pick, k.ask, api_name="kids_pick", scroll_to_output=True)
+    # On a phone the list sits above the question box: picking a question scrolls to it (in the browser).
+    k.pick.change(lambda q: q or gr.update(), k.pick, k.ask, api_name="kids_pick", js=SCROLL_TO_QUESTION)
     ask_inputs, ask_outputs = [k.ask, k.profile, learned], [k.steer, k.plain, k.notice, k.id, k.recent]
     k.btn.click(kids.kids_answer, ask_inputs, ask_outputs, api_name="kids_answer", concurrency_id="kids", concurrency_limit=KIDS_CONCURRENCY)
     k.ask.submit(kids.kids_answer, ask_inputs, ask_outputs, api_name="kids_answer_submit", concurrency_id="kids",
@@ -189,6 +189,12 @@ def _wire_kids(k: SimpleNamespace, learned: gr.State) -> None:
     k.download.click(kids.profile_download, [k.profile, learned], k.download, api_name="kids_profile_download")
     k.vs.click(lambda i, v: kids.vote(i, "steered", v), [k.id, k.voted], [k.vote, k.voted, k.recent], api_name="vote_steered")
     k.vp.click(lambda i, v: kids.vote(i, "unsteered", v), [k.id, k.voted], [k.vote, k.voted, k.recent], api_name="vote_unsteered")
+
+
+SCROLL_TO_QUESTION = """(q) => {
+    if (q) document.getElementById("kids-question")?.scrollIntoView({behavior: "smooth", block: "center"});
+    return q;
+}"""
 
 
 def _on_load():

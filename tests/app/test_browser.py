@@ -121,3 +121,16 @@ def test_a_question_in_another_language_gets_a_kind_reply_in_the_browser(page):
     assert "Por ahora solo sé leer preguntas en inglés" in card.inner_text()  # the same, in the child's language
     if SHOTS:
         page.screenshot(path=str(SHOTS / "kids-not-english.png"), full_page=True)
+
+
+def test_on_a_phone_picking_a_question_brings_the_question_box_into_view(page):
+    """At 375 px the question list comes first and the box sits far below it: a pick scrolls to it."""
+    page.set_viewport_size({"width": 375, "height": 800})
+    try:
+        page.get_by_role("tab", name="Kids' Q&A").click()
+        page.locator("#kids-questions label").nth(3).click()
+        page.wait_for_function("""() => { const r = document.querySelector('#kids-question textarea').getBoundingClientRect();
+                                          return r.top >= 0 && r.bottom <= window.innerHeight; }""", timeout=10_000)
+        assert page.locator("#kids-question textarea").input_value() == page.locator("#kids-questions label").nth(3).inner_text().strip()
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})
