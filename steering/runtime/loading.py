@@ -20,6 +20,7 @@ import huggingface_hub.errors as hub_errors
 import requests
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from .models import DEFAULT_PRESET, ModelPreset, OfflineError, PresetError, cache_dir
 
@@ -101,6 +102,9 @@ def load_model(preset: ModelPreset, device: str = "cpu"):
         source, kwargs = converted_dir(preset), {}
     else:
         source, kwargs = preset.hub_id, {"revision": preset.revision}
+    local = preset.gguf is not None
+    if local:  # a 0.1 s load from disk: its progress bar would only be noise on every command's stderr
+        hf_logging.disable_progress_bar()
     try:
         tok = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
@@ -108,6 +112,9 @@ def load_model(preset: ModelPreset, device: str = "cpu"):
         if preset.gguf is not None:
             raise
         raise _hub_offline_error(preset, exc) from exc
+    finally:
+        if local:
+            hf_logging.enable_progress_bar()  # a hub download still shows its progress
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
