@@ -4,6 +4,7 @@ votes, the recent list, and the profile picker's text and download."""
 from __future__ import annotations
 
 import html
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -143,6 +144,13 @@ def reading_badge(r, text: str) -> str:
     return "reading level: English only" if any(c.isalpha() for c in text) else "reading level: not measured"
 
 
+def answer_html(text: str) -> str:
+    """An answer as the card shows it: escaped, its **bold** words bold and its line breaks kept
+    (the model writes Markdown-ish lists); nothing else of it is ever HTML."""
+    escaped = html.escape(text)
+    return re.sub(r"\*\*(\S(?:.*?\S)?)\*\*", r"<b>\1</b>", escaped).replace("\n", "<br>")
+
+
 def answer_card(title: str, side, tone: str) -> str:
     notice = ""
     if side.fallback and side.regenerated:
@@ -150,14 +158,14 @@ def answer_card(title: str, side, tone: str) -> str:
     return (
         f'<div class="answer {tone}"><h3>{html.escape(title)}</h3>'
         f'<span class="badge">📖 {html.escape(reading_badge(side.readability, side.text))}</span>'
-        f"<p>{html.escape(side.text) or '<i>(no answer)</i>'}</p>{notice}</div>"
+        f"<p>{answer_html(side.text) or '<i>(no answer)</i>'}</p>{notice}</div>"
     )
 
 
 def writing_card(title: str, text: str, tone: str) -> str:
     """An answer card while the model is still writing it (not yet safety-checked)."""
     return (f'<div class="answer {tone} writing"><h3>{html.escape(title)}</h3><span class="badge">✍️ writing…</span>'
-            f"<p>{html.escape(text)}</p></div>")
+            f"<p>{answer_html(text)}</p></div>")
 
 
 def kids_answer(question, profile_choice, learned=None):

@@ -154,3 +154,8 @@ def test_a_big_questions_note_shows_above_the_answers(monkeypatch):
     monkeypatch.setattr(kids, "recent_html", lambda: "")
     *_, (steered, plain, notice, answer_id, _) = kids.kids_answer("someone online asked me for pictures", "x", {})
     assert notice == TELL_NOTE and answer_id == 7 and "Tell a grown-up." in steered
+
+
+def test_an_answer_shows_its_bold_words_and_line_breaks_and_nothing_else_as_html():
+    shown = kids.answer_html("Tips:\n1. **Be kind** to <b>others</b> ** not bold**")
+    assert shown == "Tips:<br>1. <b>Be kind</b> to &lt;b&gt;others&lt;/b&gt; ** not bold**"
