@@ -63,7 +63,7 @@ def _run_results(c: SimpleNamespace) -> None:
     c.feats = gr.Dataframe(autosteer.features_frame([]), headers=autosteer.FEATURE_COLUMNS, label="Features and current weights",
                            interactive=False, elem_id="features-table", wrap=True, column_widths=["12%", "58%", "16%", "14%"])
     c.held = gr.Dataframe(autosteer.empty_held(), headers=autosteer.HELD_COLUMNS, label="Held-out check (mean judge score, 0-10)",
-                          interactive=False, elem_id="held-table")
+                          interactive=False, elem_id="held-table", wrap=True, column_widths=["38%", "12%", "50%"])
     with gr.Row():
         c.prof_file = gr.File(label="Profile (download)", interactive=False)
         c.use_btn = gr.Button("Use in Kids' Q&A")
