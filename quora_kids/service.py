@@ -183,10 +183,11 @@ class AnswerService:
         if not verdict.ok:
             yield refused_answer(q, self.profile.name, verdict)
             return
+        care = care_note(q)
         if use_cache and self.store is not None and (hit := self.store.lookup(q, self.cache_key)) is not None:
             d = hit.details
             yield Answer(q, self.profile.name, _side_from(hit.steered, d.get("steered", {})), _side_from(hit.unsteered, d.get("unsteered", {})),
-                         verdict, hit.id, cached=True, care=care_note(q))
+                         verdict, hit.id, cached=True, care=care)
             return
         cfg = GenerationConfig(max_new_tokens=self.max_new_tokens)
         # One batched generate, two rows: the steered side answers in the profile's mode (with its
@@ -201,7 +202,7 @@ class AnswerService:
             texts = [g.text for g in self.rt.engine.generate(*args, **kwargs)]
         texts = [whole_sentences(t) for t in texts]
         sides = [self._checked_side(q, t, w, cancel) for t, w in ((texts[0], self.weights), (texts[1], None))]
-        ans = Answer(q, self.profile.name, sides[0], sides[1], verdict, care=care_note(q))
+        ans = Answer(q, self.profile.name, sides[0], sides[1], verdict, care=care)
         if self.store is not None and not (cancel is not None and cancel.is_set()):
             ans.answer_id = self.store.save(
                 q, self.profile.name, sides[0].text, sides[1].text,

@@ -198,7 +198,7 @@ def kids_answer(question, profile_choice, learned=None):
         return
     if ans.refused:
         title = REFUSAL_TITLES.get(ans.question_safety.topic, "💛 Let's talk to a grown-up")
-        card = f'<div class="answer refusal"><h3>{title}</h3><p>{html.escape(ans.steered.text).replace(chr(10), "<br>")}</p></div>'
+        card = f'<div class="answer refusal"><h3>{title}</h3><p>{answer_html(ans.steered.text)}</p></div>'
         yield card, "", "🛡️ This question was not answered by the model.", None, recent_html()
         return
     saved = "♻️ Someone asked this before: here are the answers saved then." if ans.cached else ""

@@ -44,7 +44,7 @@ def run_profile(run, best: Best, history: list[float], heldout: HeldOutResult | 
     labels = {f.index: f.label for f in run.features}
     screened_scores = {"screened": {str(c.index): sc for c, sc in zip(screened.candidates, screened.scores)}} if screened else {}
     free = _free_list(steer.free, run.notes)  # before the notes are written into the profile: it may add one
-    if judged := getattr(run.judge, "summary", lambda: "")():  # an LLM judge that fell back to the metric one
+    if judged := run.judge.summary():  # e.g. an LLM judge that fell back to the metric one
         run.notes.append(judged)
     return make_profile(
         run.rt, cfg.name, cfg.behavior, {i: round(w, 4) for i, w in steer.items()}, labels,

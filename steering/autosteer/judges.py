@@ -50,6 +50,10 @@ class Judge(ABC):
         """Score one candidate's answers (one per prompt in ctx.prompts)."""
         return self.judge_many(ctx, [outputs])[0]
 
+    def summary(self) -> str:
+        """A note for the profile about how the run was judged ("" when there is nothing to say)."""
+        return ""
+
 
 class JudgeError(RuntimeError):
     """The judge could not produce a score (after retrying)."""

@@ -22,7 +22,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from .models import DEFAULT_PRESET, ModelPreset, OfflineError, PresetError, cache_dir
+from ..errors import OfflineError
+from .models import DEFAULT_PRESET, ModelPreset, PresetError, cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,10 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InputError, OfflineError
+from ..errors import InputError
 from ..paths import INDEX_DIR, SAE_DIR
 
 DEFAULT_PRESET = "smollm2-135m"
-
-
-__all__ = ["OfflineError"]  # re-exported: loading and the tests import it from here
 
 
 class PresetError(InputError):

@@ -3,8 +3,8 @@ import torch
 
 from steering.runtime import loading, models
 from steering.runtime.loading import SMALL_BATCH_ROWS, use_small_batch_linear
+from steering.errors import OfflineError
 from steering.runtime.models import (
-    OfflineError,
     PresetError,
     layer_from_hook_name,
     resolve_preset,
