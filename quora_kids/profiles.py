@@ -175,6 +175,7 @@ def content_key(profile: SteeringProfile | None, **settings: Any) -> str:
             "scale": repr(float(profile.scale)),
             "weights": sorted((int(i), repr(float(w))) for i, w in profile.weights().items()),
             "free": None if profile.free_direction is None else [repr(float(x)) for x in profile.free_direction],
+            "opening": None if profile.opening_direction is None else [profile.opening_tokens] + [repr(float(x)) for x in profile.opening_direction],
             "mode": profile.mode,
             "system": profile.system_prompt if profile.mode == "prompted_steered" else "",
         }

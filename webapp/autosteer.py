@@ -11,7 +11,7 @@ import gradio as gr
 import pandas as pd
 
 from quora_kids.profiles import remember
-from steering.artefacts.profile import HEADS_UP
+from steering.artefacts.profile import HEADS_UP, opening_summary
 from steering.autosteer.config import AutoSteerConfig
 from steering.autosteer.events import AutoSteerView, follow
 from steering.autosteer.factory import make_autosteer
@@ -37,12 +37,12 @@ CONDITION_NAMES = {"unsteered": "plain model", "prompted": "prompted (the behavi
                    "steered": "steered", "prompted_steered": "prompted + steered"}
 # How far along the progress bar each phase starts: retrieval and screening take about half of a
 # default run on 2 CPU cores, the epochs most of the rest.
-PHASE_PROGRESS = {"baseline": 0.02, "retrieve": 0.05, "screen": 0.25, "mode": 0.45, "seed": 0.45, "held-out": 0.92}
+PHASE_PROGRESS = {"baseline": 0.02, "retrieve": 0.05, "screen": 0.25, "mode": 0.45, "seed": 0.45, "opening": 0.9, "held-out": 0.92}
 EPOCHS_START, EPOCHS_END = 0.45, 0.92
 # What each phase is doing, in words, ahead of the loop's own detailed message.
 PHASE_TITLES = {"baseline": "Answering your prompts without steering", "retrieve": "Finding candidate features",
                 "screen": "Trying each candidate feature alone", "mode": "Choosing what to tune", "seed": "Preparing the optimiser",
-                "epochs": "Tuning the weights", "held-out": "Checking on questions it never saw", HEADS_UP: "Heads-up"}
+                "epochs": "Tuning the weights", "opening": "Writing an in-character opening", "held-out": "Checking on questions it never saw", HEADS_UP: "Heads-up"}
 LABEL_CHARS = 70  # the features table's labels, cut so its weights stay on screen
 
 
@@ -165,7 +165,7 @@ class Page(AutoSteerView):
         verdict = VERDICTS.get(event.stopped, f"stopped early: {event.stopped}")
         mode = "with the behaviour as a system prompt too" if profile.mode == "prompted_steered" else "steering only"
         free = (f"; {profile.free_share:.0%} of the steering is a learned direction that is not an SAE feature"
-                if profile.free_share else "")
+                if profile.free_share else "") + (f"; {opening_summary(profile)}" if profile.opening_direction is not None else "")
         weak = " Expect a weak effect: the model barely shows this behaviour even when told it (see the log)." if self.heads_up else ""
         status = self.progress(f"Done ({verdict}). Answers {mode}{free}. "
                                f"Saved for this browser session as {learned_name!r} (download it below).{weak}",

@@ -19,16 +19,21 @@ def engine_for_profile(profile: SteeringProfile) -> SteeringEngine:
 
 
 def weights_for(profile: SteeringProfile, engine: SteeringEngine) -> Steer:
-    """The profile's weights (and free direction) in the engine's units: a profile keeps meaning
-    what it meant when saved even if the SAE's strength scale was recalibrated since."""
+    """The profile's weights (and free and opening directions) in the engine's units: a profile
+    keeps meaning what it meant when saved even if the SAE's strength scale was recalibrated since."""
     ratio = profile.scale / engine.basis.scale if engine.basis is not None else 1.0
-    free = None
-    if profile.free_direction is not None:
-        d_model = engine.model.config.hidden_size
-        if len(profile.free_direction) != d_model:
-            raise ProfileError(f"profile {profile.name!r}: free_direction has {len(profile.free_direction)} values, the model's hidden size is {d_model}")
-        free = torch.tensor(profile.free_direction) * ratio
-    return Steer({i: w * ratio for i, w in profile.weights().items()}, free)
+    free, opening = (_vector(profile, key, engine, ratio) for key in ("free_direction", "opening_direction"))
+    return Steer({i: w * ratio for i, w in profile.weights().items()}, free, opening, profile.opening_tokens if opening is not None else 0)
+
+
+def _vector(profile: SteeringProfile, key: str, engine: SteeringEngine, ratio: float) -> torch.Tensor | None:
+    values = getattr(profile, key)
+    if values is None:
+        return None
+    d_model = engine.model.config.hidden_size
+    if len(values) != d_model:
+        raise ProfileError(f"profile {profile.name!r}: {key} has {len(values)} values, the model's hidden size is {d_model}")
+    return torch.tensor(values) * ratio
 
 
 def system_for(profile: SteeringProfile) -> str | None:

@@ -26,6 +26,7 @@ from transformers import AutoModelForCausalLM
 from ..runtime.engine import GenerationConfig
 from ..runtime.models import decoder_layers
 from .bind import engine_for_profile, weights_for
+from .profile import opening_summary
 
 # Architectures whose decoder block ends with `h + mlp(norm(h))`, mlp ending in down_proj, and
 # whose config has `mlp_bias`. Gemma-2 normalises the MLP output again: a bias would not be exact.
@@ -203,6 +204,10 @@ def _features_md(profile) -> tuple[str, str]:
     if profile.free_direction is not None:
         extra += (f"- a learned direction that is NOT an SAE feature: {profile.free_share:.0%} of the steering norm "
                   "(`free_direction` in steering_profile.json)\n")
+    if opening := opening_summary(profile):
+        extra += (f"- NOT in this export: {opening} (`opening_direction`, `opening_tokens` in steering_profile.json). "
+                  "It acts on a few positions only, which a constant bias or control vector cannot express, so the exported "
+                  "model answers without it\n")
     if profile.mode == "prompted_steered":
         extra += (f"\nThe app answers with this system prompt as well; send it as the system message to get the same "
                   f"answers:\n\n> {profile.system_prompt}\n")

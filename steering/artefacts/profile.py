@@ -17,12 +17,14 @@ from typing import Any
 from ..errors import InputError
 from ..runtime.models import ModelRef, SAERef
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # version 1 has no system prompt, mode or free direction
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # version 1 has no system prompt, mode or free direction; 2 no opening
 MODES = ("steered", "prompted_steered")
 # The longest free direction a profile may carry, in units of `scale` (as long as four features at
 # full weight): learned ones are about 0.1-1, and one fitted to garble-free dog talk was 0.5 long.
 FREE_MAX_NORM = 4.0
+# The opening direction acts on a few positions only: fitted ones are 4-5 long (units of scale).
+OPENING_MAX_NORM, OPENING_MAX_TOKENS = 8.0, 32
 
 
 class ProfileError(InputError):
@@ -55,6 +57,11 @@ class SteeringProfile:
     # and its share of the total steering norm; None when every bit of steering is labelled.
     free_direction: list[float] | None = None
     free_share: float = 0.0
+    # An in-character opening (autosteer/opening.py): another learned vector that is NOT an SAE
+    # feature (units of `scale`), added only at the prompt's last position and while the first
+    # `opening_tokens` answer tokens are written; None when the profile has none.
+    opening_direction: list[float] | None = None
+    opening_tokens: int = 0
     schema_version: int = SCHEMA_VERSION
 
     def weights(self) -> dict[int, float]:
@@ -103,8 +110,17 @@ def scaled(profile: SteeringProfile, strength: float, note: str = "") -> Steerin
         profile,
         features=[replace(f, weight=round(f.weight * strength, 4)) for f in profile.features],
         free_direction=None if profile.free_direction is None else [v * strength for v in profile.free_direction],
+        opening_direction=None if profile.opening_direction is None else [v * strength for v in profile.opening_direction],
         provenance={**profile.provenance, "notes": notes},
     )
+
+
+def opening_summary(profile: SteeringProfile) -> str:
+    """One phrase about the profile's in-character opening for the screens and exports ("" without one)."""
+    if profile.opening_direction is None:
+        return ""
+    return (f"an in-character opening (a learned direction, NOT an SAE feature) steers where each answer starts: "
+            f"the question's last position and the first {profile.opening_tokens} answer tokens")
 
 
 def provenance(judge: str = "", optimiser: str = "", **extra) -> dict[str, Any]:
@@ -168,19 +184,33 @@ def _parse(data: Any) -> SteeringProfile:
         provenance=data.get("provenance", {}) or {},
         mode=str(data.get("mode", "steered")),
         system_prompt=_opt(data, "system_prompt", str, ""),
-        free_direction=_free_direction(data.get("free_direction")),
+        free_direction=_vector(data.get("free_direction"), "free_direction"),
         free_share=_opt(data, "free_share", float, 0.0),
+        opening_direction=_vector(data.get("opening_direction"), "opening_direction"),
+        opening_tokens=_opt(data, "opening_tokens", int, 0),
     )
     validate(profile)
     return profile
 
 
-def _free_direction(value: Any) -> list[float] | None:
+def _vector(value: Any, key: str) -> list[float] | None:
     if value is None:
         return None
     if not isinstance(value, list) or not value or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
-        raise ProfileError("profile: free_direction should be a list of numbers (one per hidden unit) or null")
+        raise ProfileError(f"profile: {key} should be a list of numbers (one per hidden unit) or null")
     return [float(x) for x in value]
+
+
+def _validate_opening(profile: SteeringProfile) -> None:
+    o = profile.opening_direction
+    if o is None:
+        return
+    if not all(math.isfinite(x) for x in o):
+        raise ProfileError("profile: opening_direction holds a value that is not a finite number")
+    if (norm := math.sqrt(sum(x * x for x in o))) > OPENING_MAX_NORM:
+        raise ProfileError(f"profile: opening_direction is {norm:.3g} long (in units of scale); at most {OPENING_MAX_NORM:g}")
+    if not 1 <= profile.opening_tokens <= OPENING_MAX_TOKENS:
+        raise ProfileError(f"profile: opening_tokens should be 1-{OPENING_MAX_TOKENS} with an opening_direction, not {profile.opening_tokens}")
 
 
 def validate(profile: SteeringProfile, model: ModelRef | None = None, sae: SAERef | None = None) -> None:
@@ -194,6 +224,7 @@ def validate(profile: SteeringProfile, model: ModelRef | None = None, sae: SAERe
     if profile.free_direction is not None and (norm := math.sqrt(sum(x * x for x in profile.free_direction))) > FREE_MAX_NORM:
         raise ProfileError(f"profile: free_direction is {norm:.3g} long (in units of scale); at most {FREE_MAX_NORM:g}: "
                            "longer ones only garble the text")
+    _validate_opening(profile)
     if not all(isinstance(p, str) for p in profile.prompts):
         raise ProfileError("profile: prompts should be a list of strings")
     if not 0.0 <= profile.free_share <= 1.0:

@@ -38,6 +38,7 @@ class AutoSteerConfig:
     name: str = ""
     seed: int = 0
     mode: str = "auto"  # see MODES
+    opening: bool = True  # try an in-character opening when the behaviour names a character (opening.py)
 
     def __post_init__(self):
         self.behavior = (self.behavior or "").strip()

@@ -56,6 +56,8 @@ def run_profile(run, best: Best, history: list[float], heldout: HeldOutResult | 
         mode=mode, system_prompt=cfg.behavior,
         free_direction=free,
         free_share=run.free_share(best.weights),
+        opening_direction=None if run.opening is None else [round(float(x), 6) for x in run.opening.direction],
+        opening_tokens=0 if run.opening is None else run.opening.tokens,
     )
 
 

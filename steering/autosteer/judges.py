@@ -10,6 +10,7 @@ quality parts gates it (zero if any is zero).
 from __future__ import annotations
 
 import math
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -89,6 +90,12 @@ QPMI_ZERO, QPMI_FULL = 0.0, 0.4  # nats per token the answer gains from its ques
 NO_EFFECT_SCORE = 0.1  # (x10) a fluent, on-question answer with no behaviour
 
 
+# The concept part compares the answer's likelihood after the behaviour as a system prompt with
+# its likelihood after THIS neutral system prompt (not after none): an answer written under any
+# system prompt is likelier after any system prompt, and only the behaviour's own share counts.
+NEUTRAL_SYSTEM = os.environ.get("STEERING_JUDGE_NEUTRAL", "Answer the question.") or None
+
+
 def _pmi(ppl_plain: float, ppl_told: float) -> float:
     """log p(answer | told the behaviour) - log p(answer | not told), per token."""
     if not (math.isfinite(ppl_plain) and math.isfinite(ppl_told)):
@@ -135,20 +142,22 @@ class MetricJudge(Judge):
                 perplexities(self.engine, ctx.prompts, ctx.baseline),
                 [readability(b).grade for b in ctx.baseline],
                 perplexities(self.engine, ctx.prompts, ctx.baseline, system=ctx.behavior),
+                perplexities(self.engine, ctx.prompts, ctx.baseline, system=NEUTRAL_SYSTEM) if NEUTRAL_SYSTEM else None,
             )
         return self._cache[key]
 
     def judge_many(self, ctx: JudgeContext, candidates: Sequence[Sequence[str]]) -> list[Judgement]:
         """Judge several candidates' answers at once (embeddings are batched)."""
-        base_concept, base_rel, base_ppl, base_grade, base_ppl_b = self._baseline_stats(ctx)
-        base_pmi = [_pmi(a, b) for a, b in zip(base_ppl, base_ppl_b)]
+        base_concept, base_rel, base_ppl, base_grade, base_ppl_b, base_ppl_n = self._baseline_stats(ctx)
+        base_pmi = [_pmi(a, b) for a, b in zip(base_ppl_n or base_ppl, base_ppl_b)]
         n = len(ctx.prompts)
         flat = [o for outs in candidates for o in outs]
         concept_sim = similarities(flat, [ctx.behavior] * len(flat))
         rel_sim = relevance_similarities(flat, list(ctx.prompts) * len(candidates))
         ppl = perplexities(self.engine, list(ctx.prompts) * len(candidates), flat)
         # How much likelier each answer is when the model is told the behaviour (its own reading).
-        pmi = [_pmi(a, b) for a, b in zip(ppl, perplexities(self.engine, list(ctx.prompts) * len(candidates), flat, system=ctx.behavior))]
+        neutral = perplexities(self.engine, list(ctx.prompts) * len(candidates), flat, system=NEUTRAL_SYSTEM) if NEUTRAL_SYSTEM else ppl
+        pmi = [_pmi(a, b) for a, b in zip(neutral, perplexities(self.engine, list(ctx.prompts) * len(candidates), flat, system=ctx.behavior))]
         # How much likelier each answer is after its own question than after a neutral one: an
         # answer about something else, or one that says nothing, gains nothing from the question.
         qpmi = [_pmi(neutral, a) for a, neutral in zip(ppl, perplexities(self.engine, [NEUTRAL_QUESTION] * len(flat), flat))]

@@ -7,7 +7,8 @@ held-out check and the profile. An epoch's K candidates x P prompts are one batc
 Screening: retrieval proposes `features x screen` candidates; each is tried alone at
 `SCREEN_WEIGHT` (its suggested sign) on the training prompts, in batched generates, and the
 judge's best `features` go on to the loop (labels say what a latent is about; only steering with it
-says what it does). Then the epochs optimise steering alone or on top of the behaviour as a system prompt.
+says what it does). Then the epochs optimise steering alone or on top of the behaviour as a system
+prompt, and a behaviour that names a character may get an in-character opening (`opening.py`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from ..runtime.basis import Steer
 from ..runtime.engine import GenerationConfig
 from ..runtime.shared import Runtime
 from ..sae.index import FeatureIndex
-from . import finish
+from . import finish, opening, targets
 from . import retrieve as retrieval
-from . import targets
 from .config import AutoSteerConfig
 from .judges import Judge, JudgeContext, JudgeError, Judgement
 from .mode import decide
@@ -46,10 +46,9 @@ Event = PhaseEvent | ScreenResult | EpochResult | FinalResult
 class AutoSteer:
     """One run of the loop. Create, then iterate `run()`; `cancel()` stops after the current step.
 
-    Phases, each a method a test can call alone: `baseline`, `retrieve`, `screen`, `seed`
-    (make the optimiser and give it the screening results), `epoch` (one of the epochs),
-    `heldout_check`, `make_profile`. Whatever happens in an epoch (a judge or optimiser that
-    fails), the run ends with a FinalResult holding the best weights found so far."""
+    Phases, each a method a test can call alone: `baseline`, `retrieve`, `screen`, `seed` (make
+    the optimiser, give it the screening results), `epoch`, `heldout_check`, `make_profile`. Whatever
+    happens in an epoch (a failing judge or optimiser), the run ends with its best weights so far."""
 
     def __init__(self, runtime: Runtime, config: AutoSteerConfig, judge: Judge, optimiser_factory: OptimiserFactory,
                  index: FeatureIndex | None = None, client=None, features: Sequence[FeatureCandidate] | None = None):
@@ -62,20 +61,21 @@ class AutoSteer:
         self.system: str | None = None  # the system prompt the epochs answer with (see choose_mode)
         self.prompted_score: float | None = None  # the prompted answers' score on the screening prompts
         self.notes: list[str] = []
-        self._cancel = threading.Event()
+        self.opening: opening.Opening | None = None  # an in-character opening, when one is kept (opening.py)
+        self.stop_event = threading.Event()
         if client is not None:  # Stop also abandons an endpoint call in flight (llm.LLMClient.chat)
-            client.cancel = self._cancel
+            client.cancel = self.stop_event
 
     def cancel(self) -> None:
-        self._cancel.set()
+        self.stop_event.set()
 
     @property
     def cancelled(self) -> bool:
-        return self._cancel.is_set()
+        return self.stop_event.is_set()
 
     def gen(self, prompts: list[str], weights: list, system=None) -> list[str]:
         cfg = GenerationConfig(max_new_tokens=self.cfg.max_new_tokens)
-        return [g.text for g in self.engine.generate(prompts, weights, system=system, config=cfg, cancel=self._cancel)]
+        return [g.text for g in self.engine.generate(prompts, weights, system=system, config=cfg, cancel=self.stop_event)]
 
     @property
     def trained_on(self) -> str:
@@ -83,7 +83,9 @@ class AutoSteer:
         return "prompted_steered" if self.system else "steered"
 
     def steer_of(self, vec: Sequence[float]) -> Steer:
-        return Steer({f.index: float(w) for f, w in zip(self.features, vec)}, WeightVector.of(vec).free)
+        o = self.opening
+        return Steer({f.index: float(w) for f, w in zip(self.features, vec)}, WeightVector.of(vec).free,
+                     o.direction if o else None, o.tokens if o else 0)
 
     # ------------------------------------------------------------------ phases
 
@@ -115,18 +117,16 @@ class AutoSteer:
     def retrieve(self) -> list[FeatureCandidate]:
         cfg = self.cfg
         prompts = probe_prompts(cfg.prompts, exclude=cfg.heldout)
-        self.answers = targets.distill_answers(self.engine, cfg.behavior, prompts, cancel=self._cancel, judge=self.judge, seed=cfg.seed)
+        self.answers = targets.distill_answers(self.engine, cfg.behavior, prompts, cancel=self.stop_event, judge=self.judge, seed=cfg.seed)
         if self.cancelled:
             return []
         self.notes += [self.answers.note] if self.answers.note else []
         return retrieval.retrieve(self.engine, self.index, cfg.behavior, prompts, cfg.features * cfg.screen, self.client, answers=self.answers)
 
     def screen(self, pool: Sequence[FeatureCandidate], ctx: JudgeContext) -> ScreenResult | None:
-        """Each candidate alone at SCREEN_WEIGHT on the first SCREEN_PROMPTS training prompts
-        (batched generates of up to SCREEN_BATCH rows). None if cancelled meanwhile.
-
-        Its scores are on those prompts only, so they guide the choice of features and the
-        optimiser's first guesses but are not compared with the epochs' scores."""
+        """Each candidate alone at SCREEN_WEIGHT on the first SCREEN_PROMPTS training prompts (generates
+        of up to SCREEN_BATCH rows); None if cancelled meanwhile. Its scores (those prompts only) guide
+        the choice of features and the optimiser's first guesses, never compared with the epochs'."""
         t0 = time.perf_counter()
         ctx = JudgeContext(ctx.behavior, ctx.prompts[:SCREEN_PROMPTS], ctx.baseline[:SCREEN_PROMPTS])
         P = len(ctx.prompts)
@@ -159,7 +159,7 @@ class AutoSteer:
     def seed(self, screened: ScreenResult | None) -> Optimiser:
         """The optimiser for the kept features, told what each scored alone in screening."""
         if self.answers is None and self.optimiser_factory.needs_answers:
-            self.answers = targets.distill_answers(self.engine, self.cfg.behavior, self.cfg.prompts[:GRADIENT_PROMPTS], cancel=self._cancel, judge=self.judge, seed=self.cfg.seed)
+            self.answers = targets.distill_answers(self.engine, self.cfg.behavior, self.cfg.prompts[:GRADIENT_PROMPTS], cancel=self.stop_event, judge=self.judge, seed=self.cfg.seed)
         optimiser = self.optimiser_factory(self.features, self.answers)
         if self.system is not None:
             # Screening steered without the prompt: its scores say nothing about steering on top of
@@ -213,8 +213,7 @@ class AutoSteer:
                           free * self.engine.basis.scale if free is not None else None)
 
     def heldout_check(self, weights: Steer, prompts: Sequence[str] | None = None) -> HeldOutResult:
-        """Four conditions on prompts never trained on (`cfg.heldout` by default), in one batched generate."""
-        return finish.heldout_check(self, weights, prompts)
+        return finish.heldout_check(self, weights, prompts)  # four conditions on prompts never trained on
 
     def make_profile(self, best: Best, history: list[float], heldout: HeldOutResult | None, stopped: str,
                      screened: ScreenResult | None, optimiser_name: str) -> SteeringProfile:
@@ -237,6 +236,7 @@ class AutoSteer:
         best = Best(float("-inf"), WeightVector([0.0] * len(self.features)), ctx.baseline, "")
         history: list[float] = []
         best, stopped = yield from self._epochs(optimiser, ctx, best, history)
+        best = yield from opening.phase(self, ctx, best)  # an in-character opening, for a behaviour naming a character
         heldout = yield from self._heldout(best)
         stopped = stopped if not self.cancelled else "cancelled"
         profile = self.make_profile(best, history, heldout, stopped, screened, optimiser.name)

@@ -70,6 +70,9 @@ class Objective:
     pair: torch.Tensor  # (B,) index of the prompt a target/plain row answers (-1 for KL rows)
     base_logprobs: torch.Tensor | None = None  # (n_kl_tokens, vocab) unsteered, for the KL term
     resid: torch.Tensor | None = None  # (B, T, d) residual after the steering layer at v = 0
+    # v is added from this position on, per row (None: everywhere). The opening direction
+    # (`opening.py`) is added where the answer starts only: the prompt's last position onwards.
+    steer_from: torch.Tensor | None = None  # (B,)
 
     @property
     def rows(self) -> int:
@@ -110,7 +113,7 @@ def build_objective(engine, prompts: Sequence[str], targets: Sequence[Sequence[i
     # not for the whole objective's pass (1-2 s).
     obj.resid = torch.cat(on_compute_thread_in_chunks(lambda ids, mask: layer_output(engine.model, engine.basis.layer, ids, mask).detach(),
                                                       RESID_ROWS, obj.input_ids, obj.attention_mask))
-    obj.base_logprobs = on_compute_thread(_base_logprobs, engine, obj)
+    obj.base_logprobs = on_compute_thread(_base_logprobs, engine, obj) if plain_texts else None
     return obj
 
 
@@ -142,6 +145,9 @@ def _upper_logits(engine, obj: Objective, v: torch.Tensor | None, kl_only: bool 
     rows = (obj.kind == 0) if kl_only else torch.ones(obj.rows, dtype=torch.bool)
     rows = rows.to(obj.input_ids.device)
     ids, attn, labels = obj.input_ids[rows], obj.attention_mask[rows], obj.targets[rows]
+    if v is not None and obj.steer_from is not None:
+        where = torch.arange(ids.shape[1], device=ids.device)[None, :] >= obj.steer_from.to(ids.device)[rows.cpu()][:, None]
+        v = v * where[..., None].to(v.dtype)  # (B, T, d)
     if view is not False:
         hidden = obj.resid[rows] if v is None else obj.resid[rows] + v
         out = view(inputs_embeds=hidden, attention_mask=attn, use_cache=False).last_hidden_state
@@ -221,6 +227,7 @@ def _rows(obj: Objective, rows: torch.Tensor, base: bool) -> Objective:
     width = int(obj.attention_mask[dev].sum(1).max())
     sub = Objective(obj.input_ids[dev, :width], obj.attention_mask[dev, :width], obj.targets[dev, :width], obj.kind[rows], obj.pair[rows])
     sub.resid = obj.resid[dev, :width] if obj.resid is not None else None
+    sub.steer_from = obj.steer_from[rows] if obj.steer_from is not None else None
     sub.base_logprobs = obj.base_logprobs if base else None  # the KL rows keep their order: same positions
     return sub
 

@@ -32,6 +32,8 @@ def add_autosteer(sub):
     p.add_argument("--mode", choices=list(MODES), default="auto",
                    help="what the epochs optimise: steering alone, steering on top of the behaviour as a system prompt, or auto "
                         "(on top of the prompt when the prompt alone beats every screened feature alone)")
+    p.add_argument("--no-opening", dest="opening", action="store_false",
+                   help="never add an in-character opening (tried when the behaviour names a character: 'like a dog')")
     p.add_argument("--name", default="")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", default=None)
@@ -49,6 +51,7 @@ def _make_run(args):
             behavior=args.behavior, prompts=args.prompt, epochs=args.epochs, features=args.features,
             candidates=args.candidates, screen=args.screen, threshold=args.threshold, max_new_tokens=args.max_new_tokens,
             heldout=args.heldout or list(DEFAULT_HELDOUT), name=args.name, seed=args.seed, mode=args.mode,
+            opening=args.opening,
         )
         client = None
         if args.judge == "llm" or args.optimiser == "llm" or args.llm_base_url:

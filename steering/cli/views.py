@@ -11,6 +11,7 @@ from tqdm import tqdm
 from ..autosteer.config import AutoSteerConfig
 from ..autosteer.events import AutoSteerView, final_json
 from ..autosteer.loop import SCREEN_WEIGHT, AutoSteer
+from ..artefacts.profile import opening_summary
 from ..autosteer.results import EpochResult, FinalResult, PhaseEvent, ScreenResult
 
 
@@ -63,7 +64,8 @@ class Terminal(AutoSteerView):
         self.bar.close()
         profile = event.profile
         print(f"saved {path} ({event.stopped}; answers {profile.mode.replace('_', ' + ')}"
-              + (f"; {profile.free_share:.0%} of the steering is a free direction, not an SAE feature" if profile.free_share else "") + ")")
+              + (f"; {profile.free_share:.0%} of the steering is a free direction, not an SAE feature" if profile.free_share else "")
+              + (f"; {opening_summary(profile)}" if profile.opening_direction is not None else "") + ")")
         for note in profile.provenance.get("notes", []):
             print(f"  note: {note}")
         if event.heldout:

@@ -28,14 +28,19 @@ def unit_rows(w_dec: torch.Tensor) -> torch.Tensor:
 
 class Steer(dict):
     """Feature weights (latent index -> weight) plus an optional free vector that is not an SAE
-    feature, in units of the basis scale (so it means the same after a recalibration)."""
+    feature, in units of the basis scale (so it means the same after a recalibration), and an
+    optional opening vector (also not an SAE feature, same units) added only where the answer
+    starts: at the prompt's last position and while the first `opening_tokens` answer tokens are
+    written (`autosteer/opening.py`)."""
 
-    def __init__(self, weights: Mapping[int, float] = (), free: torch.Tensor | None = None):
+    def __init__(self, weights: Mapping[int, float] = (), free: torch.Tensor | None = None,
+                 opening: torch.Tensor | None = None, opening_tokens: int = 0):
         super().__init__(weights)
         self.free = free
+        self.opening, self.opening_tokens = opening, opening_tokens
 
     def __bool__(self) -> bool:
-        return len(self) > 0 or self.free is not None
+        return len(self) > 0 or self.free is not None or self.opening is not None
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,21 @@ class SteeringBasis:
     @classmethod
     def from_sae(cls, sae, layer: int, scale: float) -> SteeringBasis:
         return cls(unit_rows(sae.W_dec), layer, float(scale))
+
+    def openings(self, weights: Sequence[Weights | None]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Each row's opening vector (B, d_model), `scale` times its Steer's `opening` (zero rows
+        without one), and how many answer tokens it steers (B,); None when no row has one."""
+        if not any(getattr(w, "opening", None) is not None for w in weights):
+            return None
+        d = self.directions.shape[1]
+        out, tokens = torch.zeros(len(weights), d), torch.zeros(len(weights), dtype=torch.long)
+        for row, w in enumerate(weights):
+            opening = getattr(w, "opening", None)
+            if opening is not None:
+                if opening.shape != (d,):
+                    raise ValueError(f"opening vector has shape {tuple(opening.shape)}, the model's hidden size is {d}")
+                out[row], tokens[row] = self.scale * opening.float(), int(w.opening_tokens)
+        return out, tokens
 
     def vectors(self, weights: Sequence[Weights | None]) -> torch.Tensor:
         """(B, d_model) steering vectors, `sum_i w_i * scale * d_i` per row; None is a zero row."""

@@ -200,7 +200,7 @@ class FastDecoder:
             gate, up = lay.gate_up(self._norm(x, lay.norm2)).chunk(2, dim=-1)
             x = x + lay.down(F.silu(gate) * up)
             if steer is not None and i == layer:
-                x = x + steer[:, None, :]
+                x = x + (steer if steer.dim() == 3 else steer[:, None, :])  # (B, T, d): per position
         for st in states:
             st.length += t
         return x
@@ -274,9 +274,19 @@ class FastDecoder:
         flight = Flight(self, input_ids, attention_mask, settings, on_step)
         if flight.done:  # max_new_tokens = 0: nothing to write
             return flight
-        h = self.forward(input_ids, flight.positions, flight.state, settings.steer, settings.layer)
+        h = self.forward(input_ids, flight.positions, flight.state, self._prompt_steer(settings, input_ids.shape), settings.layer)
         flight.advance(self.logits(h, settings, flight.seen))
         return flight
+
+    def _prompt_steer(self, settings: DecodeSettings, shape) -> torch.Tensor | None:
+        """The steering over a prompt run: the steering vector at every position, the opening
+        vector at the last one only (prompts are left-padded: the last is every row's own)."""
+        if settings.opening is None:
+            return settings.steer
+        b, t = shape
+        out = torch.zeros(b, t, self.embed.shape[1]) if settings.steer is None else settings.steer[:, None, :].repeat(1, t, 1)
+        out[:, -1] += settings.opening
+        return out
 
     @torch.no_grad()
     def step(self, flights: list[Flight]) -> None:
@@ -286,11 +296,12 @@ class FastDecoder:
         flights = sorted(flights, key=lambda f: (f.state.slot is None, f.state.slot or 0))
         ids = torch.cat([f.pending for f in flights])
         positions = torch.cat([f.positions for f in flights])
-        steers = [f.settings.steer for f in flights]
+        d = self.embed.shape[1]
+        steers = [f.steer_now(d) for f in flights]
         steer = None
         if any(v is not None for v in steers):
-            steer = torch.cat([v if v is not None else torch.zeros(f.rows, self.embed.shape[1]) for v, f in zip(steers, flights)])
-        layer = next((f.settings.layer for f in flights if f.settings.steer is not None), -1)
+            steer = torch.cat([v if v is not None else torch.zeros(f.rows, d) for v, f in zip(steers, flights)])
+        layer = next((f.settings.layer for f, v in zip(flights, steers) if v is not None), -1)
         h = self._norm(self._blocks(ids, positions, [f.state for f in flights], steer, layer)[:, -1], self.final_norm)
         approx, first = self.lm_head(h), 0
         for f in flights:

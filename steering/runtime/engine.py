@@ -35,6 +35,7 @@ class GenerationConfig:
     seed: int | None = None
     repetition_penalty: float = 1.1
     return_logits: bool = False
+    chat: bool = True  # False: each prompt is plain text to continue (no chat template, no system prompt)
 
 
 @dataclass
@@ -92,13 +93,20 @@ class SteeringEngine:
             return torch.zeros(len(weights), self.model.config.hidden_size)
         return self.basis.vectors(weights)
 
+    def opening_vectors(self, weights: Sequence[Weights | None]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The rows' opening vectors and lengths (`SteeringBasis.openings`), or None."""
+        return self.basis.openings(weights) if self.basis is not None else None
+
     @contextmanager
-    def steering(self, vectors: torch.Tensor):
-        """Add `vectors` (B, d_model) to the basis layer's output for this thread's forwards."""
-        if self.basis is None or not bool(vectors.abs().sum()):
+    def steering(self, vectors: torch.Tensor, openings: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """Add `vectors` (B, d_model) to the basis layer's output for this thread's forwards (and
+        the `openings` where answers start: see SteeringHook)."""
+        if self.basis is None or (not bool(vectors.abs().sum()) and openings is None):
             yield
             return
-        handle = self.layers[self.basis.layer].register_forward_hook(SteeringHook(vectors.to(self.model.device)))
+        if openings is not None:
+            openings = (openings[0].to(self.model.device), openings[1].to(self.model.device))
+        handle = self.layers[self.basis.layer].register_forward_hook(SteeringHook(vectors.to(self.model.device), openings))
         try:
             yield
         finally:
@@ -110,9 +118,9 @@ class SteeringEngine:
         msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         return self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
 
-    def _encode(self, prompts: Sequence[str], system: str | Sequence[str | None] | None):
+    def _encode(self, prompts: Sequence[str], system: str | Sequence[str | None] | None, chat: bool = True):
         systems = _per_row(system, len(prompts))
-        texts = [self.chat_prompt(p, s) for p, s in zip(prompts, systems)]
+        texts = [self.chat_prompt(p, s) for p, s in zip(prompts, systems)] if chat else list(prompts)
         return self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
 
     # ------------------------------------------------------------------ generation
@@ -167,11 +175,11 @@ class SteeringEngine:
                 self.fast.step([flight])
             return self._end(flight, cancel, streamer)
         vectors = self.steering_vectors(weights)
-        enc = self._encode(prompts, systems)
+        enc = self._encode(prompts, systems, config.chat)
         if config.seed is not None:
             torch.manual_seed(config.seed)
         kwargs = generate_kwargs(self.tokenizer, config, cancel)
-        with torch.no_grad(), self.steering(vectors):
+        with torch.no_grad(), self.steering(vectors, self.opening_vectors(weights)):
             out = self.model.generate(**enc, streamer=streamer, **kwargs)
         sequences = out.sequences if config.return_logits else out
         logits = torch.stack(out.logits, dim=1) if config.return_logits else None
@@ -182,13 +190,16 @@ class SteeringEngine:
     def _begin(self, prompts: list[str], weights: list, systems: list, config: GenerationConfig, cancel, streamer) -> Flight:
         """Start a request on the fast decoder: its prompt run and first token (see flight.py)."""
         vectors = self.steering_vectors(weights)
-        enc = self._encode(prompts, systems)
+        openings = self.opening_vectors(weights)
+        enc = self._encode(prompts, systems, config.chat)
         sampled = config.seed is not None and config.temperature > 0
         settings = DecodeSettings(
             max_new_tokens=config.max_new_tokens,
             eos_id=self.tokenizer.eos_token_id,
             pad_id=self.tokenizer.pad_token_id,
             steer=vectors if self.basis is not None and bool(vectors.abs().sum()) else None,
+            opening=openings[0] if openings is not None else None,
+            opening_tokens=openings[1] if openings is not None else None,
             layer=self.basis.layer if self.basis is not None else -1,
             min_new_tokens=config.min_new_tokens,
             repetition_penalty=config.repetition_penalty,

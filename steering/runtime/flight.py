@@ -37,6 +37,16 @@ class Flight:
     def rows(self) -> int:
         return self.finished.shape[0]
 
+    def steer_now(self, d_model: int) -> torch.Tensor | None:
+        """This step's steering rows (B, d_model): the steering vector, plus the opening vector on
+        rows still writing their opening (`len(tokens)` answer tokens so far); None if neither."""
+        s = self.settings
+        if s.opening is None:
+            return s.steer
+        base = s.steer if s.steer is not None else torch.zeros(self.rows, d_model)
+        writing = (len(self.tokens) <= s.opening_tokens).float()[:, None]
+        return base + writing * s.opening
+
     def advance(self, logits: torch.Tensor) -> None:
         """Choose the next tokens from `logits` (B, V); then either done, or they are the next input."""
         s, step = self.settings, len(self.tokens)
@@ -76,6 +86,10 @@ class DecodeSettings:
     eos_id: int
     pad_id: int
     steer: torch.Tensor | None = None  # (B, d_model) or None
+    # Added too at the prompt's last position and while a row's first opening_tokens[row] answer
+    # tokens are written (runtime/basis.py `openings`); None when no row has one.
+    opening: torch.Tensor | None = None  # (B, d_model)
+    opening_tokens: torch.Tensor | None = None  # (B,)
     layer: int = -1
     min_new_tokens: int = 0
     repetition_penalty: float = 1.0

@@ -17,8 +17,10 @@ class SteeringHook:
     two concurrent requests from steering each other.
     """
 
-    def __init__(self, vectors: torch.Tensor):
+    def __init__(self, vectors: torch.Tensor, openings: tuple[torch.Tensor, torch.Tensor] | None = None):
         self.vectors = vectors
+        self.openings = openings  # (B, d) opening vectors and (B,) answer tokens they steer
+        self.calls = 0  # forwards so far: the prompt run, then one per answer token
         self.owner = threading.get_ident()
 
     def __call__(self, _module, _inputs, output):
@@ -29,6 +31,12 @@ class SteeringHook:
         if vec.shape[0] != hidden.shape[0]:
             raise RuntimeError(f"steering batch {vec.shape[0]} != model batch {hidden.shape[0]}")
         hidden = hidden + vec[:, None, :]  # every position: prompt and each generated token
+        if self.openings is not None:  # the prompt's last position, then the opening's tokens
+            opening, tokens = self.openings
+            writing = (tokens >= self.calls).to(hidden.dtype)[:, None] if self.calls else 1.0
+            hidden = hidden.clone()
+            hidden[:, -1] += (writing * opening).to(hidden.dtype)
+        self.calls += 1
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
 

@@ -143,8 +143,10 @@ def test_cache_key_follows_content_not_name(tiny_runtime):
     prompted = make_profile(tiny_runtime, "kids", "b", {5: 0.8}, mode="prompted_steered", system_prompt="Explain for kids")
     prompted2 = make_profile(tiny_runtime, "kids", "b", {5: 0.8}, mode="prompted_steered", system_prompt="Explain for adults")
     free = make_profile(tiny_runtime, "kids", "b", {5: 0.8}, free_direction=[0.01] * 64, free_share=0.1)
-    keys = [content_key(p) for p in (base, other_weights, prompted, prompted2, free)]
-    assert len(set(keys)) == 5
+    opening = make_profile(tiny_runtime, "kids", "b", {5: 0.8}, opening_direction=[0.01] * 64, opening_tokens=4)
+    opening5 = make_profile(tiny_runtime, "kids", "b", {5: 0.8}, opening_direction=[0.01] * 64, opening_tokens=5)
+    keys = [content_key(p) for p in (base, other_weights, prompted, prompted2, free, opening, opening5)]
+    assert len(set(keys)) == 7
     assert content_key(base) == content_key(same_weights_other_name)
     assert content_key(base, preset="a") != content_key(base, preset="b")
 

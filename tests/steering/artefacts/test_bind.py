@@ -26,6 +26,16 @@ def test_weights_keep_their_meaning_after_a_recalibration(tiny_runtime):
     assert torch.allclose(v, expected, atol=1e-4)
 
 
+def test_an_opening_binds_with_its_length_and_keeps_its_meaning_after_a_recalibration(tiny_runtime):
+    prof = make_profile(tiny_runtime, "dog", "b", {5: 0.5}, opening_direction=[0.0] * 63 + [1.0], opening_tokens=4)
+    prof.scale = 2 * tiny_runtime.engine.basis.scale
+    steer = weights_for(prof, tiny_runtime.engine)
+    assert steer.opening_tokens == 4 and float(steer.opening[-1]) == pytest.approx(2.0) and steer.free is None
+    assert weights_for(make_profile(tiny_runtime, "dog", "b", {5: 0.5}), tiny_runtime.engine).opening is None
+    with pytest.raises(ProfileError, match="opening_direction has 2 values"):
+        weights_for(make_profile(tiny_runtime, "dog", "b", {}, opening_direction=[0.1, 0.2], opening_tokens=4), tiny_runtime.engine)
+
+
 def test_a_free_direction_of_the_wrong_size_is_a_profile_error(tiny_runtime):
     prof = make_profile(tiny_runtime, "dog", "b", {}, free_direction=[0.1, 0.2])
     with pytest.raises(ProfileError, match="hidden size is 64"):

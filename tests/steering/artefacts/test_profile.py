@@ -6,8 +6,11 @@ from steering.artefacts.profile import (
     FeatureWeight,
     ProfileError,
     SteeringProfile,
+    SCHEMA_VERSION,
     load_profile,
+    opening_summary,
     provenance,
+    scaled,
     validate,
 )
 from steering.runtime.models import ModelRef, SAERef
@@ -44,7 +47,7 @@ def test_round_trip(tmp_path):
     again = load_profile(path)
     assert again == prof
     assert again.weights() == {12: 0.4, 4095: -0.7}
-    assert json.loads(path.read_text())["schema_version"] == 2
+    assert json.loads(path.read_text())["schema_version"] == SCHEMA_VERSION == 3
 
 
 def test_zero_weights_are_dropped_from_weights():
@@ -125,6 +128,10 @@ def test_version_1_profiles_still_load_and_mean_steered_only(tmp_path):
         (lambda d: d.update(mode="prompted_steered", system_prompt=""), "needs a system_prompt"),
         (lambda d: d.__setitem__("free_direction", ["a", 1]), "free_direction should be a list of numbers"),
         (lambda d: d.__setitem__("free_share", 1.5), "free_share 1.5"),
+        (lambda d: d.update(opening_direction=[9.0, 0.0], opening_tokens=4), "opening_direction is 9 long"),
+        (lambda d: d.update(opening_direction=[1.0, 0.0], opening_tokens=0), "opening_tokens should be 1-32"),
+        (lambda d: d.update(opening_direction="woof", opening_tokens=4), "opening_direction should be a list of numbers"),
+        (lambda d: d.update(opening_direction=[1.0, 0.0], opening_tokens="4"), "field 'opening_tokens' should be int"),
     ],
 )
 def test_mode_and_free_direction_are_validated(tmp_path, mutate, message):
@@ -134,3 +141,18 @@ def test_mode_and_free_direction_are_validated(tmp_path, mutate, message):
     path.write_text(json.dumps(d))
     with pytest.raises(ProfileError, match=message):
         load_profile(path)
+
+
+def test_an_opening_round_trips_and_version_2_profiles_have_none(tmp_path):
+    prof = make(opening_direction=[0.5, -1.0, 2.0], opening_tokens=5)
+    again = load_profile(prof.save(tmp_path / "o.json"))
+    assert again.opening_direction == [0.5, -1.0, 2.0] and again.opening_tokens == 5
+    assert scaled(again, 0.5).opening_direction == [0.25, -0.5, 1.0]
+    assert "first 5 answer tokens" in opening_summary(again) and "NOT an SAE feature" in opening_summary(again)
+    d = make().to_dict()
+    d["schema_version"] = 2
+    for k in ("opening_direction", "opening_tokens"):
+        d.pop(k)
+    (tmp_path / "v2.json").write_text(json.dumps(d))
+    old = load_profile(tmp_path / "v2.json")
+    assert old.opening_direction is None and opening_summary(old) == ""

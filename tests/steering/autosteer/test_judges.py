@@ -248,3 +248,28 @@ def test_a_run_with_a_broken_llm_judge_still_ends_with_a_profile(fake_openai, ll
     assert judge.fallbacks >= 2 * 2 + 4  # every candidate of both epochs and the four held-out conditions
     assert any(n.startswith("the llm judge scored 0 of") for n in final.profile.provenance["notes"])  # the profile says so
 
+
+
+def test_the_concept_reads_the_behaviour_against_a_neutral_system_prompt_not_none(tiny_runtime, monkeypatch):
+    """An answer written under ANY system prompt is likelier after any system prompt: only what
+    the behaviour's own system prompt adds over the neutral one counts as behaviour."""
+    import math
+
+    from steering.autosteer import judges
+
+    # Perplexity 20 with no system prompt, 10 after any system prompt, and 5 after the behaviour
+    # only for the answer that really shows it.
+    def perplexities(engine, prompts, answers, system=None):
+        if system is None:
+            return [20.0] * len(answers)
+        if system == judges.NEUTRAL_SYSTEM:
+            return [10.0] * len(answers)
+        return [5.0 if "woof" in a else 10.0 for a in answers]
+
+    monkeypatch.setattr(judges, "perplexities", perplexities)
+    j = judges.MetricJudge(tiny_runtime.engine)
+    ctx = judges.JudgeContext("Behave like a dog", ["Why?"], ["Because the sky scatters blue light."])
+    styled, dog = j.judge_many(ctx, [["Well, because the sky scatters blue light."], ["woof, because the sky scatters blue light."]])
+    assert styled.parts["concept_pmi"] == pytest.approx(0.0)  # log(20/10) with no neutral reading: the old bias
+    assert dog.parts["concept_pmi"] == pytest.approx(min(1.0, math.log(2) / judges.PMI_GAIN))
+    assert dog.score > styled.score

@@ -30,7 +30,7 @@ def events_of(loop):
 
 
 def run_loop(rt, scores, proposals, **cfg):
-    cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi", "Hello"], max_new_tokens=6, heldout=["Why?"], **cfg)
+    cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi", "Hello"], max_new_tokens=6, heldout=["Why?"], **{"opening": False, **cfg})
     judge = ScriptedJudge(scores)
     opt = ListOptimiser(proposals)
     loop = AutoSteer(rt, cfg, judge, Given(lambda cands, answers=None: opt), features=FEATS)
@@ -99,7 +99,7 @@ def test_numeric_candidates_come_from_one_batched_generate(tiny_runtime, monkeyp
         return real(prompts, weights, **kw)
 
     monkeypatch.setattr(tiny_runtime.engine, "generate", spy)
-    cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi", "Hello"], max_new_tokens=4, epochs=1, candidates=3, heldout=[])
+    cfg = AutoSteerConfig(behavior="Behave like a dog", prompts=["Hi", "Hello"], max_new_tokens=4, epochs=1, candidates=3, heldout=[], opening=False)
     opt = NumericOptimiser(2, seed=1)
     events = events_of(AutoSteer(tiny_runtime, cfg, ScriptedJudge([1, 2, 3]), Given(lambda c, answers=None: opt), features=FEATS))
     # baseline call, then ONE call with 3 candidates x 2 prompts.

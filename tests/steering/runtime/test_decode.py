@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from steering.runtime.basis import SteeringBasis
+from steering.runtime.basis import Steer, SteeringBasis
 from steering.runtime.decode import PRECISIONS, DecodeSettings, FastDecoder, supports
 from steering.runtime.engine import GenerationConfig, SteeringEngine
 from steering.runtime.packed import GROUP, int4_error, resolve_precision
@@ -144,3 +144,37 @@ def test_flights_in_neighbouring_pool_slots_attend_together_with_their_solo_logi
     assert pool.free() == pool.slots  # the slots come back when the flights are gone
     long = e._begin([PROMPTS[0]], [None], [None], GenerationConfig(max_new_tokens=pool.capacity), None, None)
     assert long.state.slot is None and pool.free() == pool.slots  # too long for the pool: a cache of its own
+
+
+def _opening(d: int, tokens: int, seed: int = 0) -> Steer:
+    g = torch.Generator().manual_seed(seed)
+    return Steer({5: 0.3}, opening=torch.randn(d, generator=g), opening_tokens=tokens)
+
+
+def test_an_opening_vector_gives_the_reference_tokens_and_logits_on_the_fast_path(tiny_model, tiny_tokenizer, tiny_sae):
+    d = tiny_model.config.hidden_size
+    cfg = GenerationConfig(max_new_tokens=10, min_new_tokens=10, repetition_penalty=1.1, return_logits=True)
+    weights = [_opening(d, 3), None, Steer(opening=torch.randn(d, generator=torch.Generator().manual_seed(1)), opening_tokens=1)]
+    ref = engine(tiny_model, tiny_tokenizer, tiny_sae, "reference").generate(PROMPTS, weights, config=cfg)
+    fast = engine(tiny_model, tiny_tokenizer, tiny_sae, "float32").generate(PROMPTS, weights, config=cfg)
+    assert [g.token_ids for g in fast] == [g.token_ids for g in ref]
+    for r, f in zip(ref, fast):
+        torch.testing.assert_close(f.logits, r.logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("decode", ["reference", "float32"])
+def test_an_opening_vector_steers_only_the_prompts_last_position_and_the_first_answer_tokens(tiny_model, tiny_tokenizer, tiny_sae, decode):
+    """opening_tokens = k: the prompt run and the passes over the first k answer tokens are
+    steered with it, so the logits of answer tokens 0..k agree between k and any longer opening,
+    and differ at token k+1; a zero opening vector is plain steering."""
+    d = tiny_model.config.hidden_size
+    e = engine(tiny_model, tiny_tokenizer, tiny_sae, decode)
+    cfg = GenerationConfig(max_new_tokens=6, min_new_tokens=6, repetition_penalty=1.0, return_logits=True)
+    vec = _opening(d, 0, seed=3).opening
+    short, long_ = e.generate([PROMPTS[0]] * 2, [Steer({5: 0.3}, opening=vec, opening_tokens=1), Steer({5: 0.3}, opening=vec, opening_tokens=4)], config=cfg)
+    torch.testing.assert_close(short.logits[:2], long_.logits[:2], atol=1e-4, rtol=1e-4)
+    assert short.token_ids[:2] == long_.token_ids[:2]
+    assert (short.logits[2] - long_.logits[2]).abs().max() > 1e-2
+    [plain, zero] = e.generate([PROMPTS[0]] * 2, [Steer({5: 0.3}), Steer({5: 0.3}, opening=vec * 0, opening_tokens=4)], config=cfg)
+    assert zero.token_ids == plain.token_ids
+    assert (plain.logits[0] - short.logits[0]).abs().max() > 1e-2  # the prompt's last position was steered

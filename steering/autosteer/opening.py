@@ -1,0 +1,178 @@
+"""An in-character opening: for a behaviour that names a character ("Behave like a dog", "Talk
+like a pirate", "Act like a grumpy old man"), a learned direction that makes the answer start in
+character, added only where the answer starts.
+
+Why: a small model may not play a character it is told to play. Told "Behave like a dog" as a
+system prompt, SmolLM2-135M never barks or says it is a dog (its "Woof" even gets less likely);
+but continuing the plain text "<question>\\n\\nAnswer as a dog would, in character:\\n" it writes
+"I'm a loyal dog. I love my people." So the model writes its own openings that way
+(`write_openings`), a vector at the SAE layer is fitted to make them likely after the plain
+question (`fit_opening`), and it is added at the prompt's last position and while the first
+`opening_tokens` answer tokens are written: the answer opens in character, then answers the
+question ("I'm a loyal dog. The heart is a vital organ that pumps blood throughout the body").
+Added at every position, the same kind of vector erases the question: "I'm a loyal dog who loves
+to lounge in the shade" to every question (session 20, `docs/results.md`).
+
+The direction is not an SAE feature: the profile, the app and the exports say so. The loop keeps
+it only when the judge scores the best weights with it above the same weights without it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..artefacts.profile import OPENING_MAX_NORM
+from ..runtime.basis import Steer
+from ..runtime.engine import GenerationConfig
+from .objective import build_objective, chunked_loss, split
+from .optimisers import WeightVector
+from .judges import JudgeContext
+from .results import PhaseEvent
+
+# "like a dog", "as a pirate", "be a teacher", "you are the captain": the character, up to a
+# comma, a full stop or a clause ("who", "would").
+ROLE = re.compile(r"\b(?:like|as|be|pretend to be|you are)\s+((?:an?|the)\s+[a-z][a-z' -]*)", re.I)
+ROLE_END = re.compile(r"\s+(?:who|that|would|does|do|and|when|with|in|on|to|for)\b.*$", re.I)
+FRAME = "{question}\n\nAnswer as {role} would, in character:\n"
+OPENING_MAX_TOKENS = 12  # an opening is at most this long (cut at a word)
+OPENING_STEPS = 30  # Adam steps of the fit
+OPENING_LR = 0.05  # per step, in units of scale
+OPENING_L2 = 0.01  # penalty on |u|^2 (u in units of scale): the fit lands at |u| ~ 4-5
+
+
+@dataclass
+class Opening:
+    """A fitted opening: the direction (units of the basis scale), how many answer tokens it
+    steers, and the openings it was fitted to (shown to the user)."""
+
+    direction: torch.Tensor
+    tokens: int
+    examples: list[str]
+    loss: float
+
+
+def role_of(behavior: str) -> str | None:
+    """The character a behaviour names ("Behave like a dog" -> "a dog"), or None."""
+    m = ROLE.search(behavior.strip())
+    if not m:
+        return None
+    role = ROLE_END.sub("", m.group(1)).strip(" '-")
+    words = role.split()
+    return role if 2 <= len(words) <= 6 else None
+
+
+def clean(text: str) -> str:
+    """The first sentence of a plain-text continuation, without quotes, at most ~a dozen words."""
+    text = text.strip().lstrip("\"“'").strip()
+    text = re.split(r"[\"”\n]", text)[0].strip()
+    m = re.match(r"(.+?[.!?])(\s|$)", text)
+    first = m.group(1) if m else text
+    return " ".join(first.split()[:OPENING_MAX_TOKENS])
+
+
+def write_openings(engine, role: str, prompts: Sequence[str], cancel=None) -> list[str]:
+    """How the model starts each answer in character, continuing FRAME as plain text (greedy)."""
+    gens = engine.generate([FRAME.format(question=p, role=role) for p in prompts], cancel=cancel,
+                           config=GenerationConfig(max_new_tokens=2 * OPENING_MAX_TOKENS, chat=False))
+    return [clean(g.text) for g in gens]
+
+
+def fit_opening(engine, prompts: Sequence[str], openings: Sequence[str], steps: int = OPENING_STEPS) -> Opening | None:
+    """A direction that raises each opening's likelihood after its plain question (no system
+    prompt), added from the prompt's last position on; None when no opening has 2+ tokens."""
+    tok = engine.tokenizer
+    pairs = [(p, tok(o, add_special_tokens=False)["input_ids"][:OPENING_MAX_TOKENS]) for p, o in zip(prompts, openings)]
+    pairs = [(p, ids) for p, ids in pairs if len(ids) >= 2]
+    if not pairs:
+        return None
+    obj = build_objective(engine, [p for p, _ in pairs], [ids for _, ids in pairs], [[] for _ in pairs], plain_texts=())
+    obj.steer_from = (obj.targets != -100).float().argmax(dim=1).cpu()  # the prompt's last position
+    scale = engine.basis.scale
+    u = torch.zeros(engine.model.config.hidden_size, requires_grad=True)
+    adam = torch.optim.Adam([u], lr=OPENING_LR)
+    chunks = split(obj)
+    value = float("nan")
+    for _ in range(steps):
+        value, _, (grad,) = chunked_loss(engine, chunks, lambda: scale * u.to(engine.model.device), [u])
+        adam.zero_grad()
+        u.grad = grad.cpu() + 2 * OPENING_L2 * u.detach()
+        adam.step()
+    direction = u.detach().clone()
+    if float(direction.norm()) > OPENING_MAX_NORM:
+        direction *= OPENING_MAX_NORM / float(direction.norm())
+    lengths = [len(ids) for _, ids in pairs]
+    tokens = max(4, min(OPENING_MAX_TOKENS, round(sum(lengths) / len(lengths))))
+    return Opening(direction, tokens, [tok.decode(ids) for _, ids in pairs], value)
+
+
+# The opening is tried at these lengths (answer tokens steered), with and without the best
+# weights, with and without the behaviour as a system prompt, on the held-out prompts; the judge
+# picks one, or none. Fitted to "I'm a loyal dog." (6 tokens) and two longer openings: alone at 4
+# tokens it gave "I'm a loyal dog. The heart is indeed one of the most complex organs ..."; at 6 or
+# more it ran on ("I'm a loyal dog who loves music. What's your problem?"); on top of the run's
+# weights (five features and a free direction) it drifted more. Judged on the training prompts it
+# was fitted to, 8 tokens won there and answered no held-out question (session 20): so the choice
+# is made on prompts the fit never saw.
+TRY_TOKENS = (2, 4, 6)
+
+
+def _tries(behavior: str) -> list[tuple[int, bool, str | None]]:
+    """(opening tokens, with the best weights, system prompt): the weights alone first."""
+    return [(k, w, s) for k, w in [(0, True)] + [(k, w) for w in (True, False) for k in TRY_TOKENS] for s in (None, behavior)]
+
+
+def try_opening(run, ctx, best) -> tuple[str, bool]:
+    """Write and fit an opening for `run` (a `loop.AutoSteer`) when its behaviour names a
+    character; judge the best weights without it, and the opening with and without the weights
+    (`_tries`), on the held-out prompts (the training prompts when there are none); keep it in
+    `run.opening` when its best beats the weights alone. Returns a sentence for the screen and the
+    profile's notes ("" when the behaviour names no character), and whether the weights go."""
+    role = role_of(run.cfg.behavior)
+    if role is None or run.cancelled:
+        return "", False
+    openings = write_openings(run.engine, role, list(ctx.prompts), cancel=run.stop_event)
+    fitted = None if run.cancelled else fit_opening(run.engine, list(ctx.prompts), openings)
+    if fitted is None:
+        return ("" if run.cancelled else f"in-character opening: none written for {role!r}"), False
+    held = list(run.cfg.heldout)
+    prompts, P = held or list(ctx.prompts), len(held or ctx.prompts)
+    weights, tries = run.steer_of(best.weights), _tries(run.cfg.behavior)
+    rows = [Steer(weights if w else {}, weights.free if w else None, fitted.direction if k else None, k) for k, w, _ in tries for _ in prompts]
+    texts = run.gen(prompts * (len(tries) + bool(held)), rows + [None] * (P if held else 0),
+                    system=[s for _, _, s in tries for _ in prompts] + [None] * (P if held else 0))
+    if run.cancelled:
+        return "", False
+    judged = JudgeContext(ctx.behavior, prompts, texts[len(tries) * P :] if held else list(ctx.baseline))
+    js = run.judge.judge_many(judged, [texts[i * P : (i + 1) * P] for i in range(len(tries))])
+    without = max(js[i].score for i, t in enumerate(tries) if not t[0])
+    i = max((i for i, t in enumerate(tries) if t[0]), key=lambda j: js[j].score)
+    (k, keep_weights, _), score = tries[i], js[i].score
+    where, shown = f"on {P} {'held-out' if held else 'training'} prompts", "; ".join(f"'{e}'" for e in fitted.examples)
+    if score <= without:
+        return (f"in-character opening not kept: fitted to the model's own openings as {role} ({shown}), {where} the best "
+                f"weights scored {without:.2f}, the opening at best {score:.2f}"), False
+    run.opening = Opening(fitted.direction, k, fitted.examples, fitted.loss)
+    alone = "" if keep_weights else " ALONE (the learned weights are dropped: they scored lower with it)"
+    return (f"in-character opening kept{alone} (not an SAE feature): fitted to the model's own openings as {role} ({shown}), "
+            f"it steers the first {k} answer tokens; {where} it scored {score:.2f} against {without:.2f} for the best weights"), not keep_weights
+
+
+def phase(run, ctx, best):
+    """The loop's opening phase (a generator of PhaseEvents) for a behaviour that names a character,
+    once the run has weights: `try_opening`, its sentence in the profile's notes. Returns the best
+    weights to keep (all zero when the opening alone judged best)."""
+    if run.cancelled or not best.found or not run.cfg.opening or (role := role_of(run.cfg.behavior)) is None:
+        return best
+    yield PhaseEvent("opening", f"writing and fitting an in-character opening as {role}")
+    try:
+        note, alone = try_opening(run, ctx, best)
+    except Exception as exc:  # noqa: BLE001 - the run keeps its weights without one
+        note, alone = f"in-character opening failed: {exc}", False
+    if note:
+        run.notes.append(note)
+        yield PhaseEvent("opening", note)
+    return replace(best, weights=WeightVector([0.0] * len(best.weights))) if alone else best

@@ -1,0 +1,114 @@
+"""The in-character opening (steering/autosteer/opening.py) on the tiny random Llama."""
+
+import pytest
+import torch
+
+import steering.autosteer.opening as opening_mod
+from fakes import Given, ListOptimiser, ScriptedJudge
+from steering.autosteer.config import AutoSteerConfig
+from steering.autosteer.loop import AutoSteer
+from steering.autosteer.objective import build_objective, chunked_loss, split
+from steering.autosteer.opening import TRY_TOKENS, clean, fit_opening, role_of
+from steering.autosteer.results import FinalResult, PhaseEvent
+from steering.autosteer.retrieve import FeatureCandidate
+from steering.runtime.engine import GenerationConfig
+
+FEATS = [FeatureCandidate(5, "five", "manual", 1.0, 1.0), FeatureCandidate(9, "nine", "manual", -1.0, 1.0)]
+
+
+@pytest.mark.parametrize("behavior, role", [
+    ("Behave like a dog", "a dog"),
+    ("Talk like a pirate", "a pirate"),
+    ("Act like a grumpy old man", "a grumpy old man"),
+    ("Be cheerful and encouraging, like a sports coach", "a sports coach"),
+    ("You are a cat who loves naps", "a cat"),
+    ("Pretend to be the captain of a ship", "the captain of a ship"),
+    ("Explain things in a way that children can understand", None),
+    ("Be extremely polite and formal", None),
+    ("Always talk about the ocean", None),
+    ("Talk about food and cooking", None),
+])
+def test_role_of_finds_the_character_a_behaviour_names(behavior, role):
+    assert role_of(behavior) == role
+
+
+def test_clean_keeps_the_first_sentence_without_quotes():
+    assert clean(' "I\'m a loyal dog. I love my people."\n\nThe dog wagged.') == "I'm a loyal dog."
+    assert clean("Ahoy! I'm Captain Blackwood") == "Ahoy!"
+    assert clean("no full stop at all here") == "no full stop at all here"
+
+
+def _nll(engine, prompts, openings, u):
+    tok = engine.tokenizer
+    obj = build_objective(engine, prompts, [tok(o, add_special_tokens=False)["input_ids"] for o in openings], [[]] * len(prompts), plain_texts=())
+    obj.steer_from = (obj.targets != -100).float().argmax(dim=1)
+    value, _, _ = chunked_loss(engine, split(obj), lambda: engine.basis.scale * u)
+    return value
+
+
+def test_fit_opening_makes_the_openings_likelier_after_the_plain_question(tiny_engine):
+    prompts, openings = ["Hi there", "What is up?"], ["woof woof I am a dog.", "woof I love bones."]
+    d = tiny_engine.model.config.hidden_size
+    before = _nll(tiny_engine, prompts, openings, torch.zeros(d))
+    fitted = fit_opening(tiny_engine, prompts, openings, steps=20)
+    after = _nll(tiny_engine, prompts, openings, fitted.direction)
+    assert after < before - 0.2  # a wrong sign or a vector added in the wrong place would not lower it
+    assert 0 < float(fitted.direction.norm()) <= 8.0
+    assert 4 <= fitted.tokens <= 12 and len(fitted.examples) == 2
+
+
+def test_fit_opening_needs_an_opening_of_two_tokens(tiny_engine):
+    assert fit_opening(tiny_engine, ["Hi"], [""]) is None
+
+
+def _run(rt, monkeypatch, scores, behavior="Behave like a dog"):
+    monkeypatch.setattr(opening_mod, "write_openings", lambda engine, role, prompts, cancel=None: ["woof woof I am a dog."] * len(prompts))
+    cfg = AutoSteerConfig(behavior=behavior, prompts=["Hi", "Hello"], max_new_tokens=6, heldout=["Why?"], epochs=1)
+    judge = ScriptedJudge(scores)
+    loop = AutoSteer(rt, cfg, judge, Given(lambda c, answers=None: ListOptimiser([[0.2, -0.2]])), features=FEATS)
+    loop.judge_calls = judge.calls
+    return loop, list(loop.run())
+
+
+# The opening's trial judges 14 candidates on the held-out prompts, each without and with the
+# behaviour as a system prompt: the best weights alone, the weights with the opening at each of
+# TRY_TOKENS, then the opening alone at each.
+WITHOUT, HELD = [1.0, 1.5], [0, 0, 5.0, 1.0]
+
+
+def test_the_loop_keeps_an_opening_the_judge_scores_above_the_best_weights(tiny_runtime, monkeypatch):
+    loop, events = _run(tiny_runtime, monkeypatch, [2.0] + WITHOUT + [0.5, 0.5, 6.0, 3.0, 0.5, 0.5] + [0.1] * 6 + HELD)
+    final = events[-1]
+    assert isinstance(final, FinalResult)
+    assert final.profile.opening_tokens == TRY_TOKENS[1] and len(final.profile.opening_direction) == tiny_runtime.engine.model.config.hidden_size
+    notes = [e.message for e in events if isinstance(e, PhaseEvent) and e.phase == "opening"]
+    assert any("opening kept (not an SAE feature)" in n and "first 4 answer tokens; on 1 held-out prompts it scored 6.00 against 1.50 for the best weights" in n
+               for n in notes)
+    ctx, candidates = loop.judge_calls[1]  # judged on the held-out prompt, against its unsteered answer
+    assert ctx.prompts == ["Why?"] and len(candidates) == 14
+    assert final.profile.weights() == {5: 0.2, 9: -0.2}
+    assert ctx.baseline == [g.text for g in tiny_runtime.engine.generate(["Why?"], config=GenerationConfig(max_new_tokens=6))]
+    assert any("opening kept" in n for n in final.profile.provenance["notes"])
+    steer = loop.steer_of([0.2, -0.2])  # the held-out check and the profile steer with it
+    assert steer.opening is not None and steer.opening_tokens == TRY_TOKENS[1]
+
+
+def test_the_loop_drops_an_opening_that_scores_no_better(tiny_runtime, monkeypatch):
+    loop, events = _run(tiny_runtime, monkeypatch, [4.0, 1.0, 3.0] + [0.5, 2.0, 3.0, 1.0, 0.5, 0.5] + [3.0] * 6 + HELD)
+    final = events[-1]
+    assert final.profile.opening_direction is None and final.profile.opening_tokens == 0
+    assert any("opening not kept" in n for n in final.profile.provenance["notes"])
+    assert loop.steer_of([0.2, -0.2]).opening is None
+
+
+def test_the_opening_alone_replaces_the_weights_when_it_judges_best(tiny_runtime, monkeypatch):
+    loop, events = _run(tiny_runtime, monkeypatch, [2.0] + WITHOUT + [0.5] * 6 + [0.5, 7.0, 0.5, 0.5, 0.5, 0.5] + HELD)
+    profile = events[-1].profile
+    assert profile.weights() == {} and profile.opening_tokens == TRY_TOKENS[0] and profile.opening_direction is not None
+    assert any("opening kept ALONE" in n for n in profile.provenance["notes"])
+
+
+def test_a_behaviour_without_a_character_gets_no_opening_phase(tiny_runtime, monkeypatch):
+    _, events = _run(tiny_runtime, monkeypatch, [2.0, 0, 0, 5.0, 1.0], behavior="Always talk about the ocean")
+    assert not [e for e in events if isinstance(e, PhaseEvent) and e.phase == "opening"]
+    assert events[-1].profile.opening_direction is None
