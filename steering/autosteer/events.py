@@ -56,5 +56,6 @@ def final_json(event: FinalResult, path: str | Path) -> dict:
             "held_out": event.heldout.scores if event.heldout else None,
             "held_out_outputs": event.heldout.outputs if event.heldout else None,
             "mode": event.profile.mode, "free_share": event.profile.free_share,
+            "opening_tokens": event.profile.opening_tokens,  # 0: no in-character opening
             "notes": event.profile.provenance.get("notes", []),
             "screened": event.screened.to_json()["screened"] if event.screened else None}

@@ -28,9 +28,9 @@ import torch
 from ..artefacts.profile import OPENING_MAX_NORM
 from ..runtime.basis import Steer
 from ..runtime.engine import GenerationConfig
+from .judges import JudgeContext
 from .objective import build_objective, chunked_loss, split
 from .optimisers import WeightVector
-from .judges import JudgeContext
 from .results import PhaseEvent
 
 # "like a dog", "as a pirate", "be a teacher", "you are the captain": the character, up to a
@@ -38,7 +38,7 @@ from .results import PhaseEvent
 ROLE = re.compile(r"\b(?:like|as|be|pretend to be|you are)\s+((?:an?|the)\s+[a-z][a-z' -]*)", re.I)
 ROLE_END = re.compile(r"\s+(?:who|that|would|does|do|and|when|with|in|on|to|for)\b.*$", re.I)
 FRAME = "{question}\n\nAnswer as {role} would, in character:\n"
-OPENING_MAX_TOKENS = 12  # an opening is at most this long (cut at a word)
+OPENING_MAX_TOKENS = 12  # an opening is at most this many words, and is fitted on at most this many tokens
 OPENING_STEPS = 30  # Adam steps of the fit
 OPENING_LR = 0.05  # per step, in units of scale
 OPENING_L2 = 0.01  # penalty on |u|^2 (u in units of scale): the fit lands at |u| ~ 4-5
@@ -81,9 +81,10 @@ def write_openings(engine, role: str, prompts: Sequence[str], cancel=None) -> li
     return [clean(g.text) for g in gens]
 
 
-def fit_opening(engine, prompts: Sequence[str], openings: Sequence[str], steps: int = OPENING_STEPS) -> Opening | None:
+def fit_opening(engine, prompts: Sequence[str], openings: Sequence[str], steps: int = OPENING_STEPS, cancel=None) -> Opening | None:
     """A direction that raises each opening's likelihood after its plain question (no system
-    prompt), added from the prompt's last position on; None when no opening has 2+ tokens."""
+    prompt), added from the prompt's last position on; None when no opening has 2+ tokens or
+    when `cancel` (a threading.Event) is set meanwhile."""
     tok = engine.tokenizer
     pairs = [(p, tok(o, add_special_tokens=False)["input_ids"][:OPENING_MAX_TOKENS]) for p, o in zip(prompts, openings)]
     pairs = [(p, ids) for p, ids in pairs if len(ids) >= 2]
@@ -97,6 +98,8 @@ def fit_opening(engine, prompts: Sequence[str], openings: Sequence[str], steps: 
     chunks = split(obj)
     value = float("nan")
     for _ in range(steps):
+        if cancel is not None and cancel.is_set():
+            return None
         value, _, (grad,) = chunked_loss(engine, chunks, lambda: scale * u.to(engine.model.device), [u])
         adam.zero_grad()
         u.grad = grad.cpu() + 2 * OPENING_L2 * u.detach()
@@ -135,7 +138,7 @@ def try_opening(run, ctx, best) -> tuple[str, bool]:
     if role is None or run.cancelled:
         return "", False
     openings = write_openings(run.engine, role, list(ctx.prompts), cancel=run.stop_event)
-    fitted = None if run.cancelled else fit_opening(run.engine, list(ctx.prompts), openings)
+    fitted = None if run.cancelled else fit_opening(run.engine, list(ctx.prompts), openings, cancel=run.stop_event)
     if fitted is None:
         return ("" if run.cancelled else f"in-character opening: none written for {role!r}"), False
     held = list(run.cfg.heldout)

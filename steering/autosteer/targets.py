@@ -120,7 +120,9 @@ def choose_targets(answers: DistillAnswers, judge, behavior: str, options: list,
 # margin is a guess. Session 19: 1.5 warned "Talk like a pirate" on the app's default prompts
 # (targets 2.27) and on a one-prompt CLI run (2.40), where the benchmark's pirate is the clearest win
 # after kids; 1.1 sits between the highest score of the four behaviours nobody could read
-# (polite, 0.96 above plain) and those two pirate runs (1.27, 1.40).
+# (polite, 0.96 above plain) and those two pirate runs (1.27, 1.40). Session 20, with the judge
+# reading the behaviour against a neutral system prompt (plain = 1.00): kids 4.61, grumpy 3.90,
+# pirate 3.09 clear it; ocean 1.57, polite 1.31, food 1.10, coach 1.08 and dog 0.99 are warned.
 WEAK_MARGIN = 1.1
 
 

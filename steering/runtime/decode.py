@@ -274,19 +274,9 @@ class FastDecoder:
         flight = Flight(self, input_ids, attention_mask, settings, on_step)
         if flight.done:  # max_new_tokens = 0: nothing to write
             return flight
-        h = self.forward(input_ids, flight.positions, flight.state, self._prompt_steer(settings, input_ids.shape), settings.layer)
+        h = self.forward(input_ids, flight.positions, flight.state, flight.prompt_steer(input_ids.shape[1], self.embed.shape[1]), settings.layer)
         flight.advance(self.logits(h, settings, flight.seen))
         return flight
-
-    def _prompt_steer(self, settings: DecodeSettings, shape) -> torch.Tensor | None:
-        """The steering over a prompt run: the steering vector at every position, the opening
-        vector at the last one only (prompts are left-padded: the last is every row's own)."""
-        if settings.opening is None:
-            return settings.steer
-        b, t = shape
-        out = torch.zeros(b, t, self.embed.shape[1]) if settings.steer is None else settings.steer[:, None, :].repeat(1, t, 1)
-        out[:, -1] += settings.opening
-        return out
 
     @torch.no_grad()
     def step(self, flights: list[Flight]) -> None:

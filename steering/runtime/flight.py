@@ -37,6 +37,16 @@ class Flight:
     def rows(self) -> int:
         return self.finished.shape[0]
 
+    def prompt_steer(self, t: int, d_model: int) -> torch.Tensor | None:
+        """The steering over the prompt run (t positions): the steering vector at every position,
+        the opening vector at the last one only (prompts are left-padded: every row's own last)."""
+        s = self.settings
+        if s.opening is None:
+            return s.steer
+        out = torch.zeros(self.rows, t, d_model) if s.steer is None else s.steer[:, None, :].repeat(1, t, 1)
+        out[:, -1] += s.opening
+        return out
+
     def steer_now(self, d_model: int) -> torch.Tensor | None:
         """This step's steering rows (B, d_model): the steering vector, plus the opening vector on
         rows still writing their opening (`len(tokens)` answer tokens so far); None if neither."""

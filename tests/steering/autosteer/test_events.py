@@ -54,7 +54,7 @@ def test_each_event_goes_to_its_own_method_and_its_answer_comes_back(tiny_runtim
 
 def test_final_json_has_the_documented_fields(tiny_runtime, tmp_path):
     line = final_json(_final(tiny_runtime), tmp_path / "dog.json")
-    assert list(line) == ["profile", "stopped", "features", "held_out", "held_out_outputs", "mode", "free_share", "notes", "screened"]
+    assert list(line) == ["profile", "stopped", "features", "held_out", "held_out_outputs", "mode", "free_share", "opening_tokens", "notes", "screened"]
     assert line["profile"] == str(tmp_path / "dog.json") and line["stopped"] == "threshold" and line["mode"] == "prompted_steered"
     assert line["features"] == [{"index": 5, "label": "five", "source": "attribution"}, {"index": 9, "label": "nine", "source": "semantic"}]
     assert line["held_out"] == {"unsteered": 1.0, "steered": 2.5} and line["held_out_outputs"]["steered"] == ["b"]

@@ -112,3 +112,11 @@ def test_a_behaviour_without_a_character_gets_no_opening_phase(tiny_runtime, mon
     _, events = _run(tiny_runtime, monkeypatch, [2.0, 0, 0, 5.0, 1.0], behavior="Always talk about the ocean")
     assert not [e for e in events if isinstance(e, PhaseEvent) and e.phase == "opening"]
     assert events[-1].profile.opening_direction is None
+
+
+def test_a_stopped_run_stops_the_fit(tiny_engine):
+    import threading
+
+    stop = threading.Event()
+    stop.set()
+    assert fit_opening(tiny_engine, ["Hi there"], ["woof woof I am a dog."], cancel=stop) is None
