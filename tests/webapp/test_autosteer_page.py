@@ -108,3 +108,13 @@ def test_long_feature_labels_are_cut_so_the_weights_stay_on_screen():
 def test_a_multi_line_answer_stays_inside_its_quote_in_the_log():
     assert autosteer.quoted("Plants grow.\n\nThe plant <b>has</b>") == "Plants grow.  \n> The plant &lt;b&gt;has&lt;/b&gt;"
     assert autosteer.quoted("  ") == "(empty)"
+
+
+def test_an_in_character_opening_is_named_in_the_progress_and_the_final_status(tiny_runtime, tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "USER_PROFILES", tmp_path)
+    profile = make_profile(tiny_runtime, "dog", "Behave like a dog", {5: 0.0}, opening_direction=[0.1] * 64, opening_tokens=4)
+    events = [EpochResult(1, [0.0, 0.0], ["Hi"], 1.0, "", 1.0, [0.0, 0.0], 1, {"generate": 1.0}),
+              PhaseEvent("opening", "writing and fitting an in-character opening as a dog"), FinalResult(profile, FEATS, None, "epochs")]
+    outs = list(follow(events, autosteer.Page(FakeRun(), {})))
+    assert "Writing an in-character opening... (opening: writing and fitting" in outs[1][0] and _bar(outs[1][0]) == 90
+    assert "in-character opening (a learned direction, NOT an SAE feature)" in outs[-1][0] and "first 4 answer tokens" in outs[-1][0]
