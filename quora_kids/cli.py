@@ -151,7 +151,7 @@ def cmd_curate(args) -> int:
         raise UsageError("--display-name and --description must not be empty")
     profile = load_profile(args.profile)  # a ProfileError is bad input: exit code 2 (run_main)
     if args.strength != 1.0:
-        profile = scaled(profile, args.strength, f"weights and free direction x{args.strength:g} those of the profile curated "
+        profile = scaled(profile, args.strength, f"weights, free direction and opening x{args.strength:g} those of the profile curated "
                                                  f"(curated for the kids' site; an earlier note may have scaled it already)")
     profile = replace(profile, name=args.name or profile.name)
     if args.mode:  # answer with the behaviour as a system prompt as well, or with steering alone
@@ -209,7 +209,7 @@ def _add_curate(sub) -> None:
     c.add_argument("--profile", required=True, help="a profile `steering autosteer` saved")
     c.add_argument("--display-name", required=True, help="what parents see, e.g. \"Pirate storyteller\"")
     c.add_argument("--description", required=True, help="one sentence saying what the answers are like")
-    c.add_argument("--strength", type=float, default=1.0, help="multiply the weights and free direction by this (0-1]")
+    c.add_argument("--strength", type=float, default=1.0, help="multiply the weights, free direction and opening by this (0-1]")
     c.add_argument("--name", default=None, help="the name the site and its API use (default: the profile's)")
     c.add_argument("--mode", choices=["steered", "prompted_steered"], default=None,
                    help="answering mode (default: the one the run's held-out check chose)")

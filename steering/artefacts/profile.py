@@ -58,8 +58,8 @@ class SteeringProfile:
     free_direction: list[float] | None = None
     free_share: float = 0.0
     # An in-character opening (autosteer/opening.py): another learned vector that is NOT an SAE
-    # feature (units of `scale`), added only at the prompt's last position and while the first
-    # `opening_tokens` answer tokens are written; None when the profile has none.
+    # feature (units of `scale`), added only at the prompt's last position and at the first
+    # `opening_tokens` answer tokens; None when the profile has none.
     opening_direction: list[float] | None = None
     opening_tokens: int = 0
     schema_version: int = SCHEMA_VERSION

@@ -7,8 +7,8 @@ system prompt, SmolLM2-135M never barks or says it is a dog (its "Woof" even get
 but continuing the plain text "<question>\\n\\nAnswer as a dog would, in character:\\n" it writes
 "I'm a loyal dog. I love my people." So the model writes its own openings that way
 (`write_openings`), a vector at the SAE layer is fitted to make them likely after the plain
-question (`fit_opening`), and it is added at the prompt's last position and while the first
-`opening_tokens` answer tokens are written: the answer opens in character, then answers the
+question (`fit_opening`), and it is added at the prompt's last position and at the first
+`opening_tokens` answer tokens (the positions that write the opening): the answer opens in character, then answers the
 question ("I'm a loyal dog. The heart is a vital organ that pumps blood throughout the body").
 Added at every position, the same kind of vector erases the question: "I'm a loyal dog who loves
 to lounge in the shade" to every question (session 20, `docs/results.md`).
@@ -105,8 +105,8 @@ def fit_opening(engine, prompts: Sequence[str], openings: Sequence[str], steps: 
         u.grad = grad.cpu() + 2 * OPENING_L2 * u.detach()
         adam.step()
     direction = u.detach().clone()
-    if float(direction.norm()) > OPENING_MAX_NORM:
-        direction *= OPENING_MAX_NORM / float(direction.norm())
+    if float(direction.norm()) > OPENING_MAX_NORM:  # a hair under: rounding in the profile must not push it over
+        direction *= 0.999 * OPENING_MAX_NORM / float(direction.norm())
     lengths = [len(ids) for _, ids in pairs]
     tokens = max(4, min(OPENING_MAX_TOKENS, round(sum(lengths) / len(lengths))))
     return Opening(direction, tokens, [tok.decode(ids) for _, ids in pairs], value)
@@ -174,7 +174,7 @@ def phase(run, ctx, best):
     try:
         note, alone = try_opening(run, ctx, best)
     except Exception as exc:  # noqa: BLE001 - the run keeps its weights without one
-        note, alone = f"in-character opening failed: {exc}", False
+        note, alone = ("" if run.cancelled else f"in-character opening failed: {exc}"), False
     if note:
         run.notes.append(note)
         yield PhaseEvent("opening", note)

@@ -80,6 +80,9 @@ def cmd_export(args) -> int:
         out = export_profile(profile, args.out, args.format)
     except ExportError as exc:
         raise UsageError(str(exc)) from exc
+    if profile.opening_direction is not None:
+        print("note: this profile's in-character opening is not in the export (it acts on a few positions only); "
+              "the exported model answers without it", file=sys.stderr)
     print(out)
     return 0
 

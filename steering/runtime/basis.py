@@ -30,8 +30,8 @@ class Steer(dict):
     """Feature weights (latent index -> weight) plus an optional free vector that is not an SAE
     feature, in units of the basis scale (so it means the same after a recalibration), and an
     optional opening vector (also not an SAE feature, same units) added only where the answer
-    starts: at the prompt's last position and while the first `opening_tokens` answer tokens are
-    written (`autosteer/opening.py`)."""
+    starts: at the prompt's last position and at the first `opening_tokens` answer tokens (so the
+    first opening_tokens + 1 tokens are written under it; `autosteer/opening.py`)."""
 
     def __init__(self, weights: Mapping[int, float] = (), free: torch.Tensor | None = None,
                  opening: torch.Tensor | None = None, opening_tokens: int = 0):

@@ -49,7 +49,8 @@ class Flight:
 
     def steer_now(self, d_model: int) -> torch.Tensor | None:
         """This step's steering rows (B, d_model): the steering vector, plus the opening vector on
-        rows still writing their opening (`len(tokens)` answer tokens so far); None if neither."""
+        rows whose input is one of their first opening_tokens answer tokens (`len(tokens)` so
+        far); None if neither."""
         s = self.settings
         if s.opening is None:
             return s.steer

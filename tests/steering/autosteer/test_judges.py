@@ -257,11 +257,13 @@ def test_the_concept_reads_the_behaviour_against_a_neutral_system_prompt_not_non
 
     from steering.autosteer import judges
 
-    # Perplexity 20 with no system prompt, 10 after any system prompt, and 5 after the behaviour
-    # only for the answer that really shows it.
+    # The plain answer: perplexity 20 with no system prompt, 10 after any. The "styled" answer, as
+    # written under some system prompt, is much less likely without one (40) but no likelier
+    # after the behaviour than after the neutral prompt (10); the dog answer is (5). Read against
+    # no system prompt (the old judge), both gain log 2 over the plain answer and tie.
     def perplexities(engine, prompts, answers, system=None):
         if system is None:
-            return [20.0] * len(answers)
+            return [40.0 if a.startswith("Well") else 20.0 for a in answers]
         if system == judges.NEUTRAL_SYSTEM:
             return [10.0] * len(answers)
         return [5.0 if "woof" in a else 10.0 for a in answers]
@@ -270,6 +272,9 @@ def test_the_concept_reads_the_behaviour_against_a_neutral_system_prompt_not_non
     j = judges.MetricJudge(tiny_runtime.engine)
     ctx = judges.JudgeContext("Behave like a dog", ["Why?"], ["Because the sky scatters blue light."])
     styled, dog = j.judge_many(ctx, [["Well, because the sky scatters blue light."], ["woof, because the sky scatters blue light."]])
-    assert styled.parts["concept_pmi"] == pytest.approx(0.0)  # log(20/10) with no neutral reading: the old bias
+    assert styled.parts["concept_pmi"] == pytest.approx(0.0)
     assert dog.parts["concept_pmi"] == pytest.approx(min(1.0, math.log(2) / judges.PMI_GAIN))
-    assert dog.score > styled.score
+    monkeypatch.setattr(judges, "NEUTRAL_SYSTEM", None)  # the old reading cannot tell them apart
+    old_styled, old_dog = judges.MetricJudge(tiny_runtime.engine).judge_many(ctx, [[styled_text] for styled_text in
+                                                                                   ("Well, because the sky scatters blue light.", "woof, because the sky scatters blue light.")])
+    assert old_styled.parts["concept_pmi"] == pytest.approx(old_dog.parts["concept_pmi"]) == pytest.approx(min(1.0, math.log(2) / judges.PMI_GAIN))

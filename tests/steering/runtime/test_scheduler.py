@@ -406,3 +406,14 @@ def test_close_stops_the_worker_after_its_current_work(scheduled):
         assert sched.call(lambda: 7).result(timeout=30) == 7
         sched.close()
         assert not sched.worker.is_alive() and sched.closed
+
+
+def test_plain_text_and_chat_requests_never_share_a_batch():
+    """A batch runs with its first request's config: a plain-text continuation (the opening's
+    frame) must not be served with the chat template, nor a question without it."""
+    from steering.runtime.scheduler import Request
+
+    def req(chat):
+        return Request(["Hi"], [None], [None], GenerationConfig(max_new_tokens=24, chat=chat), None, None, 0, 0)
+
+    assert req(True).key() == req(True).key() and req(True).key() != req(False).key()
