@@ -201,15 +201,19 @@ def _vector(value: Any, key: str) -> list[float] | None:
     return [float(x) for x in value]
 
 
-def _validate_opening(profile: SteeringProfile) -> None:
-    o = profile.opening_direction
-    if o is None:
+def _validate_vector(values: list[float] | None, key: str, max_norm: float, why: str = "") -> None:
+    """A learned direction (free or opening): finite, and at most `max_norm` long."""
+    if values is None:
         return
-    if not all(math.isfinite(x) for x in o):
-        raise ProfileError("profile: opening_direction holds a value that is not a finite number")
-    if (norm := math.sqrt(sum(x * x for x in o))) > OPENING_MAX_NORM:
-        raise ProfileError(f"profile: opening_direction is {norm:.3g} long (in units of scale); at most {OPENING_MAX_NORM:g}")
-    if not 1 <= profile.opening_tokens <= OPENING_MAX_TOKENS:
+    if not all(math.isfinite(x) for x in values):
+        raise ProfileError(f"profile: {key} holds a value that is not a finite number")
+    if (norm := math.sqrt(sum(x * x for x in values))) > max_norm:
+        raise ProfileError(f"profile: {key} is {norm:.3g} long (in units of scale); at most {max_norm:g}{why}")
+
+
+def _validate_opening(profile: SteeringProfile) -> None:
+    _validate_vector(profile.opening_direction, "opening_direction", OPENING_MAX_NORM)
+    if profile.opening_direction is not None and not 1 <= profile.opening_tokens <= OPENING_MAX_TOKENS:
         raise ProfileError(f"profile: opening_tokens should be 1-{OPENING_MAX_TOKENS} with an opening_direction, not {profile.opening_tokens}")
 
 
@@ -219,11 +223,7 @@ def validate(profile: SteeringProfile, model: ModelRef | None = None, sae: SAERe
         raise ProfileError(f"profile: mode {profile.mode!r} should be one of {', '.join(MODES)}")
     if profile.mode == "prompted_steered" and not profile.system_prompt.strip():
         raise ProfileError("profile: mode 'prompted_steered' needs a system_prompt")
-    if profile.free_direction is not None and not all(math.isfinite(x) for x in profile.free_direction):
-        raise ProfileError("profile: free_direction holds a value that is not a finite number")
-    if profile.free_direction is not None and (norm := math.sqrt(sum(x * x for x in profile.free_direction))) > FREE_MAX_NORM:
-        raise ProfileError(f"profile: free_direction is {norm:.3g} long (in units of scale); at most {FREE_MAX_NORM:g}: "
-                           "longer ones only garble the text")
+    _validate_vector(profile.free_direction, "free_direction", FREE_MAX_NORM, ": longer ones only garble the text")
     _validate_opening(profile)
     if not all(isinstance(p, str) for p in profile.prompts):
         raise ProfileError("profile: prompts should be a list of strings")

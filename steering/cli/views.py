@@ -8,10 +8,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..artefacts.profile import opening_summary
 from ..autosteer.config import AutoSteerConfig
 from ..autosteer.events import AutoSteerView, final_json
 from ..autosteer.loop import SCREEN_WEIGHT, AutoSteer
-from ..artefacts.profile import opening_summary
 from ..autosteer.results import EpochResult, FinalResult, PhaseEvent, ScreenResult
 
 

@@ -63,6 +63,12 @@ class SteeringBasis:
     def from_sae(cls, sae, layer: int, scale: float) -> SteeringBasis:
         return cls(unit_rows(sae.W_dec), layer, float(scale))
 
+    def _sized(self, vector: torch.Tensor, what: str) -> torch.Tensor:
+        """`vector` if it has one value per hidden unit, else a ValueError naming `what`."""
+        if vector.shape != (self.directions.shape[1],):
+            raise ValueError(f"{what} vector has shape {tuple(vector.shape)}, the model's hidden size is {self.directions.shape[1]}")
+        return vector
+
     def openings(self, weights: Sequence[Weights | None]) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Each row's opening vector (B, d_model), `scale` times its Steer's `opening` (zero rows
         without one), and how many answer tokens it steers (B,); None when no row has one."""
@@ -73,9 +79,7 @@ class SteeringBasis:
         for row, w in enumerate(weights):
             opening = getattr(w, "opening", None)
             if opening is not None:
-                if opening.shape != (d,):
-                    raise ValueError(f"opening vector has shape {tuple(opening.shape)}, the model's hidden size is {d}")
-                out[row], tokens[row] = self.scale * opening.float(), int(w.opening_tokens)
+                out[row], tokens[row] = self.scale * self._sized(opening, "opening").float(), int(w.opening_tokens)
         return out, tokens
 
     def vectors(self, weights: Sequence[Weights | None]) -> torch.Tensor:
@@ -84,9 +88,7 @@ class SteeringBasis:
         for row, w in enumerate(weights):
             free = getattr(w, "free", None)
             if free is not None:
-                if free.shape != (self.directions.shape[1],):
-                    raise ValueError(f"free steering vector has shape {tuple(free.shape)}, the model's hidden size is {self.directions.shape[1]}")
-                out[row] += self.scale * free.float()
+                out[row] += self.scale * self._sized(free, "free steering").float()
             if not w or not len(w):
                 continue
             idx = torch.tensor(list(w.keys()), dtype=torch.long)

@@ -147,6 +147,7 @@ class SteeringEngine:
             raise ValueError(f"{len(prompts)} prompts but {len(weights)} weight rows")
         systems = _per_row(system, len(prompts))
         self.steering_vectors(weights)  # fail here, in the caller's thread, on bad weights
+        self.opening_vectors(weights)  # and on a bad opening
         if self.scheduler is not None and not self.scheduler.on_worker():
             # Big requests (screening 30 candidates) go in chunks, so a child's question can be
             # decoded between two chunks instead of after all of them.
