@@ -2,9 +2,8 @@
 
 The gradient optimiser distils the targets, and the attribution and contrastive retrieval sources
 read both; they are written once per run. Per question the judge picks the best-judged of a few
-ways of asking for the behaviour (`distill_answers`: told, told and reminded, sampled, and guided
-answers that lean further on the behaviour than the model does when told, `runtime/guided.py`),
-and `heads_up` warns the user when even the best of them barely shows it.
+ways of asking for the behaviour (`distill_answers`), and `heads_up` warns the user when even the
+best of them barely shows it.
 """
 
 from __future__ import annotations
@@ -12,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..runtime.engine import Generation, GenerationConfig
-from ..runtime.guided import guided_generate
-from .judges import NEUTRAL_SYSTEM, JudgeContext, JudgeError
+from ..runtime.engine import GenerationConfig
+from .judges import JudgeContext, JudgeError
 
 
 @dataclass
@@ -45,22 +43,10 @@ class DistillAnswers:
 TARGET_SAMPLES = 1
 TARGET_TEMPERATURE = 0.8
 
-# And the guided answers at these scales (runtime/guided.py): the told answer pushed further from a
-# neutral system prompt's. SmolLM2-135M, told "Always talk about the ocean", answers "How do I stay
-# healthy?" without the ocean; guided at 2: "The ocean is a sacred place that offers endless
-# opportunities for self-care. To stay healthy, ...". Session 21, the benchmark's 8 behaviours on its
-# 3 training questions (metric judge, plain answers 1.00; told / guided x2 / guided x3): ocean
-# 1.23 / 2.65 / 3.38, food 1.24 / 2.19 / 3.54, coach 0.98 / 2.35 / 1.96, dog 0.98 / 1.93 / 2.25,
-# pirate 2.51 / 6.21 / 4.03, grumpy 3.44 / 4.83 / 4.37, kids 3.24 / 4.25 / 2.16, polite
-# 1.61 / 1.69 / 2.93 (where x3 also wrote "Section 9 emergency medical technician | www..."; the
-# judge picks per question, and its relevance and fluency parts keep such answers out). ~2.5 s
-# per scale for 3 questions on 2 CPU cores.
-GUIDANCE_SCALES = (2.0, 3.0)
 
-
-def option_names(samples: int, scales) -> list[str]:
-    """The target options' names, in distill_answers' order."""
-    return ["greedy", "greedy + reminder"] + [f"sample {s + 1}" for s in range(samples)] + [f"guided x{g:g}" for g in scales]
+def option_name(o: int) -> str:
+    """What target option `o` is (see distill_answers)."""
+    return ("greedy", "greedy + reminder")[o] if o < 2 else f"sample {o - 1}"
 
 
 def remind(prompt: str, behavior: str) -> str:
@@ -70,12 +56,11 @@ def remind(prompt: str, behavior: str) -> str:
 
 
 def distill_answers(engine, behavior: str, prompts: Sequence[str], max_new_tokens: int = 48, cancel=None,
-                    judge=None, samples: int = TARGET_SAMPLES, seed: int = 0, guidance: Sequence[float] = GUIDANCE_SCALES) -> DistillAnswers:
+                    judge=None, samples: int = TARGET_SAMPLES, seed: int = 0) -> DistillAnswers:
     """One batched greedy generate (every prompt with the behaviour as a system prompt, with it as
     a system prompt AND a reminder after the question, and plain), then, when a `judge` is given,
-    one sampled generate of `samples` more answers per prompt with the behaviour and one guided
-    answer per prompt at each `guidance` scale, and the judge picks each prompt's best-judged
-    answer as its target (`choose_targets`).
+    one sampled generate of `samples` more answers per prompt with the behaviour, and the judge
+    picks each prompt's best-judged answer as its target (`choose_targets`).
 
     A small model follows the phrasings unevenly: with the reminder, SmolLM2-135M writes "Stay
     healthy, you're the first to walk the plank" for a pirate, but its dog answers get worse; and
@@ -95,19 +80,14 @@ def distill_answers(engine, behavior: str, prompts: Sequence[str], max_new_token
         sampled = engine.generate([p if s % 2 == 0 else remind(p, behavior) for s in range(samples) for p in prompts],
                                   system=behavior, cancel=cancel,
                                   config=GenerationConfig(max_new_tokens=max_new_tokens, temperature=TARGET_TEMPERATURE, seed=seed))
-    guided = [[Generation(engine.text_of(i), i, "guided") for i in ids]
-              for ids in guided_generate(engine, prompts, behavior, NEUTRAL_SYSTEM, guidance, max_new_tokens=max_new_tokens, cancel=cancel)]
-    if cancel is not None and cancel.is_set():
-        return answers
-    options = [told, reminded] + [sampled[s * n : (s + 1) * n] for s in range(samples)] + guided
-    choose_targets(answers, judge, behavior, options, [g.text for g in plains], option_names(samples, guidance))
+    options = [told, reminded] + [sampled[s * n : (s + 1) * n] for s in range(samples)]
+    choose_targets(answers, judge, behavior, options, [g.text for g in plains])
     return answers
 
 
-def choose_targets(answers: DistillAnswers, judge, behavior: str, options: list, plains: list[str], names: list[str]) -> None:
+def choose_targets(answers: DistillAnswers, judge, behavior: str, options: list, plains: list[str]) -> None:
     """Each prompt's target: the best-judged of its options (one list of generations per option,
-    one generation per prompt; `names` says what each is), judged against the plain answers in ONE
-    judge call. A judge that
+    one generation per prompt), judged against the plain answers in ONE judge call. A judge that
     scores only whole candidates (no per-prompt scores) picks one option for every prompt; on a
     tie the first option (the greedy system-prompt answer) stays."""
     n = len(answers.prompts)
@@ -122,8 +102,8 @@ def choose_targets(answers: DistillAnswers, judge, behavior: str, options: list,
     per = [j.per_prompt if len(j.per_prompt) == n else [j.score] * n for j in js]
     picks = [max(range(len(options)), key=lambda o: (per[o][i], -o)) for i in range(n)]
     answers.targets = [options[o][i].token_ids for i, o in enumerate(picks)]
-    counts = {names[o]: picks.count(o) for o in sorted(set(picks))}
-    answers.phrasing = "best of " + ", ".join(names)
+    counts = {option_name(o): picks.count(o) for o in sorted(set(picks))}
+    answers.phrasing = "best of " + ", ".join(option_name(o) for o in range(len(options)))
     chosen = answers.score = sum(per[o][i] for i, o in enumerate(picks)) / n
     answers.plain_score = plain.score
     answers.note = (f"targets: per question, the best-judged of {len(options)} answers written with the behaviour "
@@ -154,5 +134,5 @@ def heads_up(answers: DistillAnswers | None) -> str:
     if answers.score - answers.plain_score >= WEAK_MARGIN:
         return ""
     return (f"the model shows little of this behaviour even when told it directly: its best answers written with the "
-            f"behaviour as a system prompt (guided answers included) score {answers.score:.2f}, its plain answers {answers.plain_score:.2f}. "
+            f"behaviour as a system prompt score {answers.score:.2f}, its plain answers {answers.plain_score:.2f}. "
             f"Steering learns from those answers, so expect a weak effect; a larger model may follow it better")

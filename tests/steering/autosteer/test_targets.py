@@ -4,9 +4,7 @@ and the heads-up when even the best of them barely shows the behaviour."""
 import pytest
 
 from steering.autosteer.judges import Judge, Judgement, JudgeError
-from steering.autosteer.judges import NEUTRAL_SYSTEM
 from steering.autosteer.targets import DistillAnswers, distill_answers, heads_up, remind
-from steering.runtime.guided import guided_generate
 
 
 class _PhrasingJudge(Judge):
@@ -46,11 +44,9 @@ def test_distill_answers_pick_each_prompts_best_judged_answer(tiny_runtime, monk
     eng = tiny_runtime.engine
     calls = _spy_generate(eng, monkeypatch)
     prompts = ["Why is the sky blue?", "What is a cat?", "How do boats float?"]
-    # options: greedy, greedy + reminder, sample 1, sample 2, guided x2, guided x3; each prompt's best is a different one
-    judge = _PhrasingJudge(per_prompt=[(5, 1, 0, 0), (1, 6, 0, 0), (0, 2, 7, 0), (0, 0, 7, 0), (0, 0, 0, 8), (0, 0, 0, 3)])
-    prompts.append("What do bees make?")
-    answers = distill_answers(eng, "Talk like a pirate", prompts, max_new_tokens=6, judge=judge, samples=2, guidance=(2.0, 3.0))
-    guided = guided_generate(eng, prompts, "Talk like a pirate", NEUTRAL_SYSTEM, [2.0, 3.0], max_new_tokens=6)
+    # options: greedy, greedy + reminder, sample 1, sample 2; each prompt's best is a different one
+    judge = _PhrasingJudge(per_prompt=[(5, 1, 0), (1, 6, 0), (0, 2, 7), (0, 0, 7)])
+    answers = distill_answers(eng, "Talk like a pirate", prompts, max_new_tokens=6, judge=judge, samples=2)
     (asks, system, cfg, gens), (s_asks, s_system, s_cfg, samples) = calls  # greedy batch, then one sampled batch
     n = len(prompts)
     assert asks == prompts + [remind(p, "Talk like a pirate") for p in prompts] + prompts
@@ -62,14 +58,12 @@ def test_distill_answers_pick_each_prompts_best_judged_answer(tiny_runtime, monk
     ctx, cands = judge.seen[0]  # ONE judge call: every prompt, against the plain answers
     assert len(judge.seen) == 1 and ctx.prompts == prompts and ctx.baseline == [g.text for g in gens[2 * n :]]
     assert cands == [[g.text for g in gens[:n]], [g.text for g in gens[n : 2 * n]], [g.text for g in samples[:n]], [g.text for g in samples[n:]],
-                     [eng.text_of(i) for i in guided[0]], [eng.text_of(i) for i in guided[1]],
                      [g.text for g in gens[2 * n :]]]  # and the plain answers, last (never a target)
-    # prompt 0: greedy (5); 1: greedy + reminder (6); 2: sample 1 beats sample 2 on the tie (7, 7); 3: guided x2 (8)
-    assert answers.targets == [gens[0].token_ids, gens[n + 1].token_ids, samples[2].token_ids, guided[0][3]]
+    # prompt 0: greedy (5); prompt 1: greedy + reminder (6); prompt 2: sample 1 beats sample 2 on the tie (7, 7)
+    assert answers.targets == [gens[0].token_ids, gens[n + 1].token_ids, samples[2].token_ids]
     assert answers.plains == [g.token_ids for g in gens[2 * n :]] and answers.prompts == prompts
-    assert "greedy: 1, greedy + reminder: 1, sample 1: 1, guided x2: 1" in answers.note and "judged 6.50 on average" in answers.note
-    assert answers.phrasing == "best of greedy, greedy + reminder, sample 1, sample 2, guided x2, guided x3"
-    assert (answers.score, answers.plain_score) == (6.5, 1.0)
+    assert "greedy: 1, greedy + reminder: 1, sample 1: 1" in answers.note and "judged 6.00 on average" in answers.note
+    assert (answers.score, answers.plain_score) == (6.0, 1.0)
 
 
 @pytest.mark.parametrize("scores, pick", [((2.0, 5.0), 1), ((5.0, 2.0), 0), ((3.0, 3.0), 0)])
@@ -77,7 +71,7 @@ def test_a_judge_without_per_prompt_scores_picks_one_option_for_every_prompt(tin
     eng = tiny_runtime.engine
     calls = _spy_generate(eng, monkeypatch)
     prompts = ["Why is the sky blue?", "What is a cat?"]
-    answers = distill_answers(eng, "Talk like a pirate", prompts, max_new_tokens=6, judge=_PhrasingJudge(scores), samples=0, guidance=())
+    answers = distill_answers(eng, "Talk like a pirate", prompts, max_new_tokens=6, judge=_PhrasingJudge(scores), samples=0)
     assert len(calls) == 1  # no samples asked for: no sampled generate
     gens = calls[0][3]
     assert answers.targets == [g.token_ids for g in gens[pick * 2 : pick * 2 + 2]]
@@ -122,4 +116,4 @@ def test_a_judge_that_returns_too_few_verdicts_falls_back_to_the_system_prompt_t
     eng = tiny_runtime.engine
     answers = distill_answers(eng, "Talk like a pirate", ["Why is the sky blue?"], max_new_tokens=4, judge=_ShortJudge(scores=(5.0, 1.0, 1.0)))
     plain = distill_answers(eng, "Talk like a pirate", ["Why is the sky blue?"], max_new_tokens=4)
-    assert answers.targets == plain.targets and "5 verdicts for 6 candidates" in answers.note and heads_up(answers) == ""
+    assert answers.targets == plain.targets and "3 verdicts for 4 candidates" in answers.note and heads_up(answers) == ""
