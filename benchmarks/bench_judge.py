@@ -3,9 +3,9 @@ hand-scored answers of assets/judge/labelled.jsonl (rubric: docs/judge-rubric.md
 
     .venv/bin/python benchmarks/bench_judge.py [--split test|train|all|heldout] [--json]
 
-`--split heldout` uses assets/judge/heldout_labelled.jsonl instead: 896 held-out answers of
-six auto-steer benchmark runs (sessions 4, 6, 10, 12 and 20; 8 behaviours, 4 conditions; the
-session-12 and -20 runs also on 4 fresh questions, `"questions": "fresh"`, answered after the run), scored
+`--split heldout` uses assets/judge/heldout_labelled.jsonl instead: 1664 held-out answers of
+nine auto-steer benchmark runs (sessions 4, 6, 10, 12, 20 and 21; 8 behaviours, 4 conditions; the
+session-12, -20 and -21 runs also on 4 fresh questions, `"questions": "fresh"`, answered after the run), scored
 blind by a reader who saw neither the condition nor any judge score, each judged against the
 unsteered answer of its run. It also prints the Spearman per run, and per run what the reader's
 scores say about steering vs prompting: for how many behaviours the better steered condition
