@@ -10,7 +10,9 @@ blind by a reader who saw neither the condition nor any judge score, each judged
 unsteered answer of its run. It also prints the Spearman per run, and per run what the reader's
 scores say about steering vs prompting: for how many behaviours the better steered condition
 (steered, or prompted + steered) has a higher mean hand score than prompting, how many by the
-judge's scores, and on how many behaviours the two verdicts agree.
+judge's scores, and on how many behaviours the two verdicts agree; and how well the judge's
+score (and its concept part alone) chooses a profile's mode, steering or prompt + steering,
+against the reader's better mode (`mode_choice`).
 
 Each answer is judged against the unsteered answer to the same question (the judge's baseline,
 as in the loop). Prints the overall Spearman (target >= 0.6 on the test split, which nothing is
@@ -97,6 +99,42 @@ def by_source(rows: list[dict]) -> dict:
     return out
 
 
+def mode_choice(rows: list[dict], key: str = "judge") -> dict:
+    """How well `key` (the judge's score, or one of its parts) chooses a profile's answering mode.
+    Per (run, behaviour) with both steered and prompted + steered answers: the mode with the higher
+    mean `key` over the held-out questions (what a run chooses on), against the reader's better
+    mode on the same questions and on the fresh ones (answered after the run); a reader's tie is
+    not counted. Also: for how many behaviours that choice beats prompting and the unsteered
+    answers by the reader's mean over all the run's questions, and how many a reader's own choice
+    beats prompting."""
+    groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        groups[(r["source"], r["behavior"])][r["condition"]].append(r)
+
+    def mean(rs, k, fresh=None):
+        vs = [(r["parts"][k] if k in r.get("parts", {}) else r[k]) for r in rs if fresh is None or (r.get("questions") == "fresh") == fresh]
+        return sum(vs) / len(vs) if vs else None
+
+    out = {"same": [0, 0], "fresh": [0, 0], "beats_prompting": 0, "beats_unsteered": 0, "reader_choice_beats_prompting": 0, "behaviours": 0}
+    modes = ("steered", "prompted_steered")
+    for g in groups.values():
+        if not all(g.get(m) and mean(g[m], key, False) is not None for m in modes) or not (g.get("prompted") and g.get("unsteered")):
+            continue
+        chosen = max(modes, key=lambda m: mean(g[m], key, False))
+        other = modes[1 - modes.index(chosen)]
+        for name, fresh in (("same", False), ("fresh", True)):
+            a, b = mean(g[chosen], "score", fresh), mean(g[other], "score", fresh)
+            if a is not None and b is not None and a != b:
+                out[name][0] += a > b
+                out[name][1] += 1
+        prompted = mean(g["prompted"], "score")
+        out["behaviours"] += 1
+        out["beats_prompting"] += mean(g[chosen], "score") > prompted
+        out["beats_unsteered"] += mean(g[chosen], "score") > mean(g["unsteered"], "score")
+        out["reader_choice_beats_prompting"] += max(mean(g[m], "score") for m in modes) > prompted
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--split", default="test", choices=["test", "train", "all", "heldout"])
@@ -114,6 +152,7 @@ def main() -> int:
                                    for c, v in by_cond.items()}
     if args.split == "heldout":
         result["by_source"] = by_source(rows)
+        result["mode_choice"] = {k: mode_choice(rows, k) for k in ("judge", "concept")}
     if args.json:
         print(json.dumps(result))
         return 0
@@ -131,6 +170,11 @@ def main() -> int:
             f = v["fresh"]
             print(f"  of which {f['n']} answers to fresh questions (answered after the run): steering ahead for {f['hand_steering_ahead']} "
                   f"by the reader, {f['judge_steering_ahead']} by the judge")
+    for k, m in result.get("mode_choice", {}).items():
+        print(f"choosing the mode by the {'score' if k == 'judge' else k + ' part'}: the reader's better mode on the same questions "
+              f"{m['same'][0]} of {m['same'][1]}, on fresh questions {m['fresh'][0]} of {m['fresh'][1]}; the profile beats prompting "
+              f"for {m['beats_prompting']} of {m['behaviours']} behaviours (a reader's choice: {m['reader_choice_beats_prompting']}), "
+              f"the unsteered answers for {m['beats_unsteered']}")
     return 0
 
 

@@ -75,3 +75,30 @@ def test_bench_judge_counts_where_reader_and_judge_find_steering_ahead():
     fresh = [{**r, "questions": "fresh", "score": 0 if r["condition"] == "prompted" else 5} for r in rows]
     (v,) = by_source(rows + fresh).values()
     assert v["fresh"] == {"n": 6, "hand_steering_ahead": 2, "judge_steering_ahead": 1} and v["n"] == 12
+
+
+def test_bench_judge_scores_the_mode_choice_against_the_reader():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from bench_judge import mode_choice
+
+    def row(b, cond, score, judge, concept, fresh=False):
+        r = {"source": "run", "behavior": b, "condition": cond, "score": score, "judge": judge, "parts": {"concept": concept}}
+        return {**r, "questions": "fresh"} if fresh else r
+
+    rows = [
+        # dog: the judge picks steering (2.0 > 1.0) but the reader prefers prompt + steering, on both question sets
+        row("dog", "unsteered", 1, 1.0, 0.0), row("dog", "prompted", 1, 1.0, 0.0),
+        row("dog", "steered", 0, 2.0, 0.1), row("dog", "prompted_steered", 6, 1.0, 0.5),
+        row("dog", "steered", 0, 9.0, 0.9, fresh=True), row("dog", "prompted_steered", 3, 0.0, 0.0, fresh=True),
+        # pirate: the judge picks prompt + steering, the reader agrees on held-out questions and ties on fresh ones
+        row("pirate", "unsteered", 1, 1.0, 0.0), row("pirate", "prompted", 2, 1.0, 0.0),
+        row("pirate", "steered", 1, 1.0, 0.6), row("pirate", "prompted_steered", 7, 3.0, 0.2),
+        row("pirate", "steered", 4, 1.0, 0.0, fresh=True), row("pirate", "prompted_steered", 4, 1.0, 0.0, fresh=True),
+        # no prompt + steering answers: not counted
+        row("ocean", "unsteered", 1, 1.0, 0.0), row("ocean", "prompted", 1, 1.0, 0.0), row("ocean", "steered", 5, 5.0, 0.5),
+    ]
+    by_score = mode_choice(rows)
+    assert by_score == {"same": [1, 2], "fresh": [0, 1], "beats_prompting": 1, "beats_unsteered": 1,
+                        "reader_choice_beats_prompting": 2, "behaviours": 2}
+    by_concept = mode_choice(rows, "concept")  # the dog's concept picks prompt + steering, the pirate's steering
+    assert by_concept["same"] == [1, 2] and by_concept["fresh"] == [1, 1] and by_concept["beats_prompting"] == 2
