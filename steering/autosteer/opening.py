@@ -47,12 +47,11 @@ OPENING_L2 = 0.01  # penalty on |u|^2 (u in units of scale): the fit lands at |u
 @dataclass
 class Opening:
     """A fitted opening: the direction (units of the basis scale), how many answer tokens it
-    steers, and the openings it was fitted to (shown to the user)."""
+    steers (0 until `try_opening` chooses), and the openings it was fitted to (shown to the user)."""
 
     direction: torch.Tensor
     tokens: int
     examples: list[str]
-    loss: float
 
 
 def role_of(behavior: str) -> str | None:
@@ -83,8 +82,9 @@ def write_openings(engine, role: str, prompts: Sequence[str], cancel=None) -> li
 
 def fit_opening(engine, prompts: Sequence[str], openings: Sequence[str], steps: int = OPENING_STEPS, cancel=None) -> Opening | None:
     """A direction that raises each opening's likelihood after its plain question (no system
-    prompt), added from the prompt's last position on; None when no opening has 2+ tokens or
-    when `cancel` (a threading.Event) is set meanwhile."""
+    prompt), added from the prompt's last position on (how many answer tokens it steers is chosen
+    later, by `try_opening`: `tokens` is 0 here); None when no opening has 2+ tokens or when
+    `cancel` (a threading.Event) is set meanwhile."""
     tok = engine.tokenizer
     pairs = [(p, tok(o, add_special_tokens=False)["input_ids"][:OPENING_MAX_TOKENS]) for p, o in zip(prompts, openings)]
     pairs = [(p, ids) for p, ids in pairs if len(ids) >= 2]
@@ -96,20 +96,17 @@ def fit_opening(engine, prompts: Sequence[str], openings: Sequence[str], steps: 
     u = torch.zeros(engine.model.config.hidden_size, requires_grad=True)
     adam = torch.optim.Adam([u], lr=OPENING_LR)
     chunks = split(obj)
-    value = float("nan")
     for _ in range(steps):
         if cancel is not None and cancel.is_set():
             return None
-        value, _, (grad,) = chunked_loss(engine, chunks, lambda: scale * u.to(engine.model.device), [u])
+        _, _, (grad,) = chunked_loss(engine, chunks, lambda: scale * u.to(engine.model.device), [u])
         adam.zero_grad()
         u.grad = grad.cpu() + 2 * OPENING_L2 * u.detach()
         adam.step()
     direction = u.detach().clone()
     if float(direction.norm()) > OPENING_MAX_NORM:  # a hair under: rounding in the profile must not push it over
         direction *= 0.999 * OPENING_MAX_NORM / float(direction.norm())
-    lengths = [len(ids) for _, ids in pairs]
-    tokens = max(4, min(OPENING_MAX_TOKENS, round(sum(lengths) / len(lengths))))
-    return Opening(direction, tokens, [tok.decode(ids) for _, ids in pairs], value)
+    return Opening(direction, 0, [tok.decode(ids) for _, ids in pairs])
 
 
 # The opening is tried at these lengths (answer tokens steered), with and without the best
@@ -158,7 +155,7 @@ def try_opening(run, ctx, best) -> tuple[str, bool]:
     if score <= without:
         return (f"in-character opening not kept: fitted to the model's own openings as {role} ({shown}), {where} the best "
                 f"weights scored {without:.2f}, the opening at best {score:.2f}"), False
-    run.opening = Opening(fitted.direction, k, fitted.examples, fitted.loss)
+    run.opening = replace(fitted, tokens=k)
     alone = "" if keep_weights else " ALONE (the learned weights are dropped: they scored lower with it)"
     return (f"in-character opening kept{alone} (not an SAE feature): fitted to the model's own openings as {role} ({shown}), "
             f"it steers the first {k} answer tokens; {where} it scored {score:.2f} against {without:.2f} for the best weights"), not keep_weights

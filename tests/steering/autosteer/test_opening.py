@@ -54,7 +54,8 @@ def test_fit_opening_makes_the_openings_likelier_after_the_plain_question(tiny_e
     after = _nll(tiny_engine, prompts, openings, fitted.direction)
     assert after < before - 0.2  # a wrong sign or a vector added in the wrong place would not lower it
     assert 0 < float(fitted.direction.norm()) <= 8.0
-    assert 4 <= fitted.tokens <= 12 and len(fitted.examples) == 2
+    assert [o.startswith(e) for e, o in zip(fitted.examples, openings)] == [True, True]  # the fitted tokens, shown to the user
+    assert fitted.tokens == 0  # how many tokens it steers is chosen later, on held-out prompts
 
 
 def test_fit_opening_needs_an_opening_of_two_tokens(tiny_engine):
