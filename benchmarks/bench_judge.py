@@ -118,9 +118,10 @@ def mode_choice(rows: list[dict], key: str = "judge") -> dict:
     out = {"same": [0, 0], "fresh": [0, 0], "beats_prompting": 0, "beats_unsteered": 0, "reader_choice_beats_prompting": 0, "behaviours": 0}
     modes = ("steered", "prompted_steered")
     for g in groups.values():
-        if not all(g.get(m) and mean(g[m], key, False) is not None for m in modes) or not (g.get("prompted") and g.get("unsteered")):
+        judged = {m: mean(g[m], key, False) if g.get(m) else None for m in modes}  # what a run chooses on
+        if None in judged.values() or not (g.get("prompted") and g.get("unsteered")):
             continue
-        chosen = max(modes, key=lambda m: mean(g[m], key, False))
+        chosen = max(modes, key=judged.get)
         other = modes[1 - modes.index(chosen)]
         for name, fresh in (("same", False), ("fresh", True)):
             a, b = mean(g[chosen], "score", fresh), mean(g[other], "score", fresh)

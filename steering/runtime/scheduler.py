@@ -64,8 +64,7 @@ class Request:
     def key(self) -> tuple:
         """Requests merge only when one decode serves them all exactly as it would serve each."""
         c = self.config
-        return (c.max_new_tokens, c.min_new_tokens, c.temperature, c.top_p, c.seed, c.repetition_penalty, c.return_logits,
-                getattr(c, "chat", True))
+        return (c.max_new_tokens, c.min_new_tokens, c.temperature, c.top_p, c.seed, c.repetition_penalty, c.return_logits, c.chat)
 
 
 class _SplitStreamer:
