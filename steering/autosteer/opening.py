@@ -14,7 +14,8 @@ Added at every position, the same kind of vector erases the question: "I'm a loy
 to lounge in the shade" to every question (session 20, `docs/results.md`).
 
 The direction is not an SAE feature: the profile, the app and the exports say so. The loop keeps
-it only when the judge scores the best weights with it above the same weights without it.
+it only when the judge scores it (with or without the best weights) above the weights alone, on
+the held-out prompts; the profile's best score is then the score of what it keeps (`rejudge`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from ..runtime.engine import GenerationConfig
 from .judges import JudgeContext
 from .objective import build_objective, chunked_loss, split
 from .optimisers import WeightVector
-from .results import PhaseEvent
+from .results import Best, PhaseEvent
 
 # "like a dog", "as a pirate", "be a teacher", "you are the captain": the character, up to a
 # comma, a full stop or a clause ("who", "would").
@@ -116,7 +117,9 @@ def fit_opening(engine, prompts: Sequence[str], openings: Sequence[str], steps: 
 # more it ran on ("I'm a loyal dog who loves music. What's your problem?"); on top of the run's
 # weights (five features and a free direction) it drifted more. Judged on the training prompts it
 # was fitted to, 8 tokens won there and answered no held-out question (session 20): so the choice
-# is made on prompts the fit never saw.
+# is made on prompts the fit never saw. (Chosen on probe questions instead, so that the held-out
+# check would not report on the questions that chose it, the dog lost its opening and read worse,
+# blind: session 22, docs/results.md. The bench's fresh questions are the clean test.)
 TRY_TOKENS = (2, 4, 6)
 
 
@@ -127,10 +130,12 @@ def _tries(behavior: str) -> list[tuple[int, bool, str | None]]:
 
 def try_opening(run, ctx, best) -> tuple[str, bool]:
     """Write and fit an opening for `run` (a `loop.AutoSteer`) when its behaviour names a
-    character; judge the best weights without it, and the opening with and without the weights
-    (`_tries`), on the held-out prompts (the training prompts when there are none); keep it in
-    `run.opening` when its best beats the weights alone. Returns a sentence for the screen and the
-    profile's notes ("" when the behaviour names no character), and whether the weights go."""
+    character; judge the best weights without it, the opening with and without the weights
+    (`_tries`), and the plain answers, on the held-out prompts (the training prompts when there
+    are none); keep it in `run.opening` when its best beats the weights alone (the profile carries
+    those otherwise; the plain answers' score is reported beside them). Returns a sentence for the
+    screen and the profile's notes ("" when the behaviour names no character), and whether the
+    weights go."""
     role = role_of(run.cfg.behavior)
     if role is None or run.cancelled:
         return "", False
@@ -146,25 +151,38 @@ def try_opening(run, ctx, best) -> tuple[str, bool]:
                     system=[s for _, _, s in tries for _ in prompts] + [None] * (P if held else 0))
     if run.cancelled:
         return "", False
-    judged = JudgeContext(ctx.behavior, prompts, texts[len(tries) * P :] if held else list(ctx.baseline))
-    js = run.judge.judge_many(judged, [texts[i * P : (i + 1) * P] for i in range(len(tries))])
-    without = max(js[i].score for i, t in enumerate(tries) if not t[0])
+    plain = texts[len(tries) * P :] if held else list(ctx.baseline)
+    js = run.judge.judge_many(JudgeContext(ctx.behavior, prompts, plain), [texts[i * P : (i + 1) * P] for i in range(len(tries))] + [plain])
+    without, plain_score = max(js[i].score for i, t in enumerate(tries) if not t[0]), js[-1].score
     i = max((i for i, t in enumerate(tries) if t[0]), key=lambda j: js[j].score)
     (k, keep_weights, _), score = tries[i], js[i].score
     where, shown = f"on {P} {'held-out' if held else 'training'} prompts", "; ".join(f"'{e}'" for e in fitted.examples)
     if score <= without:
         return (f"in-character opening not kept: fitted to the model's own openings as {role} ({shown}), {where} the best "
-                f"weights scored {without:.2f}, the opening at best {score:.2f}"), False
+                f"weights scored {without:.2f}, the plain answers {plain_score:.2f}, the opening at best {score:.2f}"), False
     run.opening = replace(fitted, tokens=k)
     alone = "" if keep_weights else " ALONE (the learned weights are dropped: they scored lower with it)"
     return (f"in-character opening kept{alone} (not an SAE feature): fitted to the model's own openings as {role} ({shown}), "
-            f"it steers the first {k} answer tokens; {where} it scored {score:.2f} against {without:.2f} for the best weights"), not keep_weights
+            f"it steers the first {k} answer tokens; {where} it scored {score:.2f} against {without:.2f} for the best "
+            f"weights and {plain_score:.2f} for the plain answers"), not keep_weights
+
+
+def rejudge(run, ctx, best, alone: bool):
+    """The best proposal once an opening is kept: the profile's steering (the opening, and the
+    weights unless they were dropped) judged on the training prompts, as the epochs were, so the
+    profile's best score is that of the steering it carries; `best` itself if that fails."""
+    weights = WeightVector([0.0] * len(best.weights)) if alone else best.weights
+    texts = run.gen(list(ctx.prompts), [run.steer_of(weights)] * len(ctx.prompts), system=run.system)
+    if run.cancelled:
+        return replace(best, weights=weights)
+    j = run.judge.judge_many(ctx, [texts])[0]
+    return Best(j.score, weights, texts, j.critique)
 
 
 def phase(run, ctx, best):
     """The loop's opening phase (a generator of PhaseEvents) for a behaviour that names a character,
     once the run has weights: `try_opening`, its sentence in the profile's notes. Returns the best
-    weights to keep (all zero when the opening alone judged best)."""
+    proposal to keep (all-zero weights when the opening alone judged best; `rejudge`)."""
     if run.cancelled or not best.found or not run.cfg.opening or (role := role_of(run.cfg.behavior)) is None:
         return best
     yield PhaseEvent("opening", f"writing and fitting an in-character opening as {role}")
@@ -175,4 +193,13 @@ def phase(run, ctx, best):
     if note:
         run.notes.append(note)
         yield PhaseEvent("opening", note)
-    return replace(best, weights=WeightVector([0.0] * len(best.weights))) if alone else best
+    if run.opening is None:
+        return best
+    try:
+        kept = rejudge(run, ctx, best, alone)
+    except Exception as exc:  # noqa: BLE001 - the score stays the weights'; the note says so
+        run.notes.append(f"the profile's best score is the weights' alone: judging them with the opening failed ({exc})")
+        return replace(best, weights=WeightVector([0.0] * len(best.weights))) if alone else best
+    if not run.cancelled:
+        run.notes.append(f"with the opening, the training prompts score {kept.score:.2f} (the epochs' best: {best.score:.2f})")
+    return kept

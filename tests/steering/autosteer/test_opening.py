@@ -71,42 +71,62 @@ def _run(rt, monkeypatch, scores, behavior="Behave like a dog"):
     return loop, list(loop.run())
 
 
-# The opening's trial judges 14 candidates on the held-out prompts, each without and with the
-# behaviour as a system prompt: the best weights alone, the weights with the opening at each of
-# TRY_TOKENS, then the opening alone at each.
-WITHOUT, HELD = [1.0, 1.5], [0, 0, 5.0, 1.0]
+# The opening's trial judges 15 candidates on the held-out prompts, each of the first 14 without
+# and with the behaviour as a system prompt: the best weights alone, the weights with the opening
+# at each of TRY_TOKENS, then the opening alone at each; the 15th is the plain answers. A kept
+# opening is then judged on the training prompts (REJUDGE), then the held-out check's four
+# conditions (HELD).
+WITHOUT, PLAIN, REJUDGE, HELD = [1.0, 1.5], [1.0], [2.5], [0, 0, 5.0, 1.0]
 
 
 def test_the_loop_keeps_an_opening_the_judge_scores_above_the_best_weights(tiny_runtime, monkeypatch):
-    loop, events = _run(tiny_runtime, monkeypatch, [2.0] + WITHOUT + [0.5, 0.5, 6.0, 3.0, 0.5, 0.5] + [0.1] * 6 + HELD)
+    loop, events = _run(tiny_runtime, monkeypatch, [2.0] + WITHOUT + [0.5, 0.5, 6.0, 3.0, 0.5, 0.5] + [0.1] * 6 + PLAIN + REJUDGE + HELD)
     final = events[-1]
     assert isinstance(final, FinalResult)
     assert final.profile.opening_tokens == TRY_TOKENS[1] and len(final.profile.opening_direction) == tiny_runtime.engine.model.config.hidden_size
     notes = [e.message for e in events if isinstance(e, PhaseEvent) and e.phase == "opening"]
-    assert any("opening kept (not an SAE feature)" in n and "first 4 answer tokens; on 1 held-out prompts it scored 6.00 against 1.50 for the best weights" in n
-               for n in notes)
+    assert any("opening kept (not an SAE feature)" in n and "first 4 answer tokens; on 1 held-out prompts it scored 6.00 "
+               "against 1.50 for the best weights and 1.00 for the plain answers" in n for n in notes)
     ctx, candidates = loop.judge_calls[1]  # judged on the held-out prompt, against its unsteered answer
-    assert ctx.prompts == ["Why?"] and len(candidates) == 14
+    assert ctx.prompts == ["Why?"] and len(candidates) == 15
+    assert candidates[-1] == ctx.baseline == [g.text for g in tiny_runtime.engine.generate(["Why?"], config=GenerationConfig(max_new_tokens=6))]
     assert final.profile.weights() == {5: 0.2, 9: -0.2}
-    assert ctx.baseline == [g.text for g in tiny_runtime.engine.generate(["Why?"], config=GenerationConfig(max_new_tokens=6))]
     assert any("opening kept" in n for n in final.profile.provenance["notes"])
     steer = loop.steer_of([0.2, -0.2])  # the held-out check and the profile steer with it
     assert steer.opening is not None and steer.opening_tokens == TRY_TOKENS[1]
+    # The profile's best score is the steering it carries, judged on the training prompts.
+    rejudged, _ = loop.judge_calls[2]
+    assert rejudged.prompts == ["Hi", "Hello"] and final.profile.scores["best"] == 2.5
+    assert any("with the opening, the training prompts score 2.50 (the epochs' best: 2.00)" in n for n in final.profile.provenance["notes"])
 
 
 def test_the_loop_drops_an_opening_that_scores_no_better(tiny_runtime, monkeypatch):
-    loop, events = _run(tiny_runtime, monkeypatch, [4.0, 1.0, 3.0] + [0.5, 2.0, 3.0, 1.0, 0.5, 0.5] + [3.0] * 6 + HELD)
+    loop, events = _run(tiny_runtime, monkeypatch, [4.0, 1.0, 3.0] + [0.5, 2.0, 3.0, 1.0, 0.5, 0.5] + [3.0] * 6 + PLAIN + HELD)
     final = events[-1]
     assert final.profile.opening_direction is None and final.profile.opening_tokens == 0
     assert any("opening not kept" in n for n in final.profile.provenance["notes"])
-    assert loop.steer_of([0.2, -0.2]).opening is None
+    assert loop.steer_of([0.2, -0.2]).opening is None and final.profile.scores["best"] == 4.0
+
+
+def test_an_opening_is_weighed_against_the_weights_the_profile_would_carry(tiny_runtime, monkeypatch):
+    # The opening beats the weights (0.9 against 0.5) though not the plain answers (1.0): kept, as
+    # the profile would otherwise carry the weights; the note gives the plain answers' score.
+    loop, events = _run(tiny_runtime, monkeypatch, [2.0, 0.5, 0.4] + [0.9] + [0.1] * 11 + PLAIN + REJUDGE + HELD)
+    profile = events[-1].profile
+    assert profile.opening_direction is not None and profile.opening_tokens == TRY_TOKENS[0] and profile.weights() == {5: 0.2, 9: -0.2}
+    assert any("opening kept (not an SAE feature)" in n and "scored 0.90 against 0.50 for the best weights and 1.00 for the plain answers" in n
+               for n in profile.provenance["notes"])
 
 
 def test_the_opening_alone_replaces_the_weights_when_it_judges_best(tiny_runtime, monkeypatch):
-    loop, events = _run(tiny_runtime, monkeypatch, [2.0] + WITHOUT + [0.5] * 6 + [0.5, 7.0, 0.5, 0.5, 0.5, 0.5] + HELD)
+    loop, events = _run(tiny_runtime, monkeypatch, [2.0] + WITHOUT + [0.5] * 6 + [0.5, 7.0, 0.5, 0.5, 0.5, 0.5] + PLAIN + REJUDGE + HELD)
     profile = events[-1].profile
     assert profile.weights() == {} and profile.opening_tokens == TRY_TOKENS[0] and profile.opening_direction is not None
     assert any("opening kept ALONE" in n for n in profile.provenance["notes"])
+    assert profile.scores["best"] == 2.5  # the opening alone's score, not the dropped weights' 2.0
+    rejudged, (texts,) = loop.judge_calls[2]
+    assert texts == [g.text for g in tiny_runtime.engine.generate(["Hi", "Hello"], [loop.steer_of([0.0, 0.0])] * 2,
+                                                                  config=GenerationConfig(max_new_tokens=6))]
 
 
 def test_a_behaviour_without_a_character_gets_no_opening_phase(tiny_runtime, monkeypatch):
