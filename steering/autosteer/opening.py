@@ -164,7 +164,8 @@ def try_opening(run, ctx, best) -> tuple[str, bool]:
     alone = "" if keep_weights else " ALONE (the learned weights are dropped: they scored lower with it)"
     return (f"in-character opening kept{alone} (not an SAE feature): fitted to the model's own openings as {role} ({shown}), "
             f"it steers the first {k} answer tokens; {where} it scored {score:.2f} against {without:.2f} for the best "
-            f"weights and {plain_score:.2f} for the plain answers"), not keep_weights
+            f"weights and {plain_score:.2f} for the plain answers"
+            + ("; the held-out check reports on the same prompts, which flatters the opening" if held else "")), not keep_weights
 
 
 def rejudge(run, ctx, best, alone: bool):

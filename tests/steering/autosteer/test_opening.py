@@ -86,7 +86,8 @@ def test_the_loop_keeps_an_opening_the_judge_scores_above_the_best_weights(tiny_
     assert final.profile.opening_tokens == TRY_TOKENS[1] and len(final.profile.opening_direction) == tiny_runtime.engine.model.config.hidden_size
     notes = [e.message for e in events if isinstance(e, PhaseEvent) and e.phase == "opening"]
     assert any("opening kept (not an SAE feature)" in n and "first 4 answer tokens; on 1 held-out prompts it scored 6.00 "
-               "against 1.50 for the best weights and 1.00 for the plain answers" in n for n in notes)
+               "against 1.50 for the best weights and 1.00 for the plain answers; the held-out check reports on the same prompts" in n
+               for n in notes)
     ctx, candidates = loop.judge_calls[1]  # judged on the held-out prompt, against its unsteered answer
     assert ctx.prompts == ["Why?"] and len(candidates) == 15
     assert candidates[-1] == ctx.baseline == [g.text for g in tiny_runtime.engine.generate(["Why?"], config=GenerationConfig(max_new_tokens=6))]
