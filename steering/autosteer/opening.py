@@ -203,4 +203,5 @@ def phase(run, ctx, best):
         return replace(best, weights=WeightVector([0.0] * len(best.weights))) if alone else best
     if not run.cancelled:
         run.notes.append(f"with the opening, the training prompts score {kept.score:.2f} (the epochs' best: {best.score:.2f})")
+        yield PhaseEvent("opening", run.notes[-1])
     return kept

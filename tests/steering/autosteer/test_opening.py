@@ -99,6 +99,7 @@ def test_the_loop_keeps_an_opening_the_judge_scores_above_the_best_weights(tiny_
     rejudged, _ = loop.judge_calls[2]
     assert rejudged.prompts == ["Hi", "Hello"] and final.profile.scores["best"] == 2.5
     assert any("with the opening, the training prompts score 2.50 (the epochs' best: 2.00)" in n for n in final.profile.provenance["notes"])
+    assert notes[-1] == "with the opening, the training prompts score 2.50 (the epochs' best: 2.00)"  # on the screen too
 
 
 def test_the_loop_drops_an_opening_that_scores_no_better(tiny_runtime, monkeypatch):
