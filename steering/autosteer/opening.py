@@ -168,16 +168,15 @@ def try_opening(run, ctx, best) -> tuple[str, bool]:
             + ("; the held-out check reports on the same prompts, which flatters the opening" if held else "")), not keep_weights
 
 
-def rejudge(run, ctx, best, alone: bool):
-    """The best proposal once an opening is kept: the profile's steering (the opening, and the
-    weights unless they were dropped) judged on the training prompts, as the epochs were, so the
-    profile's best score is that of the steering it carries; `best` itself if that fails."""
-    weights = WeightVector([0.0] * len(best.weights)) if alone else best.weights
-    texts = run.gen(list(ctx.prompts), [run.steer_of(weights)] * len(ctx.prompts), system=run.system)
+def rejudge(run, ctx, kept):
+    """`kept` (the best proposal with the weights the profile keeps: all zero when the opening
+    alone replaced them) judged on the training prompts with the opening, as the epochs were, so
+    the profile's best score is that of the steering it carries; `kept` itself if cancelled."""
+    texts = run.gen(list(ctx.prompts), [run.steer_of(kept.weights)] * len(ctx.prompts), system=run.system)
     if run.cancelled:
-        return replace(best, weights=weights)
+        return kept
     j = run.judge.judge_many(ctx, [texts])[0]
-    return Best(j.score, weights, texts, j.critique)
+    return Best(j.score, kept.weights, texts, j.critique)
 
 
 def phase(run, ctx, best):
@@ -196,11 +195,12 @@ def phase(run, ctx, best):
         yield PhaseEvent("opening", note)
     if run.opening is None:
         return best
+    kept = replace(best, weights=WeightVector([0.0] * len(best.weights))) if alone else best
     try:
-        kept = rejudge(run, ctx, best, alone)
+        kept = rejudge(run, ctx, kept)
     except Exception as exc:  # noqa: BLE001 - the score stays the weights'; the note says so
         run.notes.append(f"the profile's best score is the weights' alone: judging them with the opening failed ({exc})")
-        return replace(best, weights=WeightVector([0.0] * len(best.weights))) if alone else best
+        return kept
     if not run.cancelled:
         run.notes.append(f"with the opening, the training prompts score {kept.score:.2f} (the epochs' best: {best.score:.2f})")
         yield PhaseEvent("opening", run.notes[-1])
