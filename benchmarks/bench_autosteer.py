@@ -4,6 +4,12 @@
         [--mode auto|steered|prompted_steered] [--out F] [--json]
     python benchmarks/bench_autosteer.py --rejudge F [--out G]  # judge the answers saved by --out F again (after a judge
                                                               # change); --out G saves the new scores
+    ... [--judge llm] [--llm-base-url URL] [--llm-model NAME]  # an LLM judge (in the loop, or for --rejudge)
+
+With `--judge llm` the runs (or `--rejudge`) use an LLM judge behind any OpenAI-compatible
+endpoint (default: $OPENAI_BASE_URL, $STEERING_LLM_MODEL), given the reader's rubric, falling back
+to the metric judge for any answer it cannot score: the table with a stronger judge than the
+offline one. Check that judge against the blind labels first (`bench_judge.py --judge llm`).
 
 For each behaviour: held-out score (0-10, metric judge) of unsteered, prompted (behaviour as a
 system prompt), steered and prompted+steered answers, on the run's 4 held-out questions and on 4
@@ -27,11 +33,12 @@ from quora_kids.profiles import KIDS_BEHAVIOUR  # noqa: E402
 from steering.artefacts.bind import weights_for  # noqa: E402
 from steering.artefacts.profile import has_heads_up  # noqa: E402
 from steering.autosteer.config import MODES, AutoSteerConfig  # noqa: E402
-from steering.autosteer.factory import make_autosteer  # noqa: E402
-from steering.autosteer.judges import JudgeContext, MetricJudge  # noqa: E402
+from steering.autosteer.factory import make_autosteer, make_judge  # noqa: E402
+from steering.autosteer.judges import JudgeContext  # noqa: E402
 from steering.autosteer.results import EpochResult, PhaseEvent, beats_ties_trails  # noqa: E402
 from steering.metrics import degeneration  # noqa: E402
 from steering.runtime.engine import GenerationConfig  # noqa: E402
+from steering.llm import LLMClient, LLMError  # noqa: E402
 from steering.runtime.shared import get_runtime  # noqa: E402
 
 BEHAVIORS = {
@@ -70,10 +77,10 @@ def batched_vs_sequential(engine, k: int = 4, tokens: int = 48) -> dict:
             "speedup": round(seq / batched, 2)}
 
 
-def run_behaviour(name: str, epochs: int, optimiser: str, mode: str = "auto") -> dict:
+def run_behaviour(name: str, epochs: int, optimiser: str, mode: str = "auto", judge: str = "metric", client: LLMClient | None = None) -> dict:
     """One auto-steer run on the shared runtime: held-out scores, timings, features, answers."""
     cfg = AutoSteerConfig(behavior=BEHAVIORS[name], prompts=PROMPTS, epochs=epochs, heldout=list(HELDOUT), mode=mode)
-    run = make_autosteer(cfg, optimiser=optimiser)
+    run = make_autosteer(cfg, judge=judge, optimiser=optimiser, client=client)
     epoch_s = []
     final = None
     before_s = None
@@ -117,10 +124,11 @@ def degenerate_counts(outputs: dict[str, list[str]]) -> dict[str, int]:
     return {c: sum(degeneration(o).degenerate for o in outs) for c, outs in outputs.items()}
 
 
-def rejudge(path: str) -> dict:
-    """The results saved by `--out`, their held-out (and fresh) scores recomputed by the current judge."""
+def rejudge(path: str, judge: str = "metric", client: LLMClient | None = None, engine=None) -> dict:
+    """The results saved by `--out`, their held-out (and fresh) scores recomputed by the current
+    metric judge, or by an LLM judge (`judge="llm"` and its `client`)."""
     results = json.loads(Path(path).read_text(encoding="utf-8"))
-    judge = MetricJudge(get_runtime().engine)
+    judge = make_judge(judge, engine or get_runtime().engine, client)
     for r in results.values():
         for key, prompts_key, outputs_key in (("held_out", "held_out_prompts", "held_out_outputs"), ("fresh", "fresh_prompts", "fresh_outputs")):
             outs = r.get(outputs_key)
@@ -168,6 +176,9 @@ def print_table(results: dict, speed: dict | None) -> None:
                      for c in ("steered", "prompted_steered"))
     print(f"steered or prompted+steered beats prompting on {wins} of {len(results)} ({clear} by at least {CLEAR_MARGIN}, the run-to-run "
           f"spread); degenerate answers (steered, both): {degenerate}")
+    plain = sum(max(combined(r)["steered"], combined(r)["prompted_steered"]) > combined(r)["unsteered"] for r in results.values())
+    mine = sum(combined(r)[r["mode"]] > combined(r)["unsteered"] for r in results.values())
+    print(f"steered or prompted+steered beats the unsteered answers on {plain} of {len(results)}; the profile's own mode on {mine}")
     if any(counts.values()):
         by_count = sum(c[0] > c[2] for c in counts.values() if c)
         print(f"the profile's answers beat the prompted ones on more questions than they lose for {by_count} of {len(results)}")
@@ -191,9 +202,16 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="also write every held-out answer here (JSON), for reading")
     ap.add_argument("--rejudge", default=None, metavar="F", help="only judge again the held-out answers a --out run saved in F")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--judge", default="metric", choices=["metric", "llm"], help="llm: an OpenAI-compatible endpoint, given the reader's rubric")
+    ap.add_argument("--llm-base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
+    ap.add_argument("--llm-model", default=None, help="model name at the endpoint (default: $STEERING_LLM_MODEL)")
     args = ap.parse_args()
+    try:
+        client = LLMClient.from_env(args.llm_base_url, args.llm_model) if args.judge == "llm" else None
+    except LLMError as exc:
+        sys.exit(f"error: {exc}")
     if args.rejudge:
-        results = rejudge(args.rejudge)
+        results = rejudge(args.rejudge, args.judge, client)
         if args.out:
             Path(args.out).write_text(json.dumps(results, indent=1, ensure_ascii=False))
         if args.json:
@@ -205,7 +223,7 @@ def main() -> None:
     rt = get_runtime()
     results = {}
     for name in args.behaviors:
-        results[name] = run_behaviour(name, args.epochs, args.optimizer, args.mode)
+        results[name] = run_behaviour(name, args.epochs, args.optimizer, args.mode, args.judge, client)
         if not args.json:
             print(name, json.dumps({k: v for k, v in results[name].items() if k != "held_out_outputs"}), flush=True)
         if args.out:

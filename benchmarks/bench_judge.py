@@ -2,10 +2,11 @@
 hand-scored answers of assets/judge/labelled.jsonl (rubric: docs/judge-rubric.md).
 
     .venv/bin/python benchmarks/bench_judge.py [--split test|train|all|heldout] [--json]
+        [--judge metric|llm] [--llm-base-url URL] [--llm-model NAME]
 
-`--split heldout` uses assets/judge/heldout_labelled.jsonl instead: 1664 held-out answers of
-nine auto-steer benchmark runs (sessions 4, 6, 10, 12, 20 and 21; 8 behaviours, 4 conditions; the
-session-12, -20 and -21 runs also on 4 fresh questions, `"questions": "fresh"`, answered after the run), scored
+`--split heldout` uses assets/judge/heldout_labelled.jsonl instead: 1792 held-out answers of
+ten auto-steer benchmark runs (sessions 4, 6, 10, 12, 20, 21 and 22; 8 behaviours, 4 conditions; the
+runs since session 12 also on 4 fresh questions, `"questions": "fresh"`, answered after the run), scored
 blind by a reader who saw neither the condition nor any judge score, each judged against the
 unsteered answer of its run. It also prints the Spearman per run, and per run what the reader's
 scores say about steering vs prompting: for how many behaviours the better steered condition
@@ -13,6 +14,12 @@ scores say about steering vs prompting: for how many behaviours the better steer
 judge's scores, and on how many behaviours the two verdicts agree; and how well the judge's
 score (and its concept part alone) chooses a profile's mode, steering or prompt + steering,
 against the reader's better mode (`mode_choice`).
+
+`--judge llm` measures an LLM judge behind any OpenAI-compatible endpoint (default:
+$OPENAI_BASE_URL, $STEERING_LLM_MODEL, $OPENAI_API_KEY) the same way: it gets the reader's rubric
+(`steering/autosteer/llm_judge.py`), one answer at a time; an answer it cannot score is scored by
+the metric judge, and the output says how many (`fallbacks`). That is how to check a stronger
+judge against the blind labels before trusting it in the loop.
 
 Each answer is judged against the unsteered answer to the same question (the judge's baseline,
 as in the loop). Prints the overall Spearman (target >= 0.6 on the test split, which nothing is
@@ -29,7 +36,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from steering.autosteer.judges import JudgeContext, MetricJudge  # noqa: E402
+from steering.autosteer.factory import make_judge  # noqa: E402
+from steering.autosteer.judges import JudgeContext  # noqa: E402
+from steering.llm import LLMClient, LLMError  # noqa: E402
 from steering.paths import JUDGE_DIR  # noqa: E402
 from steering.runtime.shared import get_runtime  # noqa: E402
 
@@ -45,9 +54,10 @@ def load(split: str = "all") -> list[dict]:
     return [r for r in rows if split in ("all", "heldout") or r["split"] == split]
 
 
-def judge_rows(engine, rows: list[dict]) -> list[dict]:
-    """Metric-judge every row against the unsteered answer to its (behaviour, question)."""
-    judge = MetricJudge(engine)
+def judge_rows(engine, rows: list[dict], judge=None) -> list[dict]:
+    """Judge every row (the metric judge unless `judge` is given) against the unsteered answer
+    to its (behaviour, question)."""
+    judge = judge or make_judge("metric", engine)
     baseline = {(r["behavior"], r["question"]): r["answer"] for r in load("all") if r["condition"] == "unsteered"}
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
@@ -140,25 +150,52 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--split", default="test", choices=["test", "train", "all", "heldout"])
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--judge", default="metric", choices=["metric", "llm"])
+    ap.add_argument("--llm-base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
+    ap.add_argument("--llm-model", default=None, help="model name at the endpoint (default: $STEERING_LLM_MODEL)")
     args = ap.parse_args()
+    try:
+        client = LLMClient.from_env(args.llm_base_url, args.llm_model) if args.judge == "llm" else None
+    except LLMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = measure(get_runtime().engine, args.split, args.judge, client)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    report(result)
+    return 0
 
-    rows = judge_rows(get_runtime().engine, load(args.split))
+
+def measure(engine, split: str, judge: str = "metric", client: LLMClient | None = None) -> dict:
+    """The judge's agreement with the reader on `split`: Spearman overall and per part (the parts
+    the judge reports), mean per condition, and on the blind set per run and the mode choice."""
+    judging = make_judge(judge, engine, client)
+    rows = judge_rows(engine, load(split), judging)
     labels = [r["score"] for r in rows]
-    result = {"split": args.split, "n": len(rows), "spearman": spearman([r["judge"] for r in rows], labels),
-              "parts": {p: spearman([r["parts"][p] for r in rows], [r[lab] for r in rows]) for p, lab in PART_LABELS.items()}}
+    parts = {p: lab for p, lab in PART_LABELS.items() if all(p in r["parts"] for r in rows)}  # an LLM judge has none
+    result = {"split": split, "judge": judging.name, "n": len(rows), "spearman": spearman([r["judge"] for r in rows], labels),
+              "parts": {p: spearman([r["parts"][p] for r in rows], [r[lab] for r in rows]) for p, lab in parts.items()},
+              "fallbacks": getattr(judging, "fallbacks", 0)}
     by_cond: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for r in rows:
         by_cond[r["condition"]].append((r["judge"], r["score"]))
     result["mean_by_condition"] = {c: {"judge": round(sum(j for j, _ in v) / len(v), 2), "label": round(sum(s for _, s in v) / len(v), 2)}
                                    for c, v in by_cond.items()}
-    if args.split == "heldout":
+    if split == "heldout":
         result["by_source"] = by_source(rows)
-        result["mode_choice"] = {k: mode_choice(rows, k) for k in ("judge", "concept")}
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    print(f"{args.split} split, {result['n']} answers: Spearman(judge, hand score) = {result['spearman']}  (target >= 0.6)")
+        result["mode_choice"] = {k: mode_choice(rows, k) for k in ("judge", "concept") if k == "judge" or k in parts}
+    return result
+
+
+def report(result: dict) -> None:
+    print(f"{result['split']} split, {result['n']} answers, {result['judge']} judge: Spearman(judge, hand score) = {result['spearman']}"
+          "  (target >= 0.6)")
+    if result["fallbacks"]:
+        print(f"  {result['fallbacks']} of {result['n']} answers were scored by the metric judge: the LLM judge could not score them")
     for p, lab in PART_LABELS.items():
+        if p not in result["parts"]:
+            continue
         print(f"  part {p:10s} vs hand {lab:18s} {result['parts'][p]}")
     print("mean per condition (judge / hand):")
     for c, m in result["mean_by_condition"].items():
@@ -176,7 +213,6 @@ def main() -> int:
               f"{m['same'][0]} of {m['same'][1]}, on fresh questions {m['fresh'][0]} of {m['fresh'][1]}; the profile beats prompting "
               f"for {m['beats_prompting']} of {m['behaviours']} behaviours (a reader's choice: {m['reader_choice_beats_prompting']}), "
               f"the unsteered answers for {m['beats_unsteered']}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -9,12 +9,34 @@ from collections.abc import Sequence
 
 from .judges import Judge, JudgeContext, JudgeError, Judgement
 
-JUDGE_PROMPT = """You are judging a language model's answers. The goal behaviour is: "{behavior}".
-For each question, the model's answer is shown. Judge how strongly the answers show the behaviour while
-still answering the question sensibly and fluently. Write a short critique (what works, what to change),
-then end with a final line of the form "Score: N" where N is a number from 0 (not at all) to 10 (perfectly).
+# The same rubric a person used to score the labelled answers (docs/judge-rubric.md), so that an
+# LLM judge's scores mean what the reader's do and `benchmarks/bench_judge.py --judge llm` can
+# measure how well it agrees with that reader.
+JUDGE_PROMPT = """You are judging a small language model's answers. The behaviour asked for: "{behavior}".
+Score each answer with this rubric, from the answer alone:
+- behaviour: 0 = no trace of it (a plain answer) or the opposite; 1 = a trace (a word or two, one sentence, the topic without the style); 2 = clearly and throughout.
+- question: 0 = ignores the question, or drifts so that most of the answer is about something else; 1 = touches it, then wanders, or answers only a small part; 2 = addresses it (in the behaviour's style if asked).
+- fluency: 0 = garbled, broken words, loops (a phrase or sentence repeated), empty; 1 = readable but odd words, stutter or a repeated sentence; 2 = fluent. An answer cut off at the end is normal.
+Overall, 0-10: if any part is 0, then 0 or 1 (1 if the other two parts are 2); otherwise 10 x (behaviour + question + fluency - 3) / 3, rounded, moved by at most 1 for what the parts miss. So a fluent answer to the question without the behaviour scores 1, one with a trace of it 6-7, one that shows it throughout 9-10.
+For each answer write a line "Answer N: behaviour B, question Q, fluency F, overall S" and one sentence of critique (what works, what to change). End with a final line "Score: X", where X is the mean of the overall scores.
 
 {pairs}"""
+
+# "Answer 2: behaviour 1, question 2, fluency 2, overall 7"
+_OVERALL = re.compile(r"answer\s*(\d+)\s*:.*?overall\s*[:=]?\s*\**\s*(\d+(?:\.\d+)?)", re.I)
+
+
+def parse_overall(text: str, n: int) -> list[float]:
+    """Each answer's overall score from the critique's "Answer N: ... overall S" lines, in order,
+    or [] unless every one of the `n` answers has exactly one score in 0-10."""
+    found: dict[int, float] = {}
+    for number, value in _OVERALL.findall(text):
+        k, v = int(number), float(value)
+        if not (1 <= k <= n and 0 <= v <= 10) or k in found:
+            return []
+        found[k] = v
+    return [found[k] for k in range(1, n + 1)] if len(found) == n else []
+
 
 _SCORE = re.compile(r"score\s*[:=]\s*\**\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*10)?", re.I)
 
@@ -36,15 +58,15 @@ class LLMJudge(Judge):
         self.retries = retries
 
     def judge(self, ctx: JudgeContext, outputs: Sequence[str]) -> Judgement:
-        pairs = "\n\n".join(f"Question: {p}\nAnswer: {o or '(empty)'}" for p, o in zip(ctx.prompts, outputs))
+        pairs = "\n\n".join(f"Question {k}: {p}\nAnswer {k}: {o or '(empty)'}" for k, (p, o) in enumerate(zip(ctx.prompts, outputs), 1))
         messages = [{"role": "user", "content": JUDGE_PROMPT.format(behavior=ctx.behavior, pairs=pairs)}]
         last = ""
         for _ in range(1 + self.retries):
-            last = self.client.chat(messages, max_tokens=400)
+            last = self.client.chat(messages, max_tokens=600)
             score = parse_score(last)
             if score is not None:
                 critique = _SCORE.sub("", last).strip() or last
-                return Judgement(score, critique)
+                return Judgement(score, critique, per_prompt=parse_overall(last, len(outputs)))
             messages = messages + [
                 {"role": "assistant", "content": last},
                 {"role": "user", "content": "End your answer with a line 'Score: N' (N from 0 to 10)."},

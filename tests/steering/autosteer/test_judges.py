@@ -12,7 +12,7 @@ from steering.autosteer.judges import (
     MetricJudge,
     harmonic_mean,
 )
-from steering.autosteer.llm_judge import FallbackJudge, LLMJudge, parse_score
+from steering.autosteer.llm_judge import FallbackJudge, LLMJudge, parse_overall, parse_score
 from steering.autosteer.loop import AutoSteer
 from steering.autosteer.optimisers import NumericOptimiser
 from steering.autosteer.results import EpochResult, FinalResult
@@ -138,6 +138,31 @@ def test_judge_parses_the_score_and_sends_an_openai_request(fake_openai, llm_cli
     assert req["body"]["model"] == "judge-model"
     assert "Behave like a dog" in req["body"]["messages"][0]["content"]
     assert req["auth"] == "Bearer sk-test-secret"
+
+
+def test_llm_judge_gets_the_readers_rubric_and_scores_each_answer(fake_openai, llm_client):
+    fake_openai.script = ["Answer 1: behaviour 2, question 2, fluency 2, overall 10. Barks and answers.\n"
+                          "Answer 2: behaviour 0, question 2, fluency 2, overall 1. A plain answer.\nScore: 5.5"]
+    ctx = JudgeContext("Behave like a dog", ["What is your favourite food?", "Why is the sky blue?"], ["I like pizza.", "Light scatters."])
+    j = LLMJudge(llm_client).judge(ctx, ["Woof! Bones!", "Light scatters."])
+    assert j.score == 5.5 and j.per_prompt == [10.0, 1.0]
+    prompt = fake_openai.requests[0]["body"]["messages"][0]["content"]
+    # the rubric the labelled answers were scored with, and each question with its own answer
+    assert "a trace" in prompt and "fluent answer to the question without the behaviour scores 1" in prompt
+    assert "Question 2: Why is the sky blue?\nAnswer 2: Light scatters." in prompt
+
+
+@pytest.mark.parametrize("text, n, expected", [
+    ("Answer 1: behaviour 1, question 2, fluency 2, overall 7\nAnswer 2: ... overall: 3.5", 2, [7.0, 3.5]),
+    ("answer 2: overall 4\nANSWER 1: Overall **6**", 2, [6.0, 4.0]),  # any order, any case
+    ("Answer 1: overall 7", 2, []),  # one answer has no score: none are trusted
+    ("Answer 1: overall 7\nAnswer 1: overall 2", 1, []),  # two scores for one answer
+    ("Answer 1: overall 12", 1, []),  # outside 0-10
+    ("Answer 3: overall 5", 2, []),  # no such answer
+    ("Answer 1: behaviour 2,\noverall 7", 1, []),  # the score must be on the answer's line
+])
+def test_parse_overall(text, n, expected):
+    assert parse_overall(text, n) == expected
 
 
 def test_judge_retries_when_no_score_then_succeeds(fake_openai, llm_client):
