@@ -4,8 +4,8 @@ hand-scored answers of assets/judge/labelled.jsonl (rubric: docs/judge-rubric.md
     .venv/bin/python benchmarks/bench_judge.py [--split test|train|all|heldout] [--json]
         [--judge metric|llm] [--llm-base-url URL] [--llm-model NAME]
 
-`--split heldout` uses assets/judge/heldout_labelled.jsonl instead: 1792 held-out answers of
-ten auto-steer benchmark runs (sessions 4, 6, 10, 12, 20, 21 and 22; 8 behaviours, 4 conditions; the
+`--split heldout` uses assets/judge/heldout_labelled.jsonl instead: 1888 held-out answers of
+eleven auto-steer benchmark runs (sessions 4, 6, 10, 12, 20, 21, 22 and 23; 8 behaviours, 4 conditions; the
 runs since session 12 also on 4 fresh questions, `"questions": "fresh"`, answered after the run), scored
 blind by a reader who saw neither the condition nor any judge score, each judged against the
 unsteered answer of its run. It also prints the Spearman per run, and per run what the reader's
