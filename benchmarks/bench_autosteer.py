@@ -36,10 +36,12 @@ from steering.autosteer.config import MODES, AutoSteerConfig  # noqa: E402
 from steering.autosteer.factory import make_autosteer, make_judge  # noqa: E402
 from steering.autosteer.judges import JudgeContext  # noqa: E402
 from steering.autosteer.results import EpochResult, PhaseEvent, beats_ties_trails  # noqa: E402
+from steering.llm import LLMClient  # noqa: E402
 from steering.metrics import degeneration  # noqa: E402
 from steering.runtime.engine import GenerationConfig  # noqa: E402
-from steering.llm import LLMClient, LLMError  # noqa: E402
 from steering.runtime.shared import get_runtime  # noqa: E402
+
+from bench_judge import add_judge_args, judge_client  # noqa: E402  (the same --judge options)
 
 BEHAVIORS = {
     "kids": KIDS_BEHAVIOUR,
@@ -163,12 +165,14 @@ def print_table(results: dict, speed: dict | None) -> None:
     print()
     print(f"{'behaviour':10s} {'unsteered':>9s} {'prompted':>9s} {'steered':>9s} {'both':>9s} {'s/epoch':>8s} {'start s':>8s} {'total s':>8s} {'free':>5s}"
           "   (all 8 questions: 4 held-out + 4 fresh)")
-    wins = clear = 0
+    wins = clear = plain = mine = 0
     counts = {name: per_question(r) for name, r in results.items()}
     for name, r in results.items():
         h, count = combined(r), counts[name]
         wins += max(h["steered"], h["prompted_steered"]) > h["prompted"]
         clear += max(h["steered"], h["prompted_steered"]) >= h["prompted"] + CLEAR_MARGIN
+        plain += max(h["steered"], h["prompted_steered"]) > h["unsteered"]
+        mine += h[r["mode"]] > h["unsteered"]
         print(f"{name:10s} {h['unsteered']:9.2f} {h['prompted']:9.2f} {h['steered']:9.2f} {h['prompted_steered']:9.2f} "
               f"{r['seconds_per_epoch']:8.1f} {r['before_first_epoch_s']:8.1f} {r['total_s']:8.1f} {r['free_share']:5.0%}"
               + (f"   {r['mode']}: better/same/worse than prompted on {count[0]}/{count[1]}/{count[2]} questions" if count else ""))
@@ -176,8 +180,6 @@ def print_table(results: dict, speed: dict | None) -> None:
                      for c in ("steered", "prompted_steered"))
     print(f"steered or prompted+steered beats prompting on {wins} of {len(results)} ({clear} by at least {CLEAR_MARGIN}, the run-to-run "
           f"spread); degenerate answers (steered, both): {degenerate}")
-    plain = sum(max(combined(r)["steered"], combined(r)["prompted_steered"]) > combined(r)["unsteered"] for r in results.values())
-    mine = sum(combined(r)[r["mode"]] > combined(r)["unsteered"] for r in results.values())
     print(f"steered or prompted+steered beats the unsteered answers on {plain} of {len(results)}; the profile's own mode on {mine}")
     if any(counts.values()):
         by_count = sum(c[0] > c[2] for c in counts.values() if c)
@@ -202,14 +204,9 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="also write every held-out answer here (JSON), for reading")
     ap.add_argument("--rejudge", default=None, metavar="F", help="only judge again the held-out answers a --out run saved in F")
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--judge", default="metric", choices=["metric", "llm"], help="llm: an OpenAI-compatible endpoint, given the reader's rubric")
-    ap.add_argument("--llm-base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
-    ap.add_argument("--llm-model", default=None, help="model name at the endpoint (default: $STEERING_LLM_MODEL)")
+    add_judge_args(ap)
     args = ap.parse_args()
-    try:
-        client = LLMClient.from_env(args.llm_base_url, args.llm_model) if args.judge == "llm" else None
-    except LLMError as exc:
-        sys.exit(f"error: {exc}")
+    client = judge_client(args)
     if args.rejudge:
         results = rejudge(args.rejudge, args.judge, client)
         if args.out:

@@ -146,19 +146,30 @@ def mode_choice(rows: list[dict], key: str = "judge") -> dict:
     return out
 
 
+def add_judge_args(ap: argparse.ArgumentParser) -> None:
+    """`--judge metric|llm` and the LLM endpoint's options (this benchmark's and bench_autosteer's)."""
+    ap.add_argument("--judge", default="metric", choices=["metric", "llm"], help="llm: an OpenAI-compatible endpoint, given the reader's rubric")
+    ap.add_argument("--llm-base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
+    ap.add_argument("--llm-model", default=None, help="model name at the endpoint (default: $STEERING_LLM_MODEL)")
+
+
+def judge_client(args) -> LLMClient | None:
+    """The endpoint's client for `--judge llm` (None for the metric judge); no endpoint configured
+    is a one-line error and exit code 2."""
+    try:
+        return LLMClient.from_env(args.llm_base_url, args.llm_model) if args.judge == "llm" else None
+    except LLMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--split", default="test", choices=["test", "train", "all", "heldout"])
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--judge", default="metric", choices=["metric", "llm"])
-    ap.add_argument("--llm-base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
-    ap.add_argument("--llm-model", default=None, help="model name at the endpoint (default: $STEERING_LLM_MODEL)")
+    add_judge_args(ap)
     args = ap.parse_args()
-    try:
-        client = LLMClient.from_env(args.llm_base_url, args.llm_model) if args.judge == "llm" else None
-    except LLMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    client = judge_client(args)
     result = measure(get_runtime().engine, args.split, args.judge, client)
     if args.json:
         print(json.dumps(result))
